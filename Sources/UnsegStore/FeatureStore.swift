@@ -1,0 +1,249 @@
+import Foundation
+import UnsegHDF5
+import UnsegLinAlg
+
+/// The identity of a feature store (root attributes of the schema, version 1).
+public struct StoreMetadata: Sendable, Equatable, Codable {
+    public static let format = "unseg.feature-store"
+    public static let version = 1
+
+    public var backbone: String
+    public var patchSize: Int
+    public var dataset: String
+    public var split: String
+    /// Label protocol the `/labels` follow ("cityscapes27", ...); nil when none.
+    public var labelProtocol: String?
+    public var classNames: [String]?
+
+    public init(backbone: String, patchSize: Int, dataset: String, split: String,
+                labelProtocol: String? = nil, classNames: [String]? = nil) {
+        self.backbone = backbone
+        self.patchSize = patchSize
+        self.dataset = dataset
+        self.split = split
+        self.labelProtocol = labelProtocol
+        self.classNames = classNames
+    }
+}
+
+/// Everything about an open store that the algorithms need to know, checked against the schema.
+public struct StoreLayout: Sendable, Equatable {
+    public var imageCount: Int
+    /// Feature grid: `gridHeight x gridWidth` cells of `channels` values.
+    public var gridHeight: Int
+    public var gridWidth: Int
+    public var channels: Int
+    /// `.float16` or `.float32`.
+    public var featureType: HDF5ElementType
+    /// Image resolution `H x W` when `/images` or `/labels` exist; else the grid times the patch size.
+    public var imageHeight: Int
+    public var imageWidth: Int
+    public var hasImages: Bool
+    public var hasLabels: Bool
+    public var hasNames: Bool
+
+    public var cellCount: Int { gridHeight * gridWidth }
+    public var pixelCount: Int { imageHeight * imageWidth }
+}
+
+/// An open feature store (read-only): validated on open, read one image at a time.
+///
+/// Thread-safe: reads go through the HDF5 lock. Nothing here loads a whole
+/// `/features` dataset; each read is one image's chunk.
+public final class FeatureStore: @unchecked Sendable {
+    public let path: String
+    public let metadata: StoreMetadata
+    public let layout: StoreLayout
+    /// Whether the file declared `format`/`version` (a bare user-written store does not).
+    public let declaresFormat: Bool
+
+    let file: HDF5File
+    let features: HDF5Dataset
+    let images: HDF5Dataset?
+    let labels: HDF5Dataset?
+
+    /// Opens and validates the store at `path`. Errors name the file, the dataset and what to do.
+    public init(path: String) throws {
+        self.path = path
+        let file: HDF5File
+        do { file = try HDF5File.open(path) } catch let e as HDF5Error {
+            throw StoreError(file: path, e.message)
+        }
+        self.file = file
+        func fail(_ ds: String?, _ msg: String) -> StoreError { StoreError(file: path, dataset: ds, msg) }
+
+        // Root attributes.
+        var declares = false
+        if file.hasAttribute("format") {
+            let f = try file.stringAttribute("format")
+            guard f == StoreMetadata.format else {
+                throw fail(nil, "format attribute is '\(f)', not '\(StoreMetadata.format)'; this is not a feature store (an unseg output file?)")
+            }
+            declares = true
+        }
+        if file.hasAttribute("version") {
+            let v = try file.intAttribute("version")
+            guard v == StoreMetadata.version else {
+                throw fail(nil, "feature-store version \(v) is not supported (this unseg reads version \(StoreMetadata.version)); upgrade unseg or rewrite the store")
+            }
+        }
+        declaresFormat = declares
+
+        guard file.contains("features") else {
+            throw fail("/features", "missing; a feature store needs /features [N, h, w, C] (float16 or float32), see Docs/feature-store.md")
+        }
+        guard file.isDataset("features") else {
+            throw fail("/features", "is a group, not a dataset [N, h, w, C]")
+        }
+        let feats = try file.dataset("features")
+        guard feats.shape.count == 4 else {
+            throw fail("/features", "has rank \(feats.shape.count) (shape \(feats.shape)); expected rank 4 [N, h, w, C] with channels last")
+        }
+        guard feats.elementType == .float16 || feats.elementType == .float32 else {
+            throw fail("/features", "has element type \(feats.elementType); expected float16 or float32")
+        }
+        let (n, h, w, c) = (feats.shape[0], feats.shape[1], feats.shape[2], feats.shape[3])
+        guard h > 0, w > 0, c > 0 else {
+            throw fail("/features", "has an empty dimension (shape \(feats.shape))")
+        }
+        features = feats
+
+        guard file.hasAttribute("patch_size") else {
+            throw fail(nil, "missing root attribute 'patch_size' (image pixels per feature cell, e.g. 8 for ViT-S/8); add it with h5py: f.attrs['patch_size'] = 8")
+        }
+        let patch = try file.intAttribute("patch_size")
+        guard patch > 0 else { throw fail(nil, "patch_size is \(patch); it must be a positive integer") }
+
+        func optString(_ name: String) throws -> String? { file.hasAttribute(name) ? try file.stringAttribute(name) : nil }
+        let meta = StoreMetadata(
+            backbone: try optString("backbone") ?? "unknown",
+            patchSize: patch,
+            dataset: try optString("dataset") ?? "unknown",
+            split: try optString("split") ?? "unknown",
+            labelProtocol: try optString("protocol"),
+            classNames: file.hasAttribute("class_names") ? try file.stringArrayAttribute("class_names") : nil)
+        metadata = meta
+
+        var imgH = h * patch, imgW = w * patch
+        var imagesDS: HDF5Dataset?
+        if file.contains("images") {
+            let ds = try file.dataset("images")
+            guard ds.shape.count == 4, ds.shape[3] == 3 else {
+                throw fail("/images", "has shape \(ds.shape); expected [N, H, W, 3] uint8 RGB")
+            }
+            guard ds.elementType == .uint8 else { throw fail("/images", "has element type \(ds.elementType); expected uint8") }
+            guard ds.shape[0] == n else {
+                throw fail("/images", "has \(ds.shape[0]) images but /features has \(n); both must hold the same images in the same order")
+            }
+            imgH = ds.shape[1]; imgW = ds.shape[2]
+            imagesDS = ds
+        }
+        var labelsDS: HDF5Dataset?
+        if file.contains("labels") {
+            let ds = try file.dataset("labels")
+            guard ds.shape.count == 3 else { throw fail("/labels", "has shape \(ds.shape); expected [N, H, W] uint8 (255 = ignore)") }
+            guard ds.elementType == .uint8 else { throw fail("/labels", "has element type \(ds.elementType); expected uint8 (255 = ignore)") }
+            guard ds.shape[0] == n else {
+                throw fail("/labels", "has \(ds.shape[0]) label maps but /features has \(n) images; labels shape must match the images")
+            }
+            if let im = imagesDS, ds.shape[1] != im.shape[1] || ds.shape[2] != im.shape[2] {
+                throw fail("/labels", "are \(ds.shape[1])x\(ds.shape[2]) but /images are \(im.shape[1])x\(im.shape[2]); labels must have the image resolution")
+            }
+            imgH = ds.shape[1]; imgW = ds.shape[2]
+            labelsDS = ds
+        }
+        if imagesDS != nil || labelsDS != nil {
+            guard imgH == h * patch, imgW == w * patch else {
+                throw fail(nil, "patch_size \(patch) is inconsistent: \(h)x\(w) feature cells x \(patch) = \(h * patch)x\(w * patch) pixels, but images/labels are \(imgH)x\(imgW); fix patch_size or resize the images and labels to \(h * patch)x\(w * patch)")
+            }
+        }
+        var hasNames = false
+        if file.contains("names") {
+            let ds = try file.dataset("names")
+            switch ds.elementType {
+            case .variableString, .fixedString: break
+            default: throw fail("/names", "has element type \(ds.elementType); expected strings")
+            }
+            guard ds.shape == [n] else { throw fail("/names", "has shape \(ds.shape); expected [\(n)], one name per image") }
+            hasNames = true
+        }
+        images = imagesDS
+        labels = labelsDS
+        layout = StoreLayout(imageCount: n, gridHeight: h, gridWidth: w, channels: c, featureType: feats.elementType,
+                             imageHeight: imgH, imageWidth: imgW, hasImages: imagesDS != nil, hasLabels: labelsDS != nil,
+                             hasNames: hasNames)
+    }
+
+    /// Number of images.
+    public var count: Int { layout.imageCount }
+
+    private func checkIndex(_ i: Int) throws {
+        guard i >= 0 && i < count else {
+            throw StoreError(file: path, dataset: "/features", "image index \(i) is out of range 0..<\(count)")
+        }
+    }
+
+    /// Reads image `i`'s features `[h*w, C]` as Float into `dst` (`h*w*C` floats).
+    /// float16 is read raw (no HDF5 conversion) and widened with SIMD; `scratch` holds
+    /// the half bits (`h*w*C` UInt16) and may be reused across calls.
+    public func readFeatures(_ i: Int, into dst: UnsafeMutablePointer<Float>, scratch: inout [UInt16]) throws {
+        try checkIndex(i)
+        let l = layout
+        let n = l.cellCount * l.channels
+        let start = [i, 0, 0, 0], cnt = [1, l.gridHeight, l.gridWidth, l.channels]
+        do {
+            if l.featureType == .float16 {
+                if scratch.count < n { scratch = [UInt16](repeating: 0, count: n) }
+                try scratch.withUnsafeMutableBytes { try features.read(into: $0.baseAddress!, memoryType: .float16, start: start, count: cnt) }
+                scratch.withUnsafeBufferPointer { Half.toFloat($0.baseAddress!, dst, n) }
+            } else {
+                try features.read(into: UnsafeMutableRawPointer(dst), memoryType: .float32, start: start, count: cnt)
+            }
+        } catch let e as HDF5Error {
+            throw StoreError(file: path, dataset: "/features", "cannot read image \(i): \(e.message)" + (e.stack.last.map { " (HDF5: \($0))" } ?? ""))
+        }
+    }
+
+    /// Image `i`'s features as a `[h*w, C]` matrix.
+    public func features(_ i: Int) throws -> Matrix {
+        var m = Matrix(rows: layout.cellCount, cols: layout.channels)
+        var scratch: [UInt16] = []
+        try m.data.withUnsafeMutableBufferPointer { try readFeatures(i, into: $0.baseAddress!, scratch: &scratch) }
+        return m
+    }
+
+    /// Image `i` as RGB bytes `[H*W*3]`. Errors when the store has no `/images`.
+    public func image(_ i: Int) throws -> [UInt8] {
+        try checkIndex(i)
+        guard let ds = images else {
+            throw StoreError(file: path, dataset: "/images", "missing; this step needs the RGB images in the store (write /images [N, H, W, 3] uint8)")
+        }
+        return try wrap("/images") { try ds.read(UInt8.self, start: [i, 0, 0, 0], count: [1, layout.imageHeight, layout.imageWidth, 3]) }
+    }
+
+    /// Image `i`'s labels `[H*W]` (255 = ignore). Errors when the store has no `/labels`.
+    public func labels(_ i: Int) throws -> [UInt8] {
+        try checkIndex(i)
+        guard let ds = labels else {
+            throw StoreError(file: path, dataset: "/labels", "missing; evaluation needs ground-truth labels [N, H, W] uint8 in the store")
+        }
+        return try wrap("/labels") { try ds.read(UInt8.self, start: [i, 0, 0], count: [1, layout.imageHeight, layout.imageWidth]) }
+    }
+
+    /// One name per image: `/names` when present, else "000000", "000001", ...
+    public func names() throws -> [String] {
+        if layout.hasNames {
+            return try wrap("/names") { try file.dataset("names").readStrings() }
+        }
+        return (0..<count).map { String(format: "%06d", $0) }
+    }
+
+    private func wrap<T>(_ ds: String, _ body: () throws -> T) throws -> T {
+        do { return try body() } catch let e as HDF5Error {
+            throw StoreError(file: path, dataset: ds, e.message + (e.stack.last.map { " (HDF5: \($0))" } ?? ""))
+        }
+    }
+
+    /// Root attributes and datasets for `unseg inspect`.
+    public var hdf5File: HDF5File { file }
+}

@@ -1,0 +1,132 @@
+import Foundation
+import UnsegLinAlg
+
+/// One image read from a store.
+public struct StoreItem: @unchecked Sendable {
+    /// Position in the store.
+    public var index: Int
+    /// `[h*w, C]` raw features.
+    public var features: Matrix
+    /// `[H*W*3]` RGB when requested and present.
+    public var image: [UInt8]?
+    /// `[H*W]` labels (255 = ignore) when requested and present.
+    public var labels: [UInt8]?
+}
+
+/// Which images a stream visits, and in which order.
+public enum StreamOrder: Sendable, Equatable {
+    case sequential
+    /// A seeded permutation (the same for the same seed on every machine).
+    case shuffled(seed: UInt64)
+}
+
+/// Reads a store one image at a time with bounded memory, in order or in a seeded
+/// shuffled order, optionally prefetching on a background thread.
+///
+/// Memory: at most `prefetch + 1` items are alive inside the stream (plus what the
+/// caller keeps). The sequence of items is the same with or without prefetching.
+public final class StoreStream: @unchecked Sendable {
+    public let store: FeatureStore
+    /// The visiting order (store indices).
+    public let indices: [Int]
+    public let includeImages: Bool
+    public let includeLabels: Bool
+    private var position = 0
+
+    // Prefetch state.
+    private let prefetch: Int
+    private let cond = NSCondition()
+    private var queue: [Result<StoreItem, Error>] = []
+    private var producerPosition = 0
+    private var cancelled = false
+    private var thread: Thread?
+
+    /// - Parameters:
+    ///   - subset: store indices to visit (default all), before ordering.
+    ///   - prefetch: items read ahead on a background thread (0 = read on demand).
+    public init(store: FeatureStore, order: StreamOrder = .sequential, subset: [Int]? = nil,
+                includeImages: Bool = false, includeLabels: Bool = false, prefetch: Int = 2) throws {
+        self.store = store
+        var idx = subset ?? Array(0..<store.count)
+        if let bad = idx.first(where: { $0 < 0 || $0 >= store.count }) {
+            throw StoreError(file: store.path, dataset: "/features", "image index \(bad) is out of range 0..<\(store.count)")
+        }
+        if case .shuffled(let seed) = order {
+            var rng = SeededRandom(seed: seed)
+            rng.shuffle(&idx)
+        }
+        indices = idx
+        if includeImages && !store.layout.hasImages {
+            throw StoreError(file: store.path, dataset: "/images", "missing; this step needs the RGB images in the store")
+        }
+        if includeLabels && !store.layout.hasLabels {
+            throw StoreError(file: store.path, dataset: "/labels", "missing; this step needs ground-truth labels in the store")
+        }
+        self.includeImages = includeImages
+        self.includeLabels = includeLabels
+        self.prefetch = max(0, prefetch)
+        if self.prefetch > 0 && !indices.isEmpty {
+            let t = Thread { [weak self] in self?.produce() }
+            t.name = "unseg.prefetch"
+            thread = t
+            t.start()
+        }
+    }
+
+    deinit {
+        cond.lock()
+        cancelled = true
+        cond.broadcast()
+        cond.unlock()
+    }
+
+    /// Number of items the stream yields in all.
+    public var count: Int { indices.count }
+    /// Items not yet yielded.
+    public var remaining: Int { indices.count - position }
+
+    private func read(_ index: Int) throws -> StoreItem {
+        let f = try store.features(index)
+        return StoreItem(index: index, features: f,
+                         image: includeImages ? try store.image(index) : nil,
+                         labels: includeLabels ? try store.labels(index) : nil)
+    }
+
+    private func produce() {
+        while true {
+            cond.lock()
+            while !cancelled && queue.count >= prefetch { cond.wait() }
+            if cancelled || producerPosition >= indices.count { cond.unlock(); return }
+            let idx = indices[producerPosition]
+            producerPosition += 1
+            cond.unlock()
+            let r = Result { try read(idx) }
+            cond.lock()
+            queue.append(r)
+            cond.broadcast()
+            cond.unlock()
+            if case .failure = r { return }
+        }
+    }
+
+    /// The next item, or nil at the end. Errors name the file, dataset and image.
+    public func next() throws -> StoreItem? {
+        guard position < indices.count else { return nil }
+        defer { position += 1 }
+        if prefetch == 0 { return try read(indices[position]) }
+        cond.lock()
+        while queue.isEmpty { cond.wait() }
+        let r = queue.removeFirst()
+        cond.broadcast()
+        cond.unlock()
+        return try r.get()
+    }
+
+    /// Up to `size` next items (empty at the end).
+    public func nextBatch(_ size: Int) throws -> [StoreItem] {
+        var out: [StoreItem] = []
+        out.reserveCapacity(size)
+        while out.count < size, let item = try next() { out.append(item) }
+        return out
+    }
+}

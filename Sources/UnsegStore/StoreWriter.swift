@@ -1,0 +1,127 @@
+import Foundation
+import UnsegHDF5
+import UnsegLinAlg
+
+/// Options for writing a feature store.
+public struct StoreWriteOptions: Sendable {
+    /// `.float16` (half the bytes, what extraction tools write) or `.float32`.
+    public var featureType: HDF5ElementType = .float16
+    /// gzip level (1...9) with the shuffle filter on every dataset, or nil for none.
+    public var deflate: Int? = nil
+    public var writeImages = true
+    public var writeLabels = true
+    public init(featureType: HDF5ElementType = .float16, deflate: Int? = nil, writeImages: Bool = true, writeLabels: Bool = true) {
+        self.featureType = featureType
+        self.deflate = deflate
+        self.writeImages = writeImages
+        self.writeLabels = writeLabels
+    }
+}
+
+/// Writes a new feature store (schema version 1) under a temporary name; `commit()`
+/// renames it into place. Images are written one chunk each, in any order.
+public final class FeatureStoreWriter {
+    public let path: String
+    public let count: Int, gridHeight: Int, gridWidth: Int, channels: Int
+    public let imageHeight: Int, imageWidth: Int
+    public let options: StoreWriteOptions
+    private var output: AtomicHDF5File?
+    private var features: HDF5Dataset?
+    private var images: HDF5Dataset?
+    private var labels: HDF5Dataset?
+    private var names: [String]
+    private var halfScratch: [UInt16] = []
+
+    public init(path: String, metadata: StoreMetadata, count: Int, gridHeight: Int, gridWidth: Int, channels: Int,
+                options: StoreWriteOptions = StoreWriteOptions()) throws {
+        guard options.featureType == .float16 || options.featureType == .float32 else {
+            throw StoreError(file: path, dataset: "/features", "feature type must be float16 or float32, not \(options.featureType)")
+        }
+        self.path = path
+        self.count = count
+        self.gridHeight = gridHeight
+        self.gridWidth = gridWidth
+        self.channels = channels
+        self.imageHeight = gridHeight * metadata.patchSize
+        self.imageWidth = gridWidth * metadata.patchSize
+        self.options = options
+        self.names = (0..<count).map { String(format: "%06d", $0) }
+        do {
+            let out = try AtomicHDF5File(path: path)
+            let f = out.file!
+            try f.setAttribute("format", StoreMetadata.format)
+            try f.setAttribute("version", StoreMetadata.version)
+            try f.setAttribute("backbone", metadata.backbone)
+            try f.setAttribute("patch_size", metadata.patchSize)
+            try f.setAttribute("dataset", metadata.dataset)
+            try f.setAttribute("split", metadata.split)
+            if let p = metadata.labelProtocol { try f.setAttribute("protocol", p) }
+            if let c = metadata.classNames { try f.setAttribute("class_names", c) }
+            let shuffle = options.deflate != nil
+            features = try f.createDataset("features", type: options.featureType, shape: [count, gridHeight, gridWidth, channels],
+                                            chunk: [1, gridHeight, gridWidth, channels], deflate: options.deflate, shuffle: shuffle)
+            if options.writeImages {
+                images = try f.createDataset("images", type: .uint8, shape: [count, imageHeight, imageWidth, 3],
+                                             chunk: [1, imageHeight, imageWidth, 3], deflate: options.deflate, shuffle: false)
+            }
+            if options.writeLabels {
+                labels = try f.createDataset("labels", type: .uint8, shape: [count, imageHeight, imageWidth],
+                                             chunk: [1, imageHeight, imageWidth], deflate: options.deflate, shuffle: false)
+            }
+            output = out
+        } catch let e as HDF5Error {
+            throw StoreError(file: path, e.message)
+        }
+    }
+
+    /// Writes image `i`: features `[h*w, C]`, optional RGB `[H*W*3]`, labels `[H*W]`, and its name.
+    public func write(_ i: Int, features f: Matrix, image: [UInt8]?, labels l: [UInt8]?, name: String?) throws {
+        guard i >= 0 && i < count else { throw StoreError(file: path, "image index \(i) out of range 0..<\(count)") }
+        guard f.rows == gridHeight * gridWidth && f.cols == channels else {
+            throw StoreError(file: path, dataset: "/features",
+                             "shape mismatch when writing: memory = [\(f.rows), \(f.cols)], destination = [\(gridHeight * gridWidth), \(channels)]")
+        }
+        let start = [i, 0, 0, 0], cnt = [1, gridHeight, gridWidth, channels]
+        do {
+            if options.featureType == .float16 {
+                let n = f.count
+                if halfScratch.count != n { halfScratch = [UInt16](repeating: 0, count: n) }
+                f.data.withUnsafeBufferPointer { src in
+                    halfScratch.withUnsafeMutableBufferPointer { Half.fromFloat(src.baseAddress!, $0.baseAddress!, n) }
+                }
+                try halfScratch.withUnsafeBytes { try features!.write(from: $0.baseAddress!, memoryType: .float16, start: start, count: cnt) }
+            } else {
+                try f.data.withUnsafeBytes { try features!.write(from: $0.baseAddress!, memoryType: .float32, start: start, count: cnt) }
+            }
+            if let ds = images, let img = image {
+                try ds.write(img, start: [i, 0, 0, 0], count: [1, imageHeight, imageWidth, 3])
+            }
+            if let ds = labels, let lab = l {
+                try ds.write(lab, start: [i, 0, 0], count: [1, imageHeight, imageWidth])
+            }
+        } catch let e as HDF5Error {
+            throw StoreError(file: path, dataset: e.object, e.message)
+        }
+        if let n = name { names[i] = n }
+    }
+
+    /// Writes `/names`, flushes, and renames the file into place.
+    public func commit() throws {
+        guard let out = output else { return }
+        do {
+            try out.file!.createStringDataset("names", values: names)
+            features = nil; images = nil; labels = nil
+            try out.commit()
+        } catch let e as HDF5Error {
+            throw StoreError(file: path, e.message)
+        }
+        output = nil
+    }
+
+    /// Abandons the output (the temporary file is removed).
+    public func discard() {
+        features = nil; images = nil; labels = nil
+        output?.discard()
+        output = nil
+    }
+}
