@@ -1,1 +1,191 @@
-@main struct Bench { static func main() { print("bench") } }
+import Foundation
+import UnsegHDF5
+import UnsegLinAlg
+import UnsegPipeline
+import UnsegStore
+
+/// unseg-bench: throughput of the toolkit's hot paths next to the machine's physical
+/// floors measured in the same run (BLAS sgemm peak, plain sequential file reads).
+/// Prints medians over repeats. Run with `Tools/bench [section ...] [--quick]`.
+@main
+struct Bench {
+    static func main() throws {
+        var args = Array(CommandLine.arguments.dropFirst())
+        let quick = args.contains("--quick")
+        args.removeAll { $0.hasPrefix("--") }
+        let all = BenchSections.all
+        if args.contains("help") || args.contains("-h") {
+            print("usage: unseg-bench [\(all.map(\.name).joined(separator: "|"))]... [--quick]")
+            for s in all { print("  \(s.name.padding(toLength: 10, withPad: " ", startingAt: 0)) \(s.summary)") }
+            return
+        }
+        let chosen = args.isEmpty ? all : all.filter { args.contains($0.name) }
+        if let unknown = args.first(where: { a in !all.contains { $0.name == a } }) {
+            FileHandle.standardError.write("unseg-bench: unknown section '\(unknown)'; known: \(all.map(\.name).joined(separator: ", "))\n".data(using: .utf8)!)
+            exit(1)
+        }
+        print("unseg-bench: \(Parallel.coreCount) cores, OpenBLAS \(BLAS.coreName) kernels, \(BLAS.threads) BLAS threads, HDF5 \(HDF5.libraryVersion)\(quick ? ", quick mode" : "")")
+        for s in chosen {
+            print("\n== \(s.name): \(s.summary)")
+            try s.run(quick)
+        }
+    }
+}
+
+struct BenchSection {
+    let name: String
+    let summary: String
+    let run: (Bool) throws -> Void
+}
+
+enum BenchSections {
+    static var all: [BenchSection] {
+        [
+            BenchSection(name: "sgemm", summary: "BLAS sgemm rate (the compute floor other sections compare with)", run: { q in _ = sgemmPeak(quick: q, verbose: true) }),
+            BenchSection(name: "store", summary: "feature-store streaming read throughput vs a plain sequential read; peak memory", run: { try storeBench(quick: $0) }),
+        ]
+    }
+}
+
+/// Median of timings of `repeats` runs of `body` (seconds).
+func medianTime(_ repeats: Int, _ body: () throws -> Void) rethrows -> Double {
+    var t: [Double] = []
+    for _ in 0..<repeats {
+        let s = DispatchTime.now().uptimeNanoseconds
+        try body()
+        t.append(Double(DispatchTime.now().uptimeNanoseconds - s) / 1e9)
+    }
+    t.sort()
+    return t[t.count / 2]
+}
+
+/// Measured sgemm GFLOP/s on square matrices with the current BLAS thread count, and single-threaded.
+@discardableResult
+func sgemmPeak(quick: Bool, verbose: Bool) -> (all: Double, one: Double) {
+    let n = quick ? 512 : 1024
+    var rng = SeededRandom(seed: 1)
+    let a = Matrix(rows: n, cols: n, data: (0..<(n * n)).map { _ in rng.gaussian() })
+    var c = Matrix(rows: n, cols: n)
+    BLAS.gemm(a, a, into: &c)
+    let flops = 2.0 * Double(n * n * n)
+    let tAll = medianTime(quick ? 3 : 7) { BLAS.gemm(a, a, into: &c) }
+    let saved = BLAS.threads
+    BLAS.threads = 1
+    let tOne = medianTime(quick ? 3 : 5) { BLAS.gemm(a, a, into: &c) }
+    BLAS.threads = saved
+    let r = (flops / tAll / 1e9, flops / tOne / 1e9)
+    if verbose {
+        print(String(format: "  sgemm %dx%dx%d: %.1f GFLOP/s on %d BLAS threads, %.1f GFLOP/s on 1 thread", n, n, n, r.0, saved, r.1))
+    }
+    return r
+}
+
+/// Peak resident memory (VmHWM) of this process in bytes; `resetPeakMemory()` restarts it.
+func peakMemory() -> Int {
+    guard let s = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
+    for line in s.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+        let kb = Int(line.split(separator: " ").dropFirst().first ?? "0") ?? 0
+        return kb * 1024
+    }
+    return 0
+}
+
+func currentMemory() -> Int {
+    guard let s = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
+    for line in s.split(separator: "\n") where line.hasPrefix("VmRSS:") {
+        return (Int(line.split(separator: " ").dropFirst().first ?? "0") ?? 0) * 1024
+    }
+    return 0
+}
+
+/// Resets the kernel's peak-RSS mark (Linux >= 4.0: writing 5 to clear_refs). Returns false when not allowed.
+@discardableResult
+func resetPeakMemory() -> Bool {
+    guard let h = FileHandle(forWritingAtPath: "/proc/self/clear_refs") else { return false }
+    h.write("5".data(using: .utf8)!)
+    try? h.close()
+    return true
+}
+
+/// Plain sequential read of a whole file in 4 MiB blocks (the memory-bandwidth / page-cache floor).
+func plainRead(_ path: String) -> Int {
+    let fd = open(path, O_RDONLY)
+    defer { close(fd) }
+    let size = 4 << 20
+    let buf = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 64)
+    defer { buf.deallocate() }
+    var total = 0
+    while true {
+        let n = read(fd, buf, size)
+        if n <= 0 { break }
+        total += n
+    }
+    return total
+}
+
+func benchDir() -> String {
+    let d = NSTemporaryDirectory() + "unseg-bench-\(getpid())"
+    try? FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
+    return d
+}
+
+/// Writes a store of `n` images of 40x40x384 random features (no images/labels).
+func writeRandomStore(path: String, n: Int, type: HDF5ElementType, deflate: Int?) throws {
+    let meta = StoreMetadata(backbone: "bench", patchSize: 8, dataset: "bench", split: "bench")
+    let w = try FeatureStoreWriter(path: path, metadata: meta, count: n, gridHeight: 40, gridWidth: 40, channels: 384,
+                                   options: StoreWriteOptions(featureType: type, deflate: deflate, writeImages: false, writeLabels: false))
+    var rng = SeededRandom(seed: 3)
+    // Smooth-ish values (a few distinct rows) so deflate sees data like real features, not pure noise.
+    let basis = (0..<16).map { _ in (0..<384).map { _ in rng.gaussian() } }
+    for i in 0..<n {
+        var m = Matrix(rows: 1600, cols: 384)
+        for r in 0..<1600 {
+            let b = basis[(r / 100 + i) % 16]
+            let s = 1 + 0.1 * rng.gaussian()
+            for c in 0..<384 { m.data[r * 384 + c] = b[c] * s }
+        }
+        try w.write(i, features: m, image: nil, labels: nil, name: nil)
+    }
+    try w.commit()
+}
+
+func storeBench(quick: Bool) throws {
+    let dir = benchDir()
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let n = quick ? 200 : 2000
+    let featureBytes = { (t: HDF5ElementType) in 1600 * 384 * (t == .float16 ? 2 : 4) }
+    print("  \(n) images of 40x40x384; warm page cache for both reads; medians of \(quick ? 3 : 5) passes")
+    print("  variant              store MB/s   img/s   plain read MB/s   ratio   file MiB")
+    for (type, deflate) in [(HDF5ElementType.float16, Int?.none), (.float16, 4), (.float32, nil), (.float32, 4)] {
+        let path = dir + "/s-\(type)-\(deflate ?? 0).h5"
+        try writeRandomStore(path: path, n: n, type: type, deflate: deflate)
+        let fileBytes = (try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
+        let store = try FeatureStore(path: path)
+        _ = plainRead(path)
+        let tStore = try medianTime(quick ? 3 : 5) {
+            let s = try StoreStream(store: store, prefetch: 2)
+            while let item = try s.next() { _ = item.features.data[0] }
+        }
+        let tPlain = medianTime(quick ? 3 : 5) { _ = plainRead(path) }
+        let decoded = Double(n * featureBytes(type))
+        let mbStore = decoded / tStore / 1e6
+        let mbPlain = Double(fileBytes) / tPlain / 1e6
+        let name = "\(type)\(deflate.map { " deflate \($0)" } ?? "")"
+        print(String(format: "  %-20@ %10.0f %7.0f %17.0f %7.2f %10.1f", name as NSString, mbStore, Double(n) / tStore,
+                     mbPlain, (decoded / tStore) / (Double(fileBytes) / tPlain), Double(fileBytes) / 1048576))
+        unlink(path)
+    }
+    // Peak memory while streaming 2,000 images of 40x40x384 float16 (issue target: < 300 MB).
+    let path = dir + "/mem.h5"
+    try writeRandomStore(path: path, n: n, type: .float16, deflate: nil)
+    let before = currentMemory()
+    let canReset = resetPeakMemory()
+    let store = try FeatureStore(path: path)
+    let s = try StoreStream(store: store, order: .shuffled(seed: 1), prefetch: 2)
+    var seen = 0
+    while let item = try s.next() { seen += 1; _ = item.features.data[1] }
+    let peak = peakMemory()
+    print(String(format: "  streaming %d float16 images (%.0f MiB of features): peak RSS %.1f MB (%@), RSS before %.1f MB",
+                 seen, Double(n * featureBytes(.float16)) / 1048576, Double(peak) / 1e6,
+                 canReset ? "peak mark reset before streaming" : "process-lifetime peak", Double(before) / 1e6))
+}

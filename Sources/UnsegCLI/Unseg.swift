@@ -1,2 +1,37 @@
 import ArgumentParser
-@main struct Unseg: ParsableCommand { func run() {} }
+import Foundation
+import UnsegPipeline
+
+@main
+struct Unseg: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "unseg",
+        abstract: "Unsupervised semantic segmentation on frozen self-supervised features (DINO / DINOv2) stored in HDF5.",
+        discussion: """
+        A run goes: synth (or your own feature store) -> propose -> fit -> predict -> evaluate -> export.
+        Every stage reads the files the previous one wrote, so any stage can be rerun alone.
+        `unseg demo` runs the whole pipeline on a synthetic corpus.
+        """,
+        version: "0.1.0",
+        subcommands: [Inspect.self])
+}
+
+/// Runs a command body; any error becomes one paragraph on stderr and exit code 1.
+func reportingErrors(_ body: () throws -> Void) throws {
+    do {
+        try body()
+    } catch let e as ExitCode {
+        throw e
+    } catch let e as CleanExit {
+        throw e
+    } catch {
+        FileHandle.standardError.write("error: \(error)\n".data(using: .utf8)!)
+        throw ExitCode.failure
+    }
+}
+
+/// Prints to stdout and flushes (so output interleaves correctly with stderr progress).
+func say(_ s: String) {
+    print(s)
+    fflush(stdout)
+}
