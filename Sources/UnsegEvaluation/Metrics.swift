@@ -90,7 +90,7 @@ public struct EvaluationResult: Codable, Equatable, Sendable {
         lines.append("matching: \(matchingMode.summary)")
         lines.append("clusters: \(matching.count) (\(unmatched) unmatched, their pixels count as errors); classes: \(classNames.count); pixels: \(pixels)")
         let w = max(5, classNames.map(\.count).max() ?? 5)
-        lines.append("  # " + "class".padded(w) + "     IoU   Prec  Recall")
+        lines.append("  # " + "class".padded(w) + " " + ["IoU", "Prec", "Recall"].map { $0.leftPadded(7) }.joined(separator: " "))
         for c in 0..<classNames.count {
             let idx = String(c).leftPadded(3)
             let note = skippedClasses.contains(c) ? "  (skipped: absent from GT and prediction)" : ""
