@@ -87,10 +87,12 @@ public enum PriMaPs {
             throw ProposalError("PriMaPs: features have \(features.rows) rows but the grid \(height) x \(width) has \(height * width) cells")
         }
         guard features.cols >= 1 else { throw ProposalError("PriMaPs: features have 0 channels; need >= 1") }
-        if let bad = features.data.firstIndex(where: { !$0.isFinite }) {
+        var state = Run(features: features, config: config)
+        // A non-finite feature makes its row's norm non-finite (so does a norm overflowing Float,
+        // hence the exact scan only then).
+        if !state.normsFinite, let bad = features.data.firstIndex(where: { !$0.isFinite }) {
             throw ProposalError("PriMaPs: feature [\(bad / features.cols), \(bad % features.cols)] is \(features.data[bad]); features must be finite")
         }
-        var state = Run(features: features, config: config)
         let raw = try state.run()
         return MaskProposals.postProcessed(rawMasks: raw, height: height, width: width, stats: state.stats)
     }
@@ -136,22 +138,62 @@ public enum PriMaPs {
         var solver: TopEigenSolver
         var stats = ProposalStats()
 
+        /// Whether every row norm of the input was finite.
+        var normsFinite = true
+        /// `[max(n, C)]` ones, for column sums by `sgemv`.
+        let ones: [Float]
+
         init(features: Matrix, config: PriMaPsConfig) {
             n = features.rows
             c = features.cols
             self.config = config
-            fn = features.rowNormalized(eps: 1e-12).data
-            let mean = features.columnMeans()
-            shift = mean.map { Double($0) }
-            shifted = features.data
-            let cc = c
-            shifted.withUnsafeMutableBufferPointer { p in
-                for i in 0..<features.rows { for j in 0..<cc { p[i * cc + j] -= mean[j] } }
+            let ones = [Float](repeating: 1, count: max(features.rows, features.cols))
+            self.ones = ones
+            var fn = features.data
+            var shifted = features.data
+            let nn = features.rows, cc = features.cols
+            var mean = [Float](repeating: 0, count: cc)
+            var finite = true
+            fn.withUnsafeMutableBufferPointer { fb in
+                shifted.withUnsafeMutableBufferPointer { sb in
+                    mean.withUnsafeMutableBufferPointer { mb in
+                        ones.withUnsafeBufferPointer { ob in
+                            let f = fb.baseAddress!, sh = sb.baseAddress!, m = mb.baseAddress!
+                            // column means (one sgemv), then shift and row-normalise
+                            BLAS.sgemv(trans: true, m: nn, n: cc, alpha: 1 / Float(nn), a: sh, lda: cc,
+                                       x: ob.baseAddress!, beta: 0, y: m)
+                            for i in 0..<nn {
+                                let row = f + i * cc, srow = sh + i * cc
+                                let norm = Reduce.dot(row, row, cc).squareRoot()
+                                if !norm.isFinite { finite = false }
+                                let inv = 1 / max(norm, 1e-12)
+                                for j in 0..<cc { row[j] *= inv; srow[j] -= m[j] }
+                            }
+                        }
+                    }
+                }
             }
+            self.fn = fn
+            self.shifted = shifted
+            normsFinite = finite
+            shift = mean.map { Double($0) }
             cov = CentredCovariance(channels: c)
             solver = TopEigenSolver(channels: c, method: config.solver, tolerance: config.tolerance,
                                     maxMatvecs: config.maxMatvecs)
-            stats.estimatedFlops += Double(4 * n * c)
+            stats.estimatedFlops += Double(5 * n * c)
+        }
+
+        /// Adds `sign` times the column sums of the first `count` rows of `a` to `cov.sum`.
+        mutating func accumulateSum(_ a: UnsafePointer<Float>, count: Int, sign: Double) {
+            let cc = c
+            var part = [Float](repeating: 0, count: cc)
+            ones.withUnsafeBufferPointer { ob in
+                part.withUnsafeMutableBufferPointer { pb in
+                    BLAS.sgemv(trans: true, m: count, n: cc, alpha: 1, a: a, lda: cc, x: ob.baseAddress!,
+                               beta: 0, y: pb.baseAddress!)
+                }
+            }
+            for j in 0..<cc { cov.sum[j] += sign * Double(part[j]) }
         }
 
         /// Rebuilds the scatter and sum from the rows in `rows` (all cells when nil).
@@ -167,7 +209,7 @@ public enum PriMaPs {
                     BLAS.ssyrkUpperAtA(n: count, k: cc, alpha: 1, a: a.baseAddress!, lda: cc, beta: 0,
                                        c: s.baseAddress!, ldc: cc)
                 }
-                for i in 0..<count { for j in 0..<cc { cov.sum[j] += Double(a[i * cc + j]) } }
+                accumulateSum(a.baseAddress!, count: count, sign: 1)
             }
             stats.covarianceRows += count
             stats.estimatedFlops += Double(count * cc * (cc + 1))
@@ -182,7 +224,7 @@ public enum PriMaPs {
                     BLAS.ssyrkUpperAtA(n: r, k: cc, alpha: -1, a: a.baseAddress!, lda: cc, beta: 1,
                                        c: s.baseAddress!, ldc: cc)
                 }
-                for i in 0..<r { for j in 0..<cc { cov.sum[j] -= Double(a[i * cc + j]) } }
+                accumulateSum(a.baseAddress!, count: r, sign: -1)
             }
             cov.count -= r
             stats.covarianceRows += r

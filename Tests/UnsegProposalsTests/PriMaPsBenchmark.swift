@@ -23,19 +23,22 @@ import UnsegLinAlg
         let peak = 20 * 2 * 1600.0 * 384 * 384 / Date().timeIntervalSince(t0) / 1e9
         BLAS.threads = saved
         print("sgemm 1600x384x384, 1 thread: \(String(format: "%.1f", peak)) GFLOP/s (\(BLAS.coreName))")
-        for solver in PrincipalSolver.allCases {
+        let only = ProcessInfo.processInfo.environment["UNSEG_PRIMAPS_SOLVER"]
+        for solver in PrincipalSolver.allCases where only == nil || only == solver.rawValue {
             let cfg = PriMaPsConfig(solver: solver)
             _ = try PriMaPs.proposeBatch(Array(maps.prefix(4)), height: 40, width: 40, config: cfg, threads: 1)
             for threads in [1, 2] {
                 let t = Date()
+                let cpu0 = clock()
                 let out = try PriMaPs.proposeBatch(maps, height: 40, width: 40, config: cfg, threads: threads)
                 let dt = Date().timeIntervalSince(t)
+                let cpu = Double(clock() - cpu0) / Double(CLOCKS_PER_SEC)
                 let flops = out.reduce(0) { $0 + $1.stats.estimatedFlops }
                 let masks = out.reduce(0) { $0 + $1.maskCount }
                 let mv = out.reduce(0) { $0 + $1.stats.matvecs }
                 let fb = out.reduce(0) { $0 + $1.stats.lapackFallbacks }
-                print(String(format: "%@ threads=%d: %.1f images/s, %.2f ms/image/thread, %.1f GFLOP/s, masks/image %.1f, matvecs/mask %.1f, fallbacks %d",
-                             solver.rawValue, threads, Double(count) / dt, dt * 1000 * Double(threads) / Double(count),
+                print(String(format: "%@ threads=%d: %.1f images/s, CPU %.2f ms/image (-> %.0f images/s/core idle), %.2f ms/image/thread, %.1f GFLOP/s, masks/image %.1f, matvecs/mask %.1f, fallbacks %d",
+                             solver.rawValue, threads, Double(count) / dt, cpu * 1000 / Double(count), Double(count) / cpu, dt * 1000 * Double(threads) / Double(count),
                              flops / dt / 1e9, Double(masks) / Double(count), Double(mv) / Double(max(masks, 1)), fb))
             }
         }
