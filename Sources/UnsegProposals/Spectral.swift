@@ -44,7 +44,7 @@ public enum Spectral {
     ///
     /// - Parameters: `features` `[height * width, C]` raw features, row-major.
     /// - Complexity: O(n^2 C) for the affinity (sgemm) plus O(n^3) for the tridiagonal reduction
-    ///   of the dense `[n, n]` Laplacian (n = h w; about 0.5-1 s single-threaded at n = 1600),
+    ///   of the dense `[n, n]` Laplacian (n = h w; not yet timed at n = 1600),
     ///   plus the k-means.
     /// - Throws: `ProposalError` on a shape mismatch, non-finite features or a bad config
     ///   ("segments count=20 should be <= cells=16"); `LAPACKError` if LAPACK fails.
