@@ -1,0 +1,169 @@
+import UnsegLinAlg
+
+/// Settings of spectral eigen-segments (Deep Spectral Methods, Melas-Kyriazi et al., CVPR 2022).
+public struct SpectralConfig: Sendable, Equatable {
+    /// What to extract from the eigenvectors.
+    public enum Mode: Sendable, Equatable {
+        /// Fiedler foreground: `v_1 > 0`, complemented if it covers more than half the cells. K <= 1.
+        case foreground
+        /// k-means on eigenvectors 1...`eigenvectors` into `count` segments (1...255); the segment
+        /// touching the border most is background. K <= count - 1.
+        case segments(count: Int)
+    }
+    public var mode: Mode = .segments(count: 15)
+    /// Eigenvectors 1...k used for k-means (eigenvector 0 is constant); capped at cells - 1.
+    public var eigenvectors: Int = 15
+    /// Seed of the k-means++ seeding.
+    public var seed: UInt64 = 0
+    /// k-means restarts (the lowest inertia wins).
+    public var restarts: Int = 4
+    /// Lloyd iterations per restart.
+    public var maxIterations: Int = 100
+
+    public init(mode: Mode = .segments(count: 15), eigenvectors: Int = 15, seed: UInt64 = 0,
+                restarts: Int = 4, maxIterations: Int = 100) {
+        self.mode = mode
+        self.eigenvectors = eigenvectors
+        self.seed = seed
+        self.restarts = restarts
+        self.maxIterations = maxIterations
+    }
+}
+
+/// Spectral eigen-segments of one image on the dense affinity of its feature cells.
+///
+/// `W = max(Fn Fn^T, 0) / max` (Fn: rows L2-normalised, eps 1e-12), `D` = row sums, normalised
+/// Laplacian `L = I - D^-1/2 W D^-1/2`; the k+1 smallest eigenpairs of `L` (LAPACK `ssyevr` with
+/// an index range) give the generalised eigenvectors `v = D^-1/2 y` of `(D - W) v = lambda D v`.
+/// Sign rule (DSM): negate `v` when its fraction of positive entries is in (0.5, 1).
+///
+/// Defined edge cases: a single cell, or features whose affinities are all <= 0 (e.g. all zero),
+/// give no segments (everything background). A cell with zero degree is isolated (D clamped to 1e-12).
+public enum Spectral {
+    /// Segments of one image as `MaskProposals` (raw masks and channels one-hot).
+    ///
+    /// - Parameters: `features` `[height * width, C]` raw features, row-major.
+    /// - Complexity: O(n^2 C) for the affinity (sgemm) plus O(n^3) for the tridiagonal reduction
+    ///   of the dense `[n, n]` Laplacian (n = h w; not yet timed at n = 1600),
+    ///   plus the k-means.
+    /// - Throws: `ProposalError` on a shape mismatch, non-finite features or a bad config
+    ///   ("segments count=20 should be <= cells=16"); `LAPACKError` if LAPACK fails.
+    public static func propose(features: Matrix, height: Int, width: Int,
+                               config: SpectralConfig = SpectralConfig()) throws -> MaskProposals {
+        guard height >= 1 && width >= 1 else {
+            throw ProposalError("Spectral: grid \(height) x \(width) is empty; height and width must be >= 1")
+        }
+        let n = height * width
+        guard features.rows == n else {
+            throw ProposalError("Spectral: features have \(features.rows) rows but the grid \(height) x \(width) has \(n) cells")
+        }
+        guard features.cols >= 1 else { throw ProposalError("Spectral: features have 0 channels; need >= 1") }
+        if let bad = features.data.firstIndex(where: { !$0.isFinite }) {
+            throw ProposalError("Spectral: feature [\(bad / features.cols), \(bad % features.cols)] is \(features.data[bad]); features must be finite")
+        }
+        guard config.eigenvectors >= 1 else {
+            throw ProposalError("Spectral: eigenvectors=\(config.eigenvectors) should be >= 1")
+        }
+        if case .segments(let s) = config.mode {
+            guard s >= 1 && s <= MaskProposals.maxMaskCount + 1 else {
+                throw ProposalError("Spectral: segments count=\(s) should be in 1...\(MaskProposals.maxMaskCount + 1)")
+            }
+            guard s <= n else { throw ProposalError("Spectral: segments count=\(s) should be <= cells=\(n)") }
+        }
+        var stats = ProposalStats()
+        stats.iterations = 1
+        let background = MaskProposals.fromLabels([UInt8](repeating: 0, count: n), maskCount: 0,
+                                                  height: height, width: width, stats: stats)
+        if n == 1 { return background }
+        guard let vectors = try eigenvectors(features: features, count: min(config.eigenvectors, n - 1), stats: &stats) else {
+            return background
+        }
+        var labels = [UInt8](repeating: 0, count: n)
+        var k = 0
+        switch config.mode {
+        case .foreground:
+            let v1 = vectors.row(1)
+            var fg = v1.map { $0 > 0 }
+            let count = fg.filter { $0 }.count
+            if 2 * count > n { fg = fg.map { !$0 } }
+            for i in 0..<n where fg[i] { labels[i] = 1 }
+            k = fg.contains(true) ? 1 : 0
+        case .segments(let s):
+            let kk = vectors.rows - 1
+            var pts = Matrix(rows: n, cols: kk)
+            for e in 0..<kk { for i in 0..<n { pts.data[i * kk + e] = vectors.data[(e + 1) * n + i] } }
+            let assign = SegmentKMeans.cluster(pts, k: s, seed: config.seed, restarts: config.restarts,
+                                               maxIterations: config.maxIterations)
+            stats.estimatedFlops += Double(config.restarts * config.maxIterations * n * s * kk * 3)
+            (labels, k) = numberSegments(assign, height: height, width: width)
+        }
+        return MaskProposals.fromLabels(labels, maskCount: k, height: height, width: width, stats: stats)
+    }
+
+    /// Generalised eigenvectors `v_0...v_k` as rows `[k + 1, n]` (sign rule applied), or nil when
+    /// the affinity is all <= 0. O(n^2 C + n^3).
+    public static func eigenvectors(features: Matrix, count k: Int) throws -> Matrix? {
+        var stats = ProposalStats()
+        return try eigenvectors(features: features, count: k, stats: &stats)
+    }
+
+    static func eigenvectors(features: Matrix, count k: Int, stats: inout ProposalStats) throws -> Matrix? {
+        let n = features.rows, c = features.cols
+        precondition(k >= 0 && k < n, "Spectral.eigenvectors: count \(k) should be in 0..<\(n)")
+        let fn = features.rowNormalized(eps: 1e-12)
+        var w = Matrix(rows: n, cols: n)
+        BLAS.gemm(fn, fn, into: &w, transA: false, transB: true)
+        stats.estimatedFlops += 2 * Double(n) * Double(n) * Double(c)
+        var mx: Float = 0
+        for t in 0..<(n * n) { let v = max(w.data[t], 0); w.data[t] = v; mx = max(mx, v) }
+        if !(mx > 0) { return nil }
+        var dinv = [Float](repeating: 0, count: n)
+        let invMax = 1 / mx
+        for i in 0..<n {
+            var s: Float = 0
+            for j in 0..<n { w.data[i * n + j] *= invMax; s += w.data[i * n + j] }
+            dinv[i] = 1 / max(s, 1e-12).squareRoot()
+        }
+        // L = I - D^-1/2 W D^-1/2 (in place)
+        for i in 0..<n {
+            for j in 0..<n { w.data[i * n + j] = -dinv[i] * w.data[i * n + j] * dinv[j] }
+            w.data[i * n + i] += 1
+        }
+        let eig = try LAPACK.symmetricEigen(w, range: 0...k)
+        stats.estimatedFlops += 4.0 / 3.0 * Double(n) * Double(n) * Double(n)
+        var v = eig.vectors
+        for e in 0...k {
+            var positive = 0
+            for i in 0..<n {
+                v.data[e * n + i] *= dinv[i]
+                if v.data[e * n + i] > 0 { positive += 1 }
+            }
+            let frac = Double(positive) / Double(n)
+            if frac > 0.5 && frac < 1 { for i in 0..<n { v.data[e * n + i] = -v.data[e * n + i] } }
+        }
+        return v
+    }
+
+    /// Renumbers cluster ids `[h*w]`: the cluster with the most border cells becomes 0 (ties: the
+    /// one whose first cell comes first in row-major order); the others 1...K by first appearance
+    /// in row-major order. Returns the labels and K.
+    static func numberSegments(_ assign: [Int], height: Int, width: Int) -> ([UInt8], Int) {
+        let n = assign.count
+        let k = (assign.max() ?? 0) + 1
+        var border = [Int](repeating: 0, count: k)
+        for y in 0..<height {
+            for x in 0..<width where y == 0 || x == 0 || y == height - 1 || x == width - 1 {
+                border[assign[y * width + x]] += 1
+            }
+        }
+        var order: [Int] = []
+        var seen = [Bool](repeating: false, count: k)
+        for i in 0..<n where !seen[assign[i]] { seen[assign[i]] = true; order.append(assign[i]) }
+        var bg = order[0]
+        for c in order where border[c] > border[bg] { bg = c }
+        var newId = [Int](repeating: 0, count: k)
+        var next = 1
+        for c in order where c != bg { newId[c] = next; next += 1 }
+        return (assign.map { UInt8(newId[$0]) }, next - 1)
+    }
+}
