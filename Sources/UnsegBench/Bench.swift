@@ -10,6 +10,7 @@ import UnsegStore
 @main
 struct Bench {
     static func main() throws {
+        setvbuf(stdout, nil, _IOLBF, 0)
         var args = Array(CommandLine.arguments.dropFirst())
         let quick = args.contains("--quick")
         args.removeAll { $0.hasPrefix("--") }

@@ -33,13 +33,47 @@ public final class StoreStream: @unchecked Sendable {
     public let includeLabels: Bool
     private var position = 0
 
-    // Prefetch state.
-    private let prefetch: Int
-    private let cond = NSCondition()
-    private var queue: [Result<StoreItem, Error>] = []
-    private var producerPosition = 0
-    private var cancelled = false
-    private var thread: Thread?
+    /// Read-ahead state shared with the background thread. The thread holds this object and
+    /// the store, never the stream, so releasing the stream cancels and ends the thread.
+    private final class Prefetcher: @unchecked Sendable {
+        let depth: Int
+        let cond = NSCondition()
+        var queue: [Result<StoreItem, Error>] = []
+        var cancelled = false
+        init(depth: Int) { self.depth = depth }
+
+        func run(_ indices: [Int], _ read: (Int) throws -> StoreItem) {
+            for idx in indices {
+                cond.lock()
+                while !cancelled && queue.count >= depth { cond.wait() }
+                if cancelled { cond.unlock(); return }
+                cond.unlock()
+                let r = Result { try read(idx) }
+                cond.lock()
+                queue.append(r)
+                cond.broadcast()
+                cond.unlock()
+                if case .failure = r { return }
+            }
+        }
+
+        func take() -> Result<StoreItem, Error> {
+            cond.lock()
+            while queue.isEmpty { cond.wait() }
+            let r = queue.removeFirst()
+            cond.broadcast()
+            cond.unlock()
+            return r
+        }
+
+        func cancel() {
+            cond.lock()
+            cancelled = true
+            cond.broadcast()
+            cond.unlock()
+        }
+    }
+    private let prefetcher: Prefetcher?
 
     /// - Parameters:
     ///   - subset: store indices to visit (default all), before ordering.
@@ -64,62 +98,40 @@ public final class StoreStream: @unchecked Sendable {
         }
         self.includeImages = includeImages
         self.includeLabels = includeLabels
-        self.prefetch = max(0, prefetch)
-        if self.prefetch > 0 && !indices.isEmpty {
-            let t = Thread { [weak self] in self?.produce() }
+        if prefetch > 0 && !idx.isEmpty {
+            let p = Prefetcher(depth: prefetch)
+            prefetcher = p
+            let (images, labels, order) = (includeImages, includeLabels, idx)
+            let t = Thread { p.run(order) { try StoreStream.read(store, $0, images: images, labels: labels) } }
             t.name = "unseg.prefetch"
-            thread = t
             t.start()
+        } else {
+            prefetcher = nil
         }
     }
 
-    deinit {
-        cond.lock()
-        cancelled = true
-        cond.broadcast()
-        cond.unlock()
-    }
+    deinit { prefetcher?.cancel() }
 
     /// Number of items the stream yields in all.
     public var count: Int { indices.count }
     /// Items not yet yielded.
     public var remaining: Int { indices.count - position }
 
-    private func read(_ index: Int) throws -> StoreItem {
+    private static func read(_ store: FeatureStore, _ index: Int, images: Bool, labels: Bool) throws -> StoreItem {
         let f = try store.features(index)
         return StoreItem(index: index, features: f,
-                         image: includeImages ? try store.image(index) : nil,
-                         labels: includeLabels ? try store.labels(index) : nil)
-    }
-
-    private func produce() {
-        while true {
-            cond.lock()
-            while !cancelled && queue.count >= prefetch { cond.wait() }
-            if cancelled || producerPosition >= indices.count { cond.unlock(); return }
-            let idx = indices[producerPosition]
-            producerPosition += 1
-            cond.unlock()
-            let r = Result { try read(idx) }
-            cond.lock()
-            queue.append(r)
-            cond.broadcast()
-            cond.unlock()
-            if case .failure = r { return }
-        }
+                         image: images ? try store.image(index) : nil,
+                         labels: labels ? try store.labels(index) : nil)
     }
 
     /// The next item, or nil at the end. Errors name the file, dataset and image.
     public func next() throws -> StoreItem? {
         guard position < indices.count else { return nil }
         defer { position += 1 }
-        if prefetch == 0 { return try read(indices[position]) }
-        cond.lock()
-        while queue.isEmpty { cond.wait() }
-        let r = queue.removeFirst()
-        cond.broadcast()
-        cond.unlock()
-        return try r.get()
+        guard let p = prefetcher else {
+            return try StoreStream.read(store, indices[position], images: includeImages, labels: includeLabels)
+        }
+        return try p.take().get()
     }
 
     /// Up to `size` next items (empty at the end).

@@ -163,6 +163,23 @@ func randomMatrix(_ r: Int, _ c: Int, _ rng: inout SeededRandom) -> Matrix {
         #expect(back == values)
     }
 
+    /// Every one of the 65,536 half bit patterns widens exactly like the standard library's conversion
+    /// (NaNs compared as NaN), on the SIMD path and the tail path.
+    @Test func halfWideningIsExactForEveryBitPattern() {
+        let all = (0...UInt16.max).map { $0 }
+        var out = [Float](repeating: 0, count: all.count)
+        all.withUnsafeBufferPointer { Half.toFloat($0.baseAddress!, &out, all.count) }
+        var tail = [Float](repeating: 0, count: 7)
+        Array(all[1000..<1007]).withUnsafeBufferPointer { Half.toFloat($0.baseAddress!, &tail, 7) }
+        var bad = 0
+        for (i, b) in all.enumerated() {
+            let ref = Float(Float16(bitPattern: b))
+            if ref.isNaN ? !out[i].isNaN : ref.bitPattern != out[i].bitPattern { bad += 1 }
+        }
+        #expect(bad == 0, "\(bad) bit patterns differ")
+        #expect(tail == (1000..<1007).map { Float(Float16(bitPattern: UInt16($0))) })
+    }
+
     @Test func bilinearUpsampleMatchesPyTorchConventionAndAdjoint() {
         // 2 -> 4 samples with align_corners=False: source coordinates -0.25 (clamped to 0), 0.25, 0.75, 1.25 (right clamp).
         let axis = BilinearAxis(source: 2, target: 4)

@@ -61,8 +61,14 @@ func writeKnownStore(_ path: String, n: Int = 5, h: Int = 4, w: Int = 3, c: Int 
         let st = try StoreStream(store: s, subset: [7, 2], prefetch: 1)
         #expect(try st.nextBatch(5).map(\.index) == [7, 2])
         #expect(try st.nextBatch(5).isEmpty)
-        // Abandoning a prefetching stream midway does not hang or leak a blocked thread.
-        for _ in 0..<5 { let x = try StoreStream(store: s, prefetch: 2); _ = try x.next() }
+        // Abandoning a prefetching stream midway releases it (the reader thread does not keep it alive).
+        weak var abandoned: StoreStream?
+        for _ in 0..<5 {
+            let x = try StoreStream(store: s, prefetch: 2)
+            _ = try x.next()
+            abandoned = x
+        }
+        #expect(abandoned == nil, "an abandoned stream is deinitialised")
     }
 
     // MARK: bad input: every case gives a message naming the file, the dataset and what to do.

@@ -1,0 +1,87 @@
+import Foundation
+import UnsegEvaluation
+import UnsegHDF5
+import UnsegLinAlg
+import UnsegStore
+
+/// The outcome of evaluating a predictions file against a store's labels.
+public struct EvaluationReport: Sendable {
+    public var result: EvaluationResult
+    public var confusion: ConfusionMatrix
+    public var labelProtocol: LabelProtocol
+    public var storePath: String
+    public var predictionsPath: String
+    public var imageCount: Int
+}
+
+/// `unseg evaluate` as a library call: stream a store's labels and a predictions file,
+/// accumulate one confusion matrix over the split (in parallel over images, merged in a
+/// fixed order), match clusters to classes and compute the metrics of the field.
+public enum EvaluateJob {
+    /// The label protocol a store's `/labels` follow: its `protocol` attribute, or
+    /// `classCount` classes with identity ids when the store names none (or one unseg does not know).
+    public static func labelProtocol(for store: FeatureStore, classCount: Int?) throws -> LabelProtocol {
+        if let n = classCount {
+            var p = try LabelProtocol.generic(classCount: n)
+            if let names = store.metadata.classNames, names.count == n {
+                p = LabelProtocol(name: store.metadata.labelProtocol ?? p.name, classNames: names, palette: p.palette, rawToClass: p.rawToClass)
+            }
+            if let known = store.metadata.labelProtocol.flatMap({ try? LabelProtocol.named($0) }), known.classCount != n {
+                throw StoreError(file: store.path, "the store's protocol '\(known.name)' has \(known.classCount) classes but --classes says \(n); drop --classes or fix it")
+            }
+            return p
+        }
+        guard let name = store.metadata.labelProtocol else {
+            throw StoreError(file: store.path, "the store names no label protocol (root attribute 'protocol'); pass the class count, e.g. --classes 21")
+        }
+        do { return try LabelProtocol.named(name) } catch {
+            throw StoreError(file: store.path, "the store's label protocol '\(name)' is not one unseg knows (\(LabelProtocol.knownNames.joined(separator: ", "))); pass its class count, e.g. --classes 21")
+        }
+    }
+
+    /// Evaluates `predictionsPath` against the labels of `storePath`.
+    /// - classCount: needed when the store names no known protocol.
+    public static func run(storePath: String, predictionsPath: String, matching: MatchingMode = .hungarian,
+                           classCount: Int? = nil, threads: Int = Parallel.coreCount,
+                           progress: ProgressSink? = nil) throws -> EvaluationReport {
+        let store = try FeatureStore(path: storePath)
+        guard store.layout.hasLabels else {
+            throw StoreError(file: storePath, dataset: "/labels", "missing; evaluation needs ground-truth labels [N, H, W] uint8 in the store")
+        }
+        let proto = try labelProtocol(for: store, classCount: classCount)
+        let preds = try LabelMapsFile(path: predictionsPath, expect: .predictions)
+        let l = store.layout
+        let maps = try preds.map("predictions", count: l.imageCount, height: l.imageHeight, width: l.imageWidth, storePath: storePath)
+        guard preds.attributes.hasAttribute("count") else {
+            throw StoreError(file: predictionsPath, "missing root attribute 'count' (number of cluster or class ids); rewrite it with `unseg predict`")
+        }
+        let k = try preds.attributes.intAttribute("count")
+        guard (1...254).contains(k) else {
+            throw StoreError(file: predictionsPath, "attribute 'count' is \(k); it must be in 1...254 (255 means no prediction)")
+        }
+        let done = Counter()
+        let confusion = try ConfusionMatrix.accumulate(imageCount: l.imageCount, clusterCount: k, classCount: proto.classCount,
+                                                       threads: threads) { i, partial in
+            let p = try maps.read(i)
+            let y = try store.labels(i)
+            try partial.accumulate(predictions: p, labels: y)
+            progress?.update(done: done.increment() + 1, total: l.imageCount, note: nil)
+        }
+        progress?.finish()
+        let result = try Evaluation.evaluate(confusion, mode: matching, classNames: proto.classNames)
+        return EvaluationReport(result: result, confusion: confusion, labelProtocol: proto, storePath: storePath,
+                                predictionsPath: predictionsPath, imageCount: l.imageCount)
+    }
+}
+
+/// A lock-protected counter for progress across worker threads.
+final class Counter: @unchecked Sendable {
+    private var value = 0
+    private let lock = NSLock()
+    func increment() -> Int {
+        lock.lock(); defer { lock.unlock() }
+        let v = value
+        value += 1
+        return v
+    }
+}

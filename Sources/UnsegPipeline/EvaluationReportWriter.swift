@@ -1,0 +1,72 @@
+import Foundation
+import UnsegEvaluation
+import UnsegImaging
+
+/// Writes an evaluation as files people look at: `report.md` (the same numbers as the
+/// table and JSON), `confusion.png` (row-normalised class x class heat map after
+/// matching, with an "unmatched" column for clusters no class was matched to) and
+/// `per_class_iou.png` (bar chart with the mean line).
+public enum EvaluationReportWriter {
+    /// Class x (class + unmatched) pixel counts after applying the matching.
+    public static func matchedConfusion(_ report: EvaluationReport) -> (matrix: [[Double]], columns: [String]) {
+        let c = report.confusion
+        let n = c.classCount
+        let hasUnmatched = report.result.matching.contains(-1) || c.unassignedPixels > 0
+        var m = [[Double]](repeating: [Double](repeating: 0, count: n + (hasUnmatched ? 1 : 0)), count: n)
+        for k in 0..<c.clusterCount {
+            let target = report.result.matching[k]
+            for t in 0..<n {
+                let v = Double(c[k, t])
+                if v == 0 { continue }
+                if target >= 0 { m[t][target] += v } else { m[t][n] += v }
+            }
+        }
+        if hasUnmatched {
+            let un = c.unassignedCounts
+            for t in 0..<n { m[t][n] += Double(un[t]) }
+        }
+        return (m, report.result.classNames + (hasUnmatched ? ["(unmatched)"] : []))
+    }
+
+    /// Writes the report files into `directory` (created if needed). Each file is written
+    /// under a temporary name and renamed.
+    @discardableResult
+    public static func write(_ report: EvaluationReport, to directory: String) throws -> [String] {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let r = report.result
+        let (matrix, columns) = matchedConfusion(report)
+        // Rows of classes absent from the ground truth are all zero: keep them (they read as empty rows).
+        let heat = try Charts.heatmap(matrix, rowNames: r.classNames, columnNames: columns,
+                                      title: "Confusion (row-normalised), \(r.matchingMode.rawValue) matching",
+                                      normalizeRows: true, rowAxisLabel: "ground truth", columnAxisLabel: "predicted (matched)")
+        let heatPath = directory + "/confusion.png"
+        try PNG.write(heat, to: heatPath)
+        let scored = r.perClassIoU.enumerated().compactMap { i, v in v.map { (i, $0) } }
+        let palette = report.labelProtocol.palette.map { UnsegImaging.RGB($0.r, $0.g, $0.b) }
+        let bars = Charts.barChart(values: scored.map { $0.1 }, names: scored.map { r.classNames[$0.0] },
+                                   title: String(format: "Per-class IoU, mIoU %.1f%%", r.miou), axisLabel: "IoU (%)",
+                                   maxValue: 100, showMean: true, colors: scored.map { palette[$0.0] })
+        let barPath = directory + "/per_class_iou.png"
+        try PNG.write(bars, to: barPath)
+        var md = "# Evaluation\n\n"
+        md += "- store: `\(report.storePath)` (\(report.imageCount) images)\n"
+        md += "- predictions: `\(report.predictionsPath)`\n"
+        md += "- protocol: `\(report.labelProtocol.name)` (\(report.labelProtocol.classCount) classes)\n"
+        md += "- matching: `\(r.matchingMode.rawValue)`: \(r.matchingMode.summary)\n"
+        md += "- pixels evaluated: \(r.pixels)\n\n"
+        md += String(format: "| metric | value |\n|---|---|\n| mIoU | %.2f |\n| pixel accuracy | %.2f |\n\n", r.miou, r.accuracy)
+        md += "| class | IoU | precision | recall |\n|---|---|---|---|\n"
+        func pct(_ v: Double?) -> String { v.map { String(format: "%.2f", $0) } ?? "skipped" }
+        for (i, name) in r.classNames.enumerated() {
+            md += "| \(name) | \(pct(r.perClassIoU[i])) | \(pct(r.perClassPrecision[i])) | \(pct(r.perClassRecall[i])) |\n"
+        }
+        if !r.skippedClasses.isEmpty {
+            md += "\nSkipped (absent from ground truth and prediction): " + r.skippedClasses.map { r.classNames[$0] }.joined(separator: ", ") + "\n"
+        }
+        md += "\nCluster -> class: " + r.matching.enumerated().map { k, c in "\(k)->\(c >= 0 ? r.classNames[c] : "none")" }.joined(separator: ", ") + "\n"
+        md += "\n![confusion](confusion.png)\n\n![per-class IoU](per_class_iou.png)\n"
+        let mdPath = directory + "/report.md"
+        try md.write(toFile: mdPath, atomically: true, encoding: .utf8)
+        return [mdPath, heatPath, barPath]
+    }
+}
