@@ -71,8 +71,6 @@ public struct DenseCRFConfig: Codable, Equatable, Hashable, Sendable {
         if !(probabilityClip > 0 && probabilityClip < 1) {
             throw bad("probability_clip", "\(probabilityClip)", "in (0, 1)")
         }
-        // Lattice keys are Int16: keep the scaled coordinates well inside that range.
-        if 255 / bilateralSrgb * 6 > 20000 { throw bad("bilateral_srgb", "\(bilateralSrgb)", ">= 0.08") }
     }
 }
 
@@ -133,6 +131,14 @@ public final class DenseCRF: @unchecked Sendable {
                 fb[5 * i + 2] = Float(image[3 * i]) * cs
                 fb[5 * i + 3] = Float(image[3 * i + 1]) * cs
                 fb[5 * i + 4] = Float(image[3 * i + 2]) * cs
+            }
+        }
+        for (name, f, d) in [("gaussian", fg, 2), ("bilateral", fb, 5)] {
+            let bound = PermutohedralLattice.keyBound(features: f, count: n, dimension: d)
+            if !(bound < PermutohedralLattice.maxKeyBound) {
+                throw RefinementError.invalidConfig(
+                    "dense CRF \(name) features of a \(height)x\(width) image reach lattice coordinate \(bound) "
+                    + "(limit \(PermutohedralLattice.maxKeyBound)); use larger sxy / srgb or a smaller image")
             }
         }
         gaussian = PermutohedralLattice(features: fg, count: n, dimension: 2)

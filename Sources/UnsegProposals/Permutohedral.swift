@@ -280,8 +280,8 @@ public final class PermutohedralLattice: @unchecked Sendable {
     /// Builds the lattice for `features` `[N, d]` (row-major, already divided by the kernel
     /// standard deviations). Keys are packed into one UInt64 when the elevated coordinates fit
     /// in `64/d` bits (d=2 and d=5 with the CRF settings), else stored as Int16 arrays.
-    /// Precondition: `d >= 1`, `features.count == N * d`, and elevated coordinates below 30000
-    /// in magnitude (roughly `|f| (d+1)^2 < 30000`).
+    /// Precondition: `d >= 1`, `features.count == N * d`, and
+    /// `keyBound(features:count:dimension:) < maxKeyBound` (callers with user input check it first).
     public init(features: [Float], count n: Int, dimension d: Int) {
         precondition(d >= 1 && n >= 0 && features.count == n * d,
                      "PermutohedralLattice: features has \(features.count) values, expected N=\(n) x d=\(d)")
@@ -289,7 +289,29 @@ public final class PermutohedralLattice: @unchecked Sendable {
         dimension = d
         alpha = 1 / (1 + Float(pow(2.0, -Double(d))))
         let scale = PermutohedralLattice.elevationScale(d)
-        // Bound on |key coordinate| (elevation bound + rounding and simplex offsets + neighbours).
+        let limit = PermutohedralLattice.keyBound(features: features, count: n, dimension: d)
+        if d <= 16 && limit < Float(PackedKeyTable.maxCoordinate(dimension: d)) {
+            var table = PackedKeyTable(dimension: d, expected: 2 * n)
+            defer { table.release() }
+            (offsets, weights, neighbors, vertexCount) =
+                PermutohedralLattice.build(features, n, d, scale, &table)
+        } else {
+            precondition(limit < PermutohedralLattice.maxKeyBound, "PermutohedralLattice: key bound \(limit) too large for Int16 keys; "
+                         + "scale the features down (larger kernel standard deviations)")
+            var table = LatticeHashTable(keySize: d, expected: 2 * n)
+            defer { table.release() }
+            (offsets, weights, neighbors, vertexCount) =
+                PermutohedralLattice.build(features, n, d, scale, &table)
+        }
+    }
+
+    /// Largest key-coordinate bound the general (Int16) key table accepts.
+    public static let maxKeyBound: Float = 32000
+
+    /// Upper bound on |lattice key coordinate| for `features` `[N, d]` (elevation bound plus
+    /// rounding, simplex and neighbour offsets). Must be below `maxKeyBound`. O(N d).
+    public static func keyBound(features: [Float], count n: Int, dimension d: Int) -> Float {
+        let scale = elevationScale(d)
         var bound: Float = 0
         features.withUnsafeBufferPointer { fb in
             for k in 0..<n {
@@ -298,20 +320,7 @@ public final class PermutohedralLattice: @unchecked Sendable {
                 bound = max(bound, s + Float(d) * mx)
             }
         }
-        let limit = bound + Float(4 * (d + 1))
-        if d <= 16 && limit < Float(PackedKeyTable.maxCoordinate(dimension: d)) {
-            var table = PackedKeyTable(dimension: d, expected: 2 * n)
-            defer { table.release() }
-            (offsets, weights, neighbors, vertexCount) =
-                PermutohedralLattice.build(features, n, d, scale, &table)
-        } else {
-            precondition(limit < 32000, "PermutohedralLattice: feature magnitude \(bound) too large for Int16 keys; "
-                         + "scale the features down (larger kernel standard deviations)")
-            var table = LatticeHashTable(keySize: d, expected: 2 * n)
-            defer { table.release() }
-            (offsets, weights, neighbors, vertexCount) =
-                PermutohedralLattice.build(features, n, d, scale, &table)
-        }
+        return bound + Float(4 * (d + 1))
     }
 
     /// Diagonal of the elevation matrix: `sqrt(2/3) (d+1) / sqrt((i+1)(i+2))` (p.5-6 of Adams et al.).

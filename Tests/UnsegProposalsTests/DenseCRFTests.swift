@@ -240,3 +240,14 @@ private func accuracy(_ a: [Int], _ b: [Int]) -> Double {
                 == DenseCRFConfig(iterations: 5))
     }
 }
+
+@Suite struct DenseCRFLimitsTests {
+    /// A colour scale so small that lattice keys would overflow Int16 is an error, not a trap.
+    @Test func tinyColourScaleThrows() {
+        let img: [UInt8] = [255, 255, 255, 0, 0, 0]
+        #expect(throws: RefinementError.self) {
+            try DenseCRF(image: img, height: 1, width: 2, config: DenseCRFConfig(bilateralSrgb: 0.05))
+        }
+        #expect((try? DenseCRF(image: img, height: 1, width: 2, config: DenseCRFConfig(bilateralSrgb: 0.5))) != nil)
+    }
+}
