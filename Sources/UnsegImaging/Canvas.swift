@@ -125,7 +125,7 @@ public extension RGBImage {
     }
 
     /// Draws `text` rotated 90 degrees counter-clockwise (reading bottom to top, as a y-axis
-    /// label). The rotated text occupies a box `7 * scale` wide and `width(of: text)` tall.
+    /// label). The rotated text occupies a box `BitmapFont.height(scale:)` wide and `width(of: text)` tall.
     /// `x` is the box's left edge; `y` is interpreted by `align` along the text direction:
     /// `.left` = y is the bottom end where the text starts, `.right` = y is the top end
     /// where it finishes, `.center` = y is the middle.

@@ -112,7 +112,7 @@ public enum Charts {
                 let s = "\(pct)"
                 let tw = BitmapFont.width(of: s, scale: annScale)
                 guard tw <= cell - 2 else { continue }
-                img.drawText(s, x: x + cell / 2 - tw / 2 + (tw % 2 == 0 ? 0 : 0), y: y + (cell - 7 * annScale) / 2,
+                img.drawText(s, x: x + (cell - tw) / 2, y: y + (cell - 7 * annScale) / 2,
                              color: c.contrastingText, scale: annScale)
             }
         }
@@ -209,12 +209,13 @@ public enum Charts {
         }
         img.drawText(axisLabel, x: px + plotW / 2, y: tickY + 8 + lh + 8, color: axisColor, scale: ls, align: .center)
         // Bars.
+        var valueLabels: [(String, Int, Int, RGB)] = []
         for i in 0..<k {
             let y = py + i * pitch + (pitch - barH) / 2
             img.drawText(labels[i], x: px - 10, y: y + (barH - lh) / 2, color: .black, scale: ls, align: .right)
             let v = values[i]
             guard v.isFinite else {
-                img.drawText("n/a", x: px + 6, y: y + (barH - lh) / 2, color: .gray, scale: ls)
+                valueLabels.append(("n/a", px + 6, y + (barH - lh) / 2, .gray))
                 continue
             }
             let x1 = xOf(v)
@@ -223,7 +224,7 @@ public enum Charts {
                 img.fillRect(x: px, y: y, width: x1 - px, height: barH, color: c)
                 if c.luminance > 200 { img.strokeRect(x: px, y: y, width: x1 - px, height: barH, color: .gray) }
             }
-            img.drawText(fmt(v), x: x1 + 6, y: y + (barH - lh) / 2, color: .black, scale: ls)
+            valueLabels.append((fmt(v), x1 + 6, y + (barH - lh) / 2, .black))
         }
         // Axes.
         img.fillRect(x: px, y: py, width: 1, height: plotH + 1, color: axisColor)
@@ -237,6 +238,11 @@ public enum Charts {
             let lw = BitmapFont.width(of: label, scale: ls)
             let lx = min(max(x - lw / 2, 2), width - lw - 2)
             img.drawText(label, x: lx, y: py - meanRowH, color: .red, scale: ls)
+        }
+        // Value labels last, on a white box so the mean line never runs through them.
+        for (text, x, y, c) in valueLabels {
+            img.fillRect(x: x - 2, y: y - 1, width: BitmapFont.width(of: text, scale: ls) + 4, height: lh + 2, color: .white)
+            img.drawText(text, x: x, y: y, color: c, scale: ls)
         }
         return img
     }
@@ -292,8 +298,9 @@ public enum Charts {
         let top = margin + titleH
         let bottom = margin + lh + 10 + (xLabel.isEmpty ? 0 : lh + 8) + 6
         let pw = max(10, W - left - right), ph = max(10, H - top - bottom)
-        let X = { (x: Double) -> Int in left + Int(((x - xLo) / (xHi - xLo) * Double(pw - 1)).rounded()) }
-        let Y = { (y: Double) -> Int in top + ph - 1 - Int(((y - yLo) / (yHi - yLo) * Double(ph - 1)).rounded()) }
+        let inset = 6  // data never touches the frame, so end points and markers stay whole
+        let X = { (x: Double) -> Int in left + inset + Int(((x - xLo) / (xHi - xLo) * Double(pw - 1 - 2 * inset)).rounded()) }
+        let Y = { (y: Double) -> Int in top + ph - 1 - inset - Int(((y - yLo) / (yHi - yLo) * Double(ph - 1 - 2 * inset)).rounded()) }
 
         if !title.isEmpty { img.drawText(title, x: W / 2, y: margin, color: .black, scale: ts, align: .center) }
         for (t, label) in zip(yTicks, yTickLabels) {
@@ -333,7 +340,21 @@ public enum Charts {
             let entries = series.enumerated().map { ($1.color ?? cycle[$0 % cycle.count], $1.name) }
             let textW = entries.map { BitmapFont.width(of: $0.1, scale: ls) }.max() ?? 0
             let boxW = 8 + 20 + 6 + textW + 8, boxH = 6 + entries.count * (lh + 6) + 2
-            let bx = left + pw - boxW - 8, by = top + 8
+            // The corner of the plot that covers the fewest data points.
+            let corners = [(left + pw - boxW - 8, top + 8), (left + 8, top + 8),
+                           (left + pw - boxW - 8, top + ph - boxH - 8), (left + 8, top + ph - boxH - 8)]
+            var best = corners[0], bestCount = Int.max
+            for (cx, cy) in corners {
+                var count = 0
+                for (si, s) in series.enumerated() {
+                    for (xv, yv) in zip(xs[si], s.values) where xv.isFinite && yv.isFinite {
+                        let p = (X(xv), Y(yv))
+                        if p.0 >= cx - 4 && p.0 < cx + boxW + 4 && p.1 >= cy - 4 && p.1 < cy + boxH + 4 { count += 1 }
+                    }
+                }
+                if count < bestCount { bestCount = count; best = (cx, cy) }
+            }
+            let (bx, by) = best
             img.fillRect(x: bx, y: by, width: boxW, height: boxH, color: .white)
             img.strokeRect(x: bx, y: by, width: boxW, height: boxH, color: .gray)
             for (i, e) in entries.enumerated() {
