@@ -52,6 +52,17 @@ public enum Charts {
                                rowAxisLabel: String = "ground truth", columnAxisLabel: String = "predicted",
                                cellSize: Int? = nil, annotate: Bool = true,
                                colorMap: ColorMap = .viridis) throws -> RGBImage {
+        try heatmapWithLayout(matrix, rowNames: rowNames, columnNames: columnNames, title: title,
+                              normalizeRows: normalizeRows, rowAxisLabel: rowAxisLabel,
+                              columnAxisLabel: columnAxisLabel, cellSize: cellSize, annotate: annotate,
+                              colorMap: colorMap).image
+    }
+
+    /// `heatmap` plus where the grid went (top-left of cell (0, 0) and the cell size), for tests.
+    static func heatmapWithLayout(_ matrix: [[Double]], rowNames: [String], columnNames: [String]?,
+                                  title: String, normalizeRows: Bool, rowAxisLabel: String,
+                                  columnAxisLabel: String, cellSize: Int?, annotate: Bool,
+                                  colorMap: ColorMap) throws -> (image: RGBImage, gridX: Int, gridY: Int, cell: Int) {
         let n = matrix.count
         guard n > 0, let m = matrix.first?.count, m > 0 else {
             throw ImagingError.invalidArgument("heatmap: the matrix is empty (\(n) rows); pass at least one row and column")
@@ -142,7 +153,7 @@ public enum Charts {
             let textY = min(max(ty - lh / 2, gy - 1), gy + gridH - lh + 1)
             img.drawText(label, x: bx + barW + 7, y: textY, color: .black, scale: ls)
         }
-        return img
+        return (img, gx, gy, cell)
     }
 
     // MARK: bar chart

@@ -75,6 +75,12 @@ public enum PNG {
         return RGBImage(width: w, height: h, pixels: bytes)
     }
 
+    /// Reads any PNG as 8-bit RGBA (straight alpha; files without alpha get alpha 255).
+    public static func readRGBA(_ path: String) throws -> RGBAImage {
+        let (w, h, bytes) = try readRaw(path: path, format: unseg_png_format_rgba(), background: .white)
+        return RGBAImage(width: w, height: h, pixels: bytes)
+    }
+
     /// Reads any PNG as 8-bit gray (colour files are converted to luminance by libpng; gray
     /// files come back exactly). Alpha is composited onto `background`.
     public static func readGray(_ path: String, background: UInt8 = 255) throws -> GrayImage {
