@@ -29,7 +29,7 @@ func be32(_ b: [UInt8], _ i: Int) -> Int { Int(b[i]) << 24 | Int(b[i + 1]) << 16
             let w = 1 + rng.int(below: 60), h = 1 + rng.int(below: 40)
             let img = RGBImage(width: w, height: h, pixels: (0..<(w * h * 3)).map { _ in rng.byte() })
             let path = dir + "/rgb\(seed).png"
-            try PNG.write(img, to: path)
+            try PNG.write(img, to: path, compression: seed == 2 ? .small : .fast)
             #expect(try PNG.readRGB(path) == img, "seed \(seed), \(w)x\(h)")
             #expect(try RGBImage(pngFile: path) == img, "seed \(seed)")
         }
@@ -139,5 +139,74 @@ func be32(_ b: [UInt8], _ i: Int) -> Int { Int(b[i]) << 24 | Int(b[i + 1]) << 16
         #expect(throws: ImagingError.self) { _ = try PNG.readLabels(dir + "/c.png") }
         // Empty images cannot be PNGs.
         #expect(throws: ImagingError.self) { try PNG.write(RGBImage(width: 0, height: 4), to: dir + "/e.png") }
+    }
+}
+
+/// An independent decoder: Python's zlib plus the PNG filter rules (no PIL), run on files
+/// written by libpng, must give back the exact pixel bytes.
+@Suite struct PythonDecodeTests {
+    static let decoder = #"""
+import sys, zlib, struct
+def decode(path):
+    b = open(path, 'rb').read()
+    assert b[:8] == b'\x89PNG\r\n\x1a\n', 'signature'
+    o, idat, ihdr = 8, b'', None
+    while o < len(b):
+        n, = struct.unpack('>I', b[o:o+4]); t = b[o+4:o+8]; d = b[o+8:o+8+n]
+        crc, = struct.unpack('>I', b[o+8+n:o+12+n])
+        assert zlib.crc32(t + d) & 0xffffffff == crc, 'crc of ' + t.decode()
+        if t == b'IHDR': ihdr = struct.unpack('>IIBBBBB', d)
+        if t == b'IDAT': idat += d
+        o += 12 + n
+    w, h, depth, ctype, _, _, interlace = ihdr
+    assert depth == 8 and interlace == 0
+    bpp = {0: 1, 2: 3, 3: 1, 6: 4}[ctype]
+    raw = zlib.decompress(idat); stride = w * bpp
+    out, prev, p = bytearray(), bytearray(stride), 0
+    for y in range(h):
+        f = raw[p]; line = bytearray(raw[p+1:p+1+stride]); p += 1 + stride
+        for i in range(stride):
+            a = line[i-bpp] if i >= bpp else 0; c = prev[i-bpp] if i >= bpp else 0; up = prev[i]
+            if f == 1: line[i] = (line[i] + a) & 255
+            elif f == 2: line[i] = (line[i] + up) & 255
+            elif f == 3: line[i] = (line[i] + (a + up) // 2) & 255
+            elif f == 4:
+                pa, pb, pc = abs(up - c), abs(a - c), abs(a + up - 2 * c)
+                pr = a if pa <= pb and pa <= pc else (up if pb <= pc else c)
+                line[i] = (line[i] + pr) & 255
+        out += line; prev = line
+    return bytes(out)
+for path in sys.argv[1:]:
+    sys.stdout.write(('ok' if decode(path) == open(path + '.raw', 'rb').read() else 'MISMATCH') + ' ' + path + '\n')
+"""#
+
+    @Test func pythonDecodesOurPNGsExactly() throws {
+        let dir = try makeTempDir("py"); defer { removeDir(dir) }
+        var rng = TestRNG(seed: 31)
+        let w = 23, h = 11
+        // Smooth-ish content so libpng's adaptive filters pick several filter types.
+        let rgb = RGBImage(width: w, height: h, pixels: (0..<(w * h * 3)).map { i in UInt8((i * 7 + Int(rng.byte() % 4)) & 255) })
+        let gray = GrayImage(width: w, height: h, pixels: (0..<(w * h)).map { _ in rng.byte() })
+        let labels = LabelMap(width: w, height: h, pixels: (0..<(w * h)).map { i in UInt8((i / 5) % 19) })
+        var files: [(String, [UInt8])] = []
+        for (name, c) in [("fast", PNGCompression.fast), ("small", .small)] {
+            try PNG.write(rgb, to: dir + "/rgb-\(name).png", compression: c); files.append(("rgb-\(name).png", rgb.pixels))
+            try PNG.write(gray, to: dir + "/gray-\(name).png", compression: c); files.append(("gray-\(name).png", gray.pixels))
+            try PNG.writeIndexed(labels, palette: .cityscapes19, to: dir + "/idx-\(name).png", compression: c)
+            files.append(("idx-\(name).png", labels.pixels))
+        }
+        for (f, raw) in files { try Data(raw).write(to: URL(fileURLWithPath: dir + "/" + f + ".raw")) }
+        try PythonDecodeTests.decoder.write(toFile: dir + "/decode.py", atomically: true, encoding: .utf8)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = ["python3", dir + "/decode.py"] + files.map { dir + "/" + $0.0 }
+        let pipe = Pipe(), errPipe = Pipe()
+        p.standardOutput = pipe; p.standardError = errPipe
+        try p.run(); p.waitUntilExit()
+        let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let err = String(decoding: errPipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(p.terminationStatus == 0, "python failed: \(err)")
+        let lines = out.split(separator: "\n")
+        #expect(lines.count == files.count && lines.allSatisfy { $0.hasPrefix("ok ") }, "seed 31: \(out)")
     }
 }
