@@ -58,7 +58,7 @@ let package = Package(
                           swiftSettings: swiftSettings),
         .executableTarget(name: "UnsegBench", dependencies: ["UnsegPipeline"], swiftSettings: swiftSettings),
 
-        .testTarget(name: "CShimTests", dependencies: ["CBLAS", "CLAPACKE", "CHDF5", "CPNG"]),
+        .testTarget(name: "CShimTests", dependencies: ["CBLAS", "CLAPACKE", "CHDF5", "CPNG", "UnsegHDF5"]),
         .testTarget(name: "UnsegLinAlgTests", dependencies: ["UnsegLinAlg"]),
         .testTarget(name: "UnsegHDF5Tests", dependencies: ["UnsegHDF5"]),
         .testTarget(name: "UnsegImagingTests", dependencies: ["UnsegImaging"]),

@@ -61,7 +61,7 @@ import Testing
             f.create_dataset('names', data=['a', 'b', 'c'], dtype=h5py.string_dtype())
         """, args: [path])
         let r = try runUnseg(["inspect", path])
-        #expect(r.status == 0, r.stderr)
+        #expect(r.status == 0, "\(r.stderr)")
         for needle in ["dino_vits8", "/features", "float16", "[3, 4, 5, 32]", "chunks [1, 4, 5, 32]", "shuffle+deflate(4)",
                        "/names", "string (variable length)", "3 images, 4x5 cells x 32 channels", "feature norms"] {
             #expect(r.stdout.contains(needle), "'\(needle)' in:\n\(r.stdout)")
@@ -102,6 +102,6 @@ import Testing
         let r = try runUnseg(["synth", "--out", scratchDir("x") + "/x.h5", "--images", "0"])
         #expect(r.status != 0 && r.stderr.contains("--images"))
         let d = try runUnseg(["synth", "--out", "/nonexistent/dir/x.h5", "--images", "1", "--size", "16", "--channels", "8", "--classes", "3"])
-        #expect(d.status == 1 && d.stderr.contains("/nonexistent/dir"), d.stderr)
+        #expect(d.status == 1 && d.stderr.contains("/nonexistent/dir"), "\(d.stderr)")
     }
 }
