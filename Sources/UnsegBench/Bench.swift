@@ -44,6 +44,7 @@ enum BenchSections {
         [
             BenchSection(name: "sgemm", summary: "BLAS sgemm rate (the compute floor other sections compare with)", run: { q in _ = sgemmPeak(quick: q, verbose: true) }),
             BenchSection(name: "store", summary: "feature-store streaming read throughput vs a plain sequential read; peak memory", run: { try storeBench(quick: $0) }),
+            BenchSection(name: "evaluate", summary: "confusion matrix + Hungarian matching, pixels/s vs a plain pass over the same bytes", run: { try evaluateBench(quick: $0) }),
         ]
     }
 }

@@ -105,3 +105,56 @@ import Testing
         #expect(d.status == 1 && d.stderr.contains("/nonexistent/dir"), "\(d.stderr)")
     }
 }
+
+/// The evaluate command end to end on the real VOC fixture.
+@Suite struct EvaluateCLITests {
+    static var fixture: String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fixtures/voc-effnet.h5").path
+    }
+
+    /// Predictions that are a relabelling of the ground truth, written by h5py as a user's script would.
+    func writePredictions(_ path: String, shift: Int) throws {
+        _ = try runPython("""
+        import sys, h5py, numpy as np
+        y = h5py.File(sys.argv[1], 'r')['labels'][()]
+        p = np.where(y == 255, 0, (y.astype(np.int32) + int(sys.argv[3])) % 21).astype(np.uint8)
+        with h5py.File(sys.argv[2], 'w') as f:
+            f.attrs['format'] = 'unseg.predictions'
+            f.attrs['version'] = 1
+            f.attrs['ids'] = 'clusters'
+            f.attrs['count'] = 21
+            f.create_dataset('predictions', data=p, chunks=(1,) + p.shape[1:])
+        """, args: [Self.fixture, path, "\(shift)"])
+    }
+
+    @Test func perfectRelabelledPredictionScores100WithJsonAndReport() throws {
+        let dir = scratchDir("eval-cli")
+        let preds = dir + "/preds.h5"
+        try writePredictions(preds, shift: 5)
+        let r = try runUnseg(["evaluate", "--store", Self.fixture, "--predictions", preds, "--classes", "21",
+                              "--json", dir + "/m.json", "--report", dir + "/report"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.contains("mIoU") && r.stdout.contains("100.0"), "\(r.stdout)")
+        let json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/m.json"))) as! [String: Any]
+        #expect((json["miou"] as? Double) == 100 && (json["accuracy"] as? Double) == 100)
+        #expect((json["class_names"] as? [String])?.count == 21)
+        // 5 classes occur in the photo; the other 16 are skipped and reported.
+        #expect((json["skipped_classes"] as? [Int])?.count == 16)
+        for f in ["report.md", "confusion.png", "per_class_iou.png"] {
+            #expect(FileManager.default.fileExists(atPath: dir + "/report/" + f), "\(f)")
+        }
+    }
+
+    @Test func evaluateErrorsAreOneParagraph() throws {
+        let dir = scratchDir("eval-cli-bad")
+        let preds = dir + "/preds.h5"
+        try writePredictions(preds, shift: 0)
+        let noClasses = try runUnseg(["evaluate", "--store", Self.fixture, "--predictions", preds])
+        #expect(noClasses.status == 1 && noClasses.stderr.contains("voc21") && noClasses.stderr.contains("--classes"), "\(noClasses.stderr)")
+        let wrongFile = try runUnseg(["evaluate", "--store", Self.fixture, "--predictions", Self.fixture, "--classes", "21"])
+        #expect(wrongFile.status == 1 && wrongFile.stderr.contains("not 'unseg.predictions'"), "\(wrongFile.stderr)")
+        let badMatching = try runUnseg(["evaluate", "--store", Self.fixture, "--predictions", preds, "--matching", "best"])
+        #expect(badMatching.status != 0 && badMatching.stderr.contains("hungarian-iou"), "\(badMatching.stderr)")
+    }
+}
