@@ -196,7 +196,7 @@ public enum KMeans {
         partCounts.withUnsafeMutableBufferPointer { np in
             let X = xp.baseAddress!, C = cp.baseAddress!
             let L = lp.baseAddress!, D = dp.baseAddress!, I = ip.baseAddress!
-            let S = sp.baseAddress, N = np.baseAddress
+            let S = accumulate ? sp.baseAddress : nil, N = accumulate ? np.baseAddress : nil
             Parallel.forEach(chunks, threads: threads) { ci in
                 let r0 = ci * chunk, r1 = min(n, r0 + chunk), rows = r1 - r0
                 let dots = UnsafeMutablePointer<Float>.allocate(capacity: rows * k)
