@@ -72,7 +72,7 @@ func refEMLoss(v: [Double], g: [Double], k: Int, c: Int, samples: [EMSample], la
 
 /// Planted segmentation problem: each image's feature grid is cut into 4 quadrants by a random
 /// vertical and horizontal line; each quadrant has a random class; features = class mean + noise
-/// (isotropic `noise` plus a strong nuisance component along the last `nuisanceDims` channels).
+/// (isotropic `noise` plus strong per-cell noise `nuisance` on the last `nuisanceDims` channels).
 /// Masks (label resolution) are the quadrants, with quadrant 4 left unmasked in every other image.
 func plantedBatch(count: Int, h: Int, w: Int, H: Int, W: Int, means: Matrix, noise: Float, nuisance: Float,
                   nuisanceDims: Int, seed: UInt64) -> (samples: [EMSample], truth: [[UInt8]]) {
@@ -84,14 +84,13 @@ func plantedBatch(count: Int, h: Int, w: Int, H: Int, W: Int, means: Matrix, noi
         let cls = (0..<4).map { _ in r.int(below: k) }
         var quad = [UInt8](repeating: 0, count: h * w)
         var f = Matrix(rows: h * w, cols: c)
-        let nuis = r.gaussian() * nuisance
         for y in 0..<h {
             for x in 0..<w {
                 let q = (y < y0 ? 0 : 2) + (x < x0 ? 0 : 1)
                 quad[y * w + x] = UInt8(q + 1)
                 for j in 0..<c {
                     var v = means[cls[q], j] + noise * r.gaussian()
-                    if j >= c - nuisanceDims { v += nuis + nuisance * 0.5 * r.gaussian() }
+                    if j >= c - nuisanceDims { v += nuisance * r.gaussian() }
                     f[y * w + x, j] = v
                 }
             }
