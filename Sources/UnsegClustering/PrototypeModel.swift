@@ -125,13 +125,13 @@ public struct PrototypeModel: Sendable, Equatable {
     }
 }
 
-/// Logit buffers with the class axis padded to a multiple of 8 (`paddedWidth`), so the
-/// per-pixel loops run on whole `SIMD8<Float>` vectors. Padding lanes hold `padValue`
+/// Logit buffers with the class axis padded to a multiple of the vector width (`paddedWidth`),
+/// so the per-pixel loops run on whole vectors. Padding lanes hold `padValue`
 /// (a large negative number: they never win an argmax and their softmax weight is ~1e-38).
 enum PaddedLogits {
     static let padValue: Float = -1e30
 
-    static func paddedWidth(_ k: Int) -> Int { (k + 7) / 8 * 8 }
+    static func paddedWidth(_ k: Int) -> Int { (k + laneWidth - 1) / laneWidth * laneWidth }
 
     /// `[rows, kp]` buffer: `features [rows, C] x weights^T [C, K]` in the first K columns.
     static func compute(features: Matrix, weights: Matrix, paddedWidth kp: Int) -> [Float] {
