@@ -25,3 +25,4 @@ struct PerfReport {
         print("predict, 1 thread: \(32 / sec) images/s")
     }
 }
+

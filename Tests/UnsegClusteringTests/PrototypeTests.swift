@@ -16,6 +16,9 @@ import UnsegLinAlg
             var v = SIMD8<Float>()
             for l in 0..<8 { v[l] = i + l < xs.count ? xs[i + l] : 0 }
             let e = FastMath.exp(v)
+            // The 4-lane variant used by the EM kernels is the same code: bit-identical.
+            let e4 = FastMath.exp(SIMD4<Float>(v[0], v[1], v[2], v[3]))
+            #expect(e4 == SIMD4<Float>(e[0], e[1], e[2], e[3]))
             for l in 0..<8 where i + l < xs.count {
                 let ref = Foundation.exp(Double(xs[i + l]))
                 worst = max(worst, abs(Double(e[l]) - ref) / ref)
