@@ -1,0 +1,392 @@
+import Foundation
+import UnsegClustering
+import UnsegEvaluation
+import UnsegLinAlg
+import UnsegProposals
+import UnsegStore
+
+/// What `unseg fit` does, as a library call (see `FitJob.run`).
+public struct FitOptions {
+    public var recipe: Recipe
+    /// Training feature store.
+    public var storePath: String
+    /// Proposals file written by `unseg propose` for the same store (`/masks`, or `/refined` when present);
+    /// nil computes PriMaPs proposals on the fly (unless the recipe says `proposals: file`).
+    public var proposalsPath: String?
+    /// Labelled validation store: mIoU after every epoch (reported; used for selection only with `selection: best-val`).
+    public var valPath: String?
+    /// Class count of the validation labels when the val store names no protocol (default: the recipe's classes).
+    public var valClassCount: Int?
+    /// Checkpoint written every `recipe.checkpointEvery` steps, at every epoch end and at the end.
+    public var checkpointPath: String
+    /// Continue from `checkpointPath` if it exists (a missing file starts from scratch).
+    public var resume: Bool
+    /// Worker threads over the images of a batch; results do not depend on it.
+    public var threads: Int
+    public var progress: ProgressSink?
+    /// One line per event (stage changes, epochs with their metrics, checkpoints on resume).
+    public var log: ((String) -> Void)?
+    /// Testing aid: seconds to sleep after every step (lets a test kill the process mid-run).
+    public var stepDelay: Double
+
+    public init(recipe: Recipe, storePath: String, proposalsPath: String? = nil, valPath: String? = nil,
+                valClassCount: Int? = nil, checkpointPath: String, resume: Bool = false, threads: Int = 1,
+                progress: ProgressSink? = nil, log: ((String) -> Void)? = nil, stepDelay: Double = 0) {
+        self.recipe = recipe; self.storePath = storePath; self.proposalsPath = proposalsPath; self.valPath = valPath
+        self.valClassCount = valClassCount; self.checkpointPath = checkpointPath; self.resume = resume
+        self.threads = threads; self.progress = progress; self.log = log; self.stepDelay = stepDelay
+    }
+}
+
+/// The outcome of a fit.
+public struct FitResult: Sendable {
+    /// The final checkpoint (also on disk at `checkpointPath`).
+    public var checkpoint: FitCheckpoint
+    /// The selected prototypes (momentum copy, or best-val momentum prototypes when the recipe says so).
+    public var prototypes: PrototypeModel
+    /// How they were selected, for the summary ("last step (momentum)" / "best val epoch 7 (leaks the val split)").
+    public var selection: String
+    /// Steps run by this call (the rest were done before a resume).
+    public var stepsRun: Int
+    /// Step the run resumed from, nil for a fresh run.
+    public var resumedFrom: Int?
+    public var seconds: Double
+}
+
+/// `unseg fit`: PCA initialisation on a seeded sample of feature rows, cosine k-means warm-up,
+/// then PriMaPs-EM over the store, with atomic checkpoints and exact resumption.
+///
+/// Determinism: the image order of epoch e of a stage is a permutation seeded by
+/// `FitSeeds.epochOrder(seed, stage, e)`; the flips come from the EM trainer's generator,
+/// whose state is in the checkpoint; a resumed run skips the batches its epoch already did. So a
+/// run killed at any moment and resumed ends with bit-identical prototypes, and the thread
+/// count changes nothing (every trainer reduces in image order).
+public enum FitJob {
+    /// Runs (or resumes) a fit. Errors: store / proposals / checkpoint problems as `StoreError`,
+    /// recipe mismatches on resume as `RecipeError`, algorithm errors as `ClusteringError`.
+    public static func run(_ o: FitOptions) throws -> FitResult {
+        let started = Date()
+        let recipe = o.recipe
+        let store = try FeatureStore(path: o.storePath)
+        let l = store.layout
+        guard l.imageCount >= 1 else { throw StoreError(file: o.storePath, dataset: "/features", "has no images; nothing to fit") }
+        guard recipe.classes <= l.channels else {
+            throw RecipeError("classes: \(recipe.classes) prototypes need at least as many feature channels, but \(o.storePath) has \(l.channels)")
+        }
+        let proposals = try ProposalProvider(options: o, store: store)
+        let validator = try o.valPath.map { try Validator(path: $0, classCount: o.valClassCount ?? recipe.classes, trainChannels: l.channels, threads: o.threads) }
+
+        let exists = FileManager.default.fileExists(atPath: o.checkpointPath)
+        if exists && !o.resume {
+            throw StoreError(file: o.checkpointPath, "exists; pass --resume to continue that run, or remove it / choose another --checkpoint to start over")
+        }
+        removeStaleTemporaries(of: o.checkpointPath)
+        var ck: FitCheckpoint
+        var resumedFrom: Int?
+        if exists {
+            ck = try FitCheckpoint.load(path: o.checkpointPath)
+            try ck.checkCompatible(with: store, checkpointPath: o.checkpointPath)
+            if ck.storeImages != l.imageCount || ck.featureHeight != l.gridHeight || ck.featureWidth != l.gridWidth {
+                throw StoreError(file: o.storePath, "has \(l.imageCount) images of \(l.gridHeight)x\(l.gridWidth) cells but the checkpoint \(o.checkpointPath) was fitted on \(ck.storeImages) of \(ck.featureHeight)x\(ck.featureWidth) (\(ck.storePath)); resume with the same store")
+            }
+            if ck.recipeYAML != recipe.yaml() {
+                throw RecipeError("the recipe differs from the one in \(o.checkpointPath) (see `unseg inspect`); resume with the same recipe and --seed, or start a new checkpoint")
+            }
+            resumedFrom = ck.step
+            o.log?("resuming \(o.checkpointPath): stage \(ck.stage.rawValue), epoch \(ck.epoch), step \(ck.step)")
+        } else {
+            o.log?("PCA initialisation on up to \(recipe.pcaSampleImages) images of \(o.storePath)")
+            let initial = try pcaInitialisation(store: store, recipe: recipe)
+            ck = initialCheckpoint(initial: initial, recipe: recipe, store: store)
+            if ck.stage == .em { try enterEM(&ck, model: initial, recipe: recipe, threads: o.threads) }
+            try ck.write(to: o.checkpointPath)
+        }
+        if proposals.onTheFly && ck.stage != .done && recipe.epochs > 0 {
+            o.log?("proposals: PriMaPs on the fly (threshold \(recipe.primapsThreshold)); the M-step uses the clean stored features (no photometric augmentation without a backbone), flips only")
+        }
+
+        let n = l.imageCount
+        let batchLen = min(recipe.batchSize, n)
+        let batches = n / batchLen
+        let totalSteps = (recipe.warmupEpochs + recipe.epochs) * batches
+        let startStep = ck.step
+        let context = Loop(options: o, store: store, batchLen: batchLen, batches: batches, startStep: startStep,
+                           totalSteps: totalSteps, proposals: proposals, validator: validator)
+        defer { o.progress?.finish() }
+        while ck.stage != .done {
+            switch ck.stage {
+            case .warmup: try context.warmup(&ck)
+            case .em: try context.em(&ck)
+            case .done: break
+            }
+        }
+        try ck.write(to: o.checkpointPath)
+        let proto = ck.prototypes(copy: .momentum, selection: recipe.selection)
+        var sel = "last step (momentum prototypes)"
+        if recipe.selection == .bestVal {
+            if let b = ck.bestRecord {
+                sel = String(format: "best validation epoch (%@ %d, mIoU %.2f); selected on the val split, which leaks it into model selection",
+                             b.stage.rawValue, b.epoch, b.miou)
+            } else {
+                sel = "last step (selection best-val needs --val; none given)"
+            }
+        }
+        return FitResult(checkpoint: ck, prototypes: proto, selection: sel, stepsRun: ck.step - startStep,
+                         resumedFrom: resumedFrom, seconds: Date().timeIntervalSince(started))
+    }
+
+    /// PCA of a seeded sample of feature rows (streamed image by image, bounded memory):
+    /// the first K principal directions, gains 1. Single-threaded BLAS so the result does not
+    /// depend on the thread count. O(rows C^2 + C^3).
+    public static func pcaInitialisation(store: FeatureStore, recipe: Recipe) throws -> PrototypeModel {
+        let l = store.layout
+        let k = min(recipe.pcaSampleImages, l.imageCount)
+        var rng = SeededRandom(seed: FitSeeds.pcaSample(recipe.seed))
+        let images = rng.sample(k, from: l.imageCount).sorted()
+        let saved = BLAS.threads
+        BLAS.threads = 1
+        defer { BLAS.threads = saved }
+        var acc = PCAAccumulator(channels: l.channels)
+        let stream = try StoreStream(store: store, subset: images, prefetch: 2)
+        let rows = recipe.pcaRowsPerImage
+        while let item = try stream.next() {
+            var f = item.features
+            if rows > 0 && rows < f.rows {
+                var r = SeededRandom.stream(seed: FitSeeds.pcaSample(recipe.seed), index: UInt64(item.index))
+                f = f.gatherRows(r.sample(rows, from: f.rows).sorted())
+            }
+            try acc.add(f)
+        }
+        let pca = try acc.finalize(components: recipe.classes)
+        return CosineKMeansTrainer.pcaInitialisation(pca)
+    }
+
+    static func initialCheckpoint(initial: PrototypeModel, recipe: Recipe, store: FeatureStore) -> FitCheckpoint {
+        let l = store.layout
+        let warm = try! CosineKMeansTrainer(initial: initial, config: recipe.warmupConfig(threads: 1))
+        let s = warm.state
+        let stage: FitStage = recipe.warmupEpochs > 0 ? .warmup : (recipe.epochs > 0 ? .em : .done)
+        return FitCheckpoint(recipeYAML: recipe.yaml(), stage: stage, step: 0, epoch: 0, batchInEpoch: 0,
+                             running: s.model, momentum: s.model, adam: s.adam, momentumUpdates: 0, rngState: s.rngState,
+                             warmupLoss: [], emLoss: [], valHistory: [], best: nil, bestRecord: nil,
+                             storePath: store.path, storeImages: l.imageCount, featureHeight: l.gridHeight,
+                             featureWidth: l.gridWidth, channels: l.channels)
+    }
+
+    /// Moves a checkpoint to the start of the EM stage from `model` (both copies).
+    static func enterEM(_ ck: inout FitCheckpoint, model: PrototypeModel, recipe: Recipe, threads: Int) throws {
+        let t = try EMTrainer(initial: model, config: recipe.emConfig(threads: threads))
+        let s = t.state
+        ck.stage = recipe.epochs > 0 ? .em : .done
+        ck.epoch = 0; ck.batchInEpoch = 0
+        ck.running = s.running; ck.momentum = s.momentum; ck.adam = s.adam
+        ck.momentumUpdates = 0; ck.rngState = s.rngState
+    }
+
+    /// Removes temporary checkpoint files left by killed runs (`.NAME.tmp-PID-*` whose PID is gone).
+    static func removeStaleTemporaries(of path: String) {
+        let url = URL(fileURLWithPath: path)
+        let dir = url.deletingLastPathComponent().path
+        let prefix = ".\(url.lastPathComponent).tmp-"
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: dir) else { return }
+        for name in names where name.hasPrefix(prefix) {
+            let rest = name.dropFirst(prefix.count)
+            guard let pid = Int32(rest.split(separator: "-").first ?? "") else { continue }
+            if pid != getpid() && kill(pid, 0) != 0 && errno == ESRCH {
+                try? FileManager.default.removeItem(atPath: dir + "/" + name)
+            }
+        }
+    }
+
+    /// The training loop over epochs of one stage.
+    struct Loop {
+        let options: FitOptions
+        let store: FeatureStore
+        let batchLen: Int
+        let batches: Int
+        let startStep: Int
+        let totalSteps: Int
+        let proposals: ProposalProvider
+        let validator: Validator?
+        var recipe: Recipe { options.recipe }
+
+        /// The store indices of the remaining batches of the checkpoint's current epoch.
+        func remainingOrder(_ ck: FitCheckpoint, stage: Int) -> [Int] {
+            var rng = SeededRandom(seed: FitSeeds.epochOrder(recipe.seed, stage: stage, epoch: ck.epoch))
+            let order = rng.permutation(store.count)
+            return Array(order[(ck.batchInEpoch * batchLen)..<(batches * batchLen)])
+        }
+
+        func afterStep(_ ck: inout FitCheckpoint, stageEpochs: Int, loss: Double, model: () -> PrototypeModel) throws {
+            ck.step += 1
+            ck.batchInEpoch += 1
+            var epochEnded = false
+            if ck.batchInEpoch == batches {
+                ck.epoch += 1
+                ck.batchInEpoch = 0
+                epochEnded = true
+                var line = String(format: "%@ epoch %d/%d: loss %.4f", ck.stage == .warmup ? "warm-up" : "PriMaPs-EM",
+                                  ck.epoch, stageEpochs, loss)
+                if let v = validator {
+                    let m = model()
+                    let r = try v.evaluate(m)
+                    let rec = ValRecord(stage: ck.stage, epoch: ck.epoch, miou: r.miou, accuracy: r.accuracy)
+                    ck.valHistory.append(rec)
+                    if ck.bestRecord == nil || rec.miou > ck.bestRecord!.miou {
+                        ck.bestRecord = rec
+                        ck.best = m
+                    }
+                    line += String(format: ", val mIoU %.2f Acc %.2f", r.miou, r.accuracy)
+                }
+                options.log?(line)
+            }
+            if ck.step % recipe.checkpointEvery == 0 || epochEnded {
+                try ck.write(to: options.checkpointPath)
+            }
+            options.progress?.update(done: ck.step - startStep, total: totalSteps - startStep,
+                                     note: String(format: "%@ ep %d loss %.4f", ck.stage == .warmup ? "warm-up" : "EM", ck.epoch + 1, loss))
+            if options.stepDelay > 0 { Thread.sleep(forTimeInterval: options.stepDelay) }
+        }
+
+        func warmup(_ ck: inout FitCheckpoint) throws {
+            let state = CosineKMeansTrainerState(model: ck.running, adam: ck.adam, step: ck.warmupSteps, epoch: ck.epoch,
+                                                 rngState: ck.rngState, lossHistory: ck.warmupLoss)
+            var t = try CosineKMeansTrainer(state: state, config: recipe.warmupConfig(threads: options.threads))
+            while ck.epoch < recipe.warmupEpochs {
+                let stream = try StoreStream(store: store, subset: remainingOrder(ck, stage: 0), prefetch: batchLen)
+                while true {
+                    let items = try stream.nextBatch(batchLen)
+                    if items.isEmpty { break }
+                    let st = try t.step(batch: items.map(\.features))
+                    let s = t.state
+                    ck.running = s.model; ck.momentum = s.model; ck.adam = s.adam; ck.rngState = s.rngState
+                    ck.warmupLoss = s.lossHistory
+                    try afterStep(&ck, stageEpochs: recipe.warmupEpochs, loss: st.loss) { t.model }
+                }
+            }
+            options.log?("warm-up done after \(ck.warmupSteps) steps")
+            try FitJob.enterEM(&ck, model: t.model, recipe: recipe, threads: options.threads)
+            try ck.write(to: options.checkpointPath)
+        }
+
+        func em(_ ck: inout FitCheckpoint) throws {
+            let state = EMTrainerState(running: ck.running, momentum: ck.momentum, adam: ck.adam, step: ck.emSteps,
+                                       epoch: ck.epoch, momentumUpdates: ck.momentumUpdates, rngState: ck.rngState,
+                                       lossHistory: ck.emLoss)
+            var t = try EMTrainer(state: state, config: recipe.emConfig(threads: options.threads))
+            let l = store.layout
+            while ck.epoch < recipe.epochs {
+                let stream = try StoreStream(store: store, subset: remainingOrder(ck, stage: 1), prefetch: batchLen)
+                while true {
+                    let items = try stream.nextBatch(batchLen)
+                    if items.isEmpty { break }
+                    let masks = try proposals.masks(for: items)
+                    let batch = zip(items, masks).map { item, m in
+                        EMSample(features: item.features, height: l.gridHeight, width: l.gridWidth,
+                                 labelHeight: l.imageHeight, labelWidth: l.imageWidth, masks: m)
+                    }
+                    let st = try t.step(batch: batch)
+                    let s = t.state
+                    ck.running = s.running; ck.momentum = s.momentum; ck.adam = s.adam; ck.rngState = s.rngState
+                    ck.momentumUpdates = s.momentumUpdates; ck.emLoss = s.lossHistory
+                    try afterStep(&ck, stageEpochs: recipe.epochs, loss: st.loss) { t.momentum }
+                }
+            }
+            ck.stage = .done
+        }
+    }
+}
+
+/// Proposal masks at label resolution for the EM stage: from a proposals file (`/refined`
+/// `[N, H, W]` when present, else `/masks` `[N, h, w]` upsampled nearest) or PriMaPs on the fly
+/// (computed once per image and cached at feature resolution: `N h w` bytes).
+final class ProposalProvider: @unchecked Sendable {
+    let onTheFly: Bool
+    let store: FeatureStore
+    let threads: Int
+    let config: PriMaPsConfig
+    private var refined: LabelMapDataset?
+    private var lowRes: LabelMapDataset?
+    private var cache: [Int: [UInt8]] = [:]
+
+    init(options o: FitOptions, store: FeatureStore) throws {
+        self.store = store
+        threads = o.threads
+        config = PriMaPsConfig(threshold: Float(o.recipe.primapsThreshold))
+        let l = store.layout
+        if let p = o.proposalsPath {
+            let file = try LabelMapsFile(path: p, expect: .proposals)
+            if file.contains("refined") {
+                refined = try file.map("refined", count: l.imageCount, height: l.imageHeight, width: l.imageWidth, storePath: store.path)
+            } else {
+                lowRes = try file.map("masks", count: l.imageCount, height: l.gridHeight, width: l.gridWidth, storePath: store.path)
+            }
+            onTheFly = false
+        } else {
+            if o.recipe.proposals == .file && o.recipe.epochs > 0 {
+                throw RecipeError("proposals: the recipe says 'file' but no proposals file was given; pass --proposals P.h5 (written by `unseg propose` from \(store.path)) or set 'proposals: primaps' to compute them on the fly")
+            }
+            onTheFly = true
+        }
+    }
+
+    /// `[H*W]` mask maps (0 = background) for the items, in order.
+    func masks(for items: [StoreItem]) throws -> [[UInt8]] {
+        let l = store.layout
+        if let r = refined { return try items.map { try r.read($0.index) } }
+        var low: [[UInt8]]
+        if let m = lowRes {
+            low = try items.map { try m.read($0.index) }
+        } else {
+            let missing = items.filter { cache[$0.index] == nil }
+            if !missing.isEmpty {
+                let props = try PriMaPs.proposeBatch(missing.map(\.features), height: l.gridHeight, width: l.gridWidth,
+                                                     config: config, threads: threads)
+                for (item, p) in zip(missing, props) { cache[item.index] = p.labels }
+            }
+            low = items.map { cache[$0.index]! }
+        }
+        return low.map { EMSample.upsampleMasksNearest($0, h: l.gridHeight, w: l.gridWidth, H: l.imageHeight, W: l.imageWidth) }
+    }
+}
+
+/// mIoU / accuracy of prototypes on a labelled store (argmax of the logits at label resolution,
+/// Hungarian matching), computed in memory in parallel over images (integer counts, so the
+/// result does not depend on the thread count).
+public final class Validator: @unchecked Sendable {
+    public let store: FeatureStore
+    public let labelProtocol: LabelProtocol
+    let threads: Int
+
+    public init(path: String, classCount: Int, trainChannels: Int? = nil, threads: Int) throws {
+        store = try FeatureStore(path: path)
+        guard store.layout.hasLabels else {
+            throw StoreError(file: path, dataset: "/labels", "missing; --val needs a store with ground-truth labels")
+        }
+        if let c = trainChannels, c != store.layout.channels {
+            throw StoreError(file: path, dataset: "/features", "has \(store.layout.channels) channels but the training store has \(c); validate on features of the same backbone")
+        }
+        if store.metadata.labelProtocol.flatMap({ try? LabelProtocol.named($0) }) != nil {
+            labelProtocol = try EvaluateJob.labelProtocol(for: store, classCount: nil)
+        } else {
+            labelProtocol = try EvaluateJob.labelProtocol(for: store, classCount: classCount)
+        }
+        self.threads = threads
+    }
+
+    /// Confusion of `model`'s predictions against the labels, then the metrics.
+    public func evaluate(_ model: PrototypeModel) throws -> EvaluationResult {
+        let l = store.layout
+        var confusion = try ConfusionMatrix(clusterCount: model.classCount, classCount: labelProtocol.classCount)
+        let stream = try StoreStream(store: store, includeLabels: true, prefetch: 8)
+        while true {
+            let items = try stream.nextBatch(max(8, 4 * threads))
+            if items.isEmpty { break }
+            let preds = Parallel.map(items.count, threads: threads) { i in
+                model.predict(features: items[i].features, h: l.gridHeight, w: l.gridWidth, H: l.imageHeight, W: l.imageWidth)
+            }
+            for (item, p) in zip(items, preds) { try confusion.accumulate(predictions: p, labels: item.labels!) }
+        }
+        return try Evaluation.evaluate(confusion, mode: .hungarian, classNames: labelProtocol.classNames)
+    }
+}
