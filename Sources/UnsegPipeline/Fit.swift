@@ -28,6 +28,9 @@ public struct FitOptions {
     public var log: ((String) -> Void)?
     /// Testing aid: seconds to sleep after every step (lets a test kill the process mid-run).
     public var stepDelay: Double
+    /// Testing aid: return (stage not done) right after this global step, as if the process had been
+    /// killed there (the checkpoint on disk is the last one written, possibly a few steps earlier).
+    public var stopAfterStep: Int? = nil
 
     public init(recipe: Recipe, storePath: String, proposalsPath: String? = nil, valPath: String? = nil,
                 valClassCount: Int? = nil, checkpointPath: String, resume: Bool = false, threads: Int = 1,
@@ -113,12 +116,17 @@ public enum FitJob {
         let context = Loop(options: o, store: store, batchLen: batchLen, batches: batches, startStep: startStep,
                            totalSteps: totalSteps, proposals: proposals, validator: validator)
         defer { o.progress?.finish() }
-        while ck.stage != .done {
-            switch ck.stage {
-            case .warmup: try context.warmup(&ck)
-            case .em: try context.em(&ck)
-            case .done: break
+        do {
+            while ck.stage != .done {
+                switch ck.stage {
+                case .warmup: try context.warmup(&ck)
+                case .em: try context.em(&ck)
+                case .done: break
+                }
             }
+        } catch is StopRequested {
+            return FitResult(checkpoint: ck, prototypes: ck.momentum, selection: "stopped early (testing)",
+                             stepsRun: ck.step - startStep, resumedFrom: resumedFrom, seconds: Date().timeIntervalSince(started))
         }
         try ck.write(to: o.checkpointPath)
         let proto = ck.prototypes(copy: .momentum, selection: recipe.selection)
@@ -246,6 +254,7 @@ public enum FitJob {
             options.progress?.update(done: ck.step - startStep, total: totalSteps - startStep,
                                      note: String(format: "%@ ep %d loss %.4f", ck.stage == .warmup ? "warm-up" : "EM", ck.epoch + 1, loss))
             if options.stepDelay > 0 { Thread.sleep(forTimeInterval: options.stepDelay) }
+            if let s = options.stopAfterStep, ck.step >= s { throw StopRequested() }
         }
 
         func warmup(_ ck: inout FitCheckpoint) throws {
@@ -296,6 +305,8 @@ public enum FitJob {
         }
     }
 }
+
+struct StopRequested: Error {}
 
 /// Proposal masks at label resolution for the EM stage: from a proposals file (`/refined`
 /// `[N, H, W]` when present, else `/masks` `[N, h, w]` upsampled nearest) or PriMaPs on the fly

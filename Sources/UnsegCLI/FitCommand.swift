@@ -1,0 +1,67 @@
+import ArgumentParser
+import Foundation
+import UnsegLinAlg
+import UnsegPipeline
+
+extension Unseg {
+    struct Fit: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Fit class prototypes: PCA init, cosine k-means warm-up, PriMaPs-EM; checkpoints as it goes.",
+            discussion: """
+            The recipe (Recipes/*.yaml) holds every hyperparameter. The checkpoint is rewritten atomically every
+            checkpoint_every steps, at every epoch end and at the end; --resume continues a run from it and ends
+            with exactly the prototypes an uninterrupted run would have. Stores hold features only, so the M-step
+            uses the clean features (no photometric augmentation) with random horizontal flips.
+            """)
+
+        @Option(help: "Recipe YAML (see Recipes/).")
+        var recipe: String
+        @Option(help: "Training feature store.")
+        var store: String
+        @Option(help: "Proposals file written by `unseg propose` for this store (default: PriMaPs on the fly).")
+        var proposals: String?
+        @Option(help: "Labelled validation store: mIoU after every epoch (reported; selects only with selection: best-val).")
+        var val: String?
+        @Option(help: "Class count of the validation labels when the store names no protocol (default: the recipe's classes).")
+        var valClasses: Int?
+        @Option(help: "Checkpoint file (HDF5) written during the run.")
+        var checkpoint: String
+        @Flag(help: "Continue from --checkpoint if it exists.")
+        var resume = false
+        @Option(help: "Override the recipe's seed.")
+        var seed: UInt64?
+        @Option(help: "Threads (default: all cores); results do not depend on it.")
+        var threads: Int = Parallel.coreCount
+        @Option(help: .hidden)
+        var debugStepDelayMs: Int = 0
+
+        func validate() throws {
+            guard threads >= 1 else { throw ValidationError("--threads must be >= 1, got \(threads)") }
+            if let c = valClasses, !(1...255).contains(c) { throw ValidationError("--val-classes must be in 1...255, got \(c)") }
+            guard debugStepDelayMs >= 0 else { throw ValidationError("--debug-step-delay-ms must be >= 0") }
+        }
+
+        func run() throws {
+            try reportingErrors {
+                var r = try Recipe.load(path: recipe)
+                if let s = seed { r.seed = s }
+                let log: (String) -> Void = { line in FileHandle.standardError.write(("\r\u{1B}[K" + line + "\n").data(using: .utf8)!) }
+                let opts = FitOptions(recipe: r, storePath: store, proposalsPath: proposals, valPath: val, valClassCount: valClasses,
+                                      checkpointPath: checkpoint, resume: resume, threads: threads,
+                                      progress: TerminalProgress(label: "fit", unit: "step"), log: log,
+                                      stepDelay: Double(debugStepDelayMs) / 1000)
+                let res = try FitJob.run(opts)
+                let ck = res.checkpoint
+                say("fit \(r.name): \(ck.warmupSteps) warm-up + \(ck.emSteps) EM steps" +
+                    (res.resumedFrom.map { " (resumed at step \($0), ran \(res.stepsRun))" } ?? "") +
+                    String(format: " in %.1f s", res.seconds))
+                if let last = ck.emLoss.last ?? ck.warmupLoss.last { say(String(format: "final loss %.4f", last)) }
+                if let v = ck.valHistory.last {
+                    say(String(format: "val after %@ epoch %d: mIoU %.2f, Acc %.2f", v.stage.rawValue, v.epoch, v.miou, v.accuracy))
+                }
+                say("prototypes: \(res.selection)")
+                say("checkpoint: \(checkpoint)")
+            }
+        }
+    }
+}
