@@ -44,6 +44,7 @@ enum BenchSections {
         [
             BenchSection(name: "sgemm", summary: "BLAS sgemm rate (the compute floor other sections compare with)", run: { q in _ = sgemmPeak(quick: q, verbose: true) }),
             BenchSection(name: "store", summary: "feature-store streaming read throughput vs a plain sequential read; peak memory", run: { try storeBench(quick: $0) }),
+            BenchSection(name: "em", summary: "PriMaPs-EM steps/s and images/s (40x40x384, batch 32, K 27, 320x320) on 1 and 2 threads", run: { try emBench(quick: $0) }),
             BenchSection(name: "evaluate", summary: "confusion matrix + Hungarian matching, pixels/s vs a plain pass over the same bytes", run: { try evaluateBench(quick: $0) }),
         ]
     }
