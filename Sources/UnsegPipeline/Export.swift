@@ -109,7 +109,12 @@ public enum ExportJob {
                         panels.append(gtPalette.colorize(LabelMap(width: l.imageWidth, height: l.imageHeight, pixels: g)))
                         titles.append("ground truth")
                     }
-                    let pic = Composite.sideBySide(panels, titles: titles, titleScale: l.imageWidth >= 160 ? 2 : 1)
+                    // Small images are enlarged (nearest, integer factor) so the panels stay legible.
+                    let f = max(1, 160 / max(l.imageWidth, 1))
+                    if f > 1 {
+                        panels = panels.map { Resize.nearest($0, width: $0.width * f, height: $0.height * f) }
+                    }
+                    let pic = Composite.sideBySide(panels, titles: titles, titleScale: l.imageWidth * f >= 160 ? 2 : 1)
                     try PNG.write(pic, to: o.outDir + "/samples/\(names[i]).png")
                 }
                 return 0
@@ -136,7 +141,7 @@ public enum ExportJob {
         ]
         if let m = matching { manifest["matching"] = m; manifest["matching_from"] = o.matchingFrom! }
         if let p = proto { manifest["protocol"] = p.name; manifest["class_names"] = p.classNames }
-        let data = try JSONSerialization.data(withJSONObject: manifest, options: [.prettyPrinted, .sortedKeys])
+        let data = try JSONSerialization.data(withJSONObject: manifest, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
         let manifestPath = o.outDir + "/manifest.json"
         try data.write(to: URL(fileURLWithPath: manifestPath), options: .atomic)
         return ExportSummary(outDir: o.outDir, manifestPath: manifestPath, labelFiles: labelFiles,
