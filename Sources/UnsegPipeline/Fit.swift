@@ -104,8 +104,9 @@ public enum FitJob {
             if ck.stage == .em { try enterEM(&ck, model: initial, recipe: recipe, threads: o.threads) }
             try ck.write(to: o.checkpointPath)
         }
-        if proposals.onTheFly && ck.stage != .done && recipe.epochs > 0 {
-            o.log?("proposals: PriMaPs on the fly (threshold \(recipe.primapsThreshold)); the M-step uses the clean stored features (no photometric augmentation without a backbone), flips only")
+        if ck.stage != .done && recipe.epochs > 0 {
+            o.log?((proposals.onTheFly ? "proposals: PriMaPs on the fly (threshold \(recipe.primapsThreshold))" : "proposals: \(o.proposalsPath!)")
+                   + "; the M-step uses the clean stored features (a store has no backbone for photometric augmentation), horizontal flips only")
         }
 
         let n = l.imageCount
