@@ -8,8 +8,8 @@ extension Unseg {
         static let configuration = CommandConfiguration(
             abstract: "Export predictions as PNGs: plain 8-bit ids for training code, palette PNGs, side-by-side samples, manifest.json.",
             discussion: """
-            DIR/labels/<name>.png hold the ids (255 = ignore), DIR/color/<name>.png the same ids with a palette,
-            DIR/samples/<name>.png image | prediction | ground truth. Names come from the store's /names.
+            DIR/labels/<name>.png hold the ids (255 = ignore), DIR/color/<name>.png the same ids with a palette, \
+            DIR/samples/<name>.png image | prediction | ground truth. Names come from the store's /names. \
             With --matching-from (JSON of `unseg evaluate --json`) cluster ids become class ids (unmatched -> 255).
             """)
 

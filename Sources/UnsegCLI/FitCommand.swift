@@ -8,9 +8,9 @@ extension Unseg {
         static let configuration = CommandConfiguration(
             abstract: "Fit class prototypes: PCA init, cosine k-means warm-up, PriMaPs-EM; checkpoints as it goes.",
             discussion: """
-            The recipe (Recipes/*.yaml) holds every hyperparameter. The checkpoint is rewritten atomically every
-            checkpoint_every steps, at every epoch end and at the end; --resume continues a run from it and ends
-            with exactly the prototypes an uninterrupted run would have. Stores hold features only, so the M-step
+            The recipe (Recipes/*.yaml) holds every hyperparameter. The checkpoint is rewritten atomically every \
+            checkpoint_every steps, at every epoch end and at the end; --resume continues a run from it and ends \
+            with exactly the prototypes an uninterrupted run would have. Stores hold features only, so the M-step \
             uses the clean features (no photometric augmentation) with random horizontal flips.
             """)
 

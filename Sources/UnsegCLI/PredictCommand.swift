@@ -9,7 +9,7 @@ extension Unseg {
         static let configuration = CommandConfiguration(
             abstract: "Per-pixel cluster ids from fitted prototypes: a predictions file that `unseg evaluate` reads.",
             discussion: """
-            Logits are computed at feature resolution and upsampled bilinearly to the label resolution (exact by
+            Logits are computed at feature resolution and upsampled bilinearly to the label resolution (exact by \
             linearity); the id is their argmax. --refine crf runs a dense CRF on their softmax with the store's images.
             """)
 
