@@ -252,9 +252,9 @@ public final class AtomicHDF5File {
     /// Flushes, closes and renames the temporary file to `finalPath`.
     /// All datasets and groups opened from `file` must have been released first.
     public func commit() throws {
-        guard let f = file else { return }
-        try f.flush()
-        file = nil   // closes the file id (weak close: HDF5 closes once the last object is released)
+        guard file != nil else { return }
+        try file!.flush()
+        file = nil   // closes the file before the rename (weak close: once the last object is released)
         if rename(temporaryPath, finalPath) != 0 {
             let err = String(cString: strerror(errno))
             try? FileManager.default.removeItem(atPath: temporaryPath)
