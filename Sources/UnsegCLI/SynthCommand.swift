@@ -1,0 +1,53 @@
+import ArgumentParser
+import UnsegHDF5
+import UnsegLinAlg
+import UnsegPipeline
+import UnsegStore
+
+extension Unseg {
+    struct Synth: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Generate a synthetic feature store with planted semantic structure (the built-in default corpus).",
+            discussion: "The generative model is described in Docs/synthetic-corpus.md. The same seed gives the same bytes.")
+
+        @Option(help: "Output store (.h5); written to a temporary name and renamed when complete.")
+        var out: String
+        @Option(help: "Number of images.")
+        var images: Int = 200
+        @Option(help: "Image side in pixels (square images).")
+        var size: Int = 320
+        @Option(help: "Pixels per feature cell (8 for ViT-S/8).")
+        var patch: Int = 8
+        @Option(help: "Feature channels (384 for ViT-S).")
+        var channels: Int = 384
+        @Option(help: "Number of semantic classes (27 uses the cityscapes27 names and protocol).")
+        var classes: Int = 27
+        @Option(help: "Random seed; classes are shared by every split made with the same seed.")
+        var seed: UInt64 = 0
+        @Option(help: "Split name written to the store (train, val, ...); images differ between splits.")
+        var split: String = "train"
+        @Flag(help: "Store features as float32 instead of float16.")
+        var float32 = false
+        @Option(help: "gzip level 1-9 with byte shuffle (default: no compression).")
+        var deflate: Int?
+        @Option(help: "Threads for generation (default: all cores).")
+        var threads: Int = Parallel.coreCount
+
+        func validate() throws {
+            guard images >= 1 else { throw ValidationError("--images must be >= 1, got \(images)") }
+            guard threads >= 1 else { throw ValidationError("--threads must be >= 1, got \(threads)") }
+            if let d = deflate, !(1...9).contains(d) { throw ValidationError("--deflate must be in 1...9, got \(d)") }
+        }
+
+        func run() throws {
+            try reportingErrors {
+                let config = SyntheticConfig(imageCount: images, imageSize: size, patchSize: patch, channels: channels,
+                                             classes: classes, seed: seed, split: split)
+                let opts = StoreWriteOptions(featureType: float32 ? .float32 : .float16, deflate: deflate)
+                try Synthesize.writeStore(config: config, path: out, options: opts, threads: threads,
+                                          progress: TerminalProgress(label: "synth"))
+                say("wrote \(out): \(images) images, \(size)x\(size), \(size / max(patch, 1))x\(size / max(patch, 1))x\(channels) features, \(classes) classes, seed \(seed)")
+            }
+        }
+    }
+}

@@ -1,0 +1,138 @@
+import Foundation
+import UnsegEvaluation
+import UnsegLinAlg
+import UnsegStore
+
+extension Recipe {
+    /// The built-in recipe of `unseg demo` (also in `Recipes/demo.yaml`; a test keeps them equal).
+    public static var demo: Recipe {
+        var r = Recipe()
+        r.name = "demo"
+        r.classes = 27
+        r.pcaSampleImages = 64
+        r.pcaRowsPerImage = 0
+        r.warmupEpochs = 2
+        r.warmupLearningRate = 0.005
+        r.epochs = 8
+        r.batchSize = 16
+        r.learningRate = 0.005
+        r.gamma = 2
+        r.momentumEvery = 2
+        r.momentumDecayCap = 0.98
+        r.flipProbability = 0.5
+        r.proposals = .primaps
+        r.primapsThreshold = 0.4
+        r.checkpointEvery = 20
+        r.seed = 0
+        r.selection = .last
+        r.predictCopy = .momentum
+        r.predictRefine = .none
+        return r
+    }
+
+    /// The paper's "Baseline" row for this recipe: the cosine k-means warm-up run as long as
+    /// warm-up and EM together, no EM.
+    public var baseline: Recipe {
+        var r = self
+        r.name = name + "-baseline"
+        r.warmupEpochs = warmupEpochs + epochs
+        r.epochs = 0
+        return r
+    }
+}
+
+/// One row of the demo's table.
+public struct DemoRow: Sendable {
+    public var method: String
+    public var accuracy: Double
+    public var miou: Double
+}
+
+/// What `unseg demo` did, for printing.
+public struct DemoSummary: Sendable {
+    public var rows: [DemoRow]
+    public var files: [(String, String)]
+    public var seconds: Double
+
+    /// The table in the paper's form (Acc / mIoU, %, Hungarian-matched).
+    public func table() -> String {
+        var s = "method              Acc     mIoU\n"
+        s += "------------------  ------  ------\n"
+        for r in rows {
+            s += r.method.padding(toLength: 18, withPad: " ", startingAt: 0) + String(format: "  %6.1f  %6.1f\n", r.accuracy, r.miou)
+        }
+        return s
+    }
+}
+
+/// `unseg demo` as a library call: the whole pipeline on a synthetic corpus.
+///
+/// synth train + val -> k-means baseline (fit warm-up only) -> PriMaPs-EM (fit) ->
+/// predict val -> evaluate (Hungarian) -> report + export. Every stage writes its file
+/// into `workdir`, so any stage can be rerun alone with the matching subcommand.
+public enum DemoJob {
+    public struct Options: Sendable {
+        public var workdir = "unseg-demo"
+        public var trainImages = 300
+        public var valImages = 100
+        public var seed: UInt64 = 0
+        public var threads = Parallel.coreCount
+        public var recipe = Recipe.demo
+        public init() {}
+    }
+
+    public static func run(_ o: Options, log: @escaping (String) -> Void,
+                           progress: @escaping (String) -> ProgressSink?) throws -> DemoSummary {
+        let start = Date()
+        let fm = FileManager.default
+        try fm.createDirectory(atPath: o.workdir, withIntermediateDirectories: true)
+        func path(_ name: String) -> String { o.workdir + "/" + name }
+        var files: [(String, String)] = []
+        var recipe = o.recipe
+        recipe.seed = o.seed
+
+        // 1. Synthetic corpus: same seed, two splits (shared classes, different images).
+        for (name, n, split) in [("train.h5", o.trainImages, "train"), ("val.h5", o.valImages, "val")] {
+            let config = SyntheticConfig(imageCount: n, imageSize: 320, patchSize: 8, channels: 384,
+                                         classes: recipe.classes, seed: o.seed, split: split)
+            try Synthesize.writeStore(config: config, path: path(name), threads: o.threads, progress: progress("synth \(split)"))
+            files.append((split + " store", path(name)))
+            log("synth: \(n) \(split) images -> \(path(name))")
+        }
+
+        // 2. Baseline (cosine k-means run longer) and 3. PriMaPs-EM, each: fit -> predict val -> evaluate.
+        var rows: [DemoRow] = []
+        for (label, r, tag) in [("Baseline", recipe.baseline, "baseline"), ("+PriMaPs-EM", recipe, "primaps-em")] {
+            let ckpt = path("\(tag).h5")
+            if fm.fileExists(atPath: ckpt) { try fm.removeItem(atPath: ckpt) }
+            var fo = FitOptions(recipe: r, storePath: path("train.h5"), checkpointPath: ckpt)
+            fo.threads = o.threads
+            fo.progress = progress("fit \(tag)")
+            let fit = try FitJob.run(fo)
+            log(String(format: "fit %@: %d steps in %.1f s -> %@", tag, fit.stepsRun, fit.seconds, ckpt))
+            let preds = path("\(tag)-val-predictions.h5")
+            var po = PredictOptions(checkpointPath: ckpt, storePath: path("val.h5"), outPath: preds)
+            po.threads = o.threads
+            po.progress = progress("predict \(tag)")
+            _ = try PredictJob.run(po)
+            let rep = try EvaluateJob.run(storePath: path("val.h5"), predictionsPath: preds, threads: o.threads)
+            let reportDir = path("\(tag)-report")
+            try EvaluationReportWriter.write(rep, to: reportDir)
+            let json = path("\(tag)-metrics.json")
+            try rep.result.jsonData().write(to: URL(fileURLWithPath: json), options: .atomic)
+            rows.append(DemoRow(method: label, accuracy: rep.result.accuracy, miou: rep.result.miou))
+            files += [("\(label) checkpoint", ckpt), ("\(label) val predictions", preds), ("\(label) report", reportDir + "/report.md")]
+            log(String(format: "evaluate %@: Acc %.1f, mIoU %.1f -> %@", tag, rep.result.accuracy, rep.result.miou, reportDir))
+            if tag == "primaps-em" {
+                // 4. Export pseudo-labels of the val split, cluster ids mapped to classes by the evaluation's matching.
+                var eo = ExportOptions(predictionsPath: preds, storePath: path("val.h5"), outDir: path("export"), matchingFrom: json)
+                eo.threads = o.threads
+                eo.progress = progress("export")
+                let ex = try ExportJob.run(eo)
+                files.append(("pseudo-labels (PNG) + manifest", ex.manifestPath))
+                log("export: \(ex.labelFiles.count) label PNGs, \(ex.sampleFiles.count) side-by-side samples -> \(ex.outDir)")
+            }
+        }
+        return DemoSummary(rows: rows, files: files, seconds: Date().timeIntervalSince(start))
+    }
+}

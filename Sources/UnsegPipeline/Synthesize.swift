@@ -1,0 +1,42 @@
+import Foundation
+import UnsegLinAlg
+import UnsegStore
+
+/// Writes a synthetic feature store (see Docs/synthetic-corpus.md for the generative model).
+public enum Synthesize {
+    /// Generates `config.imageCount` images and writes them to `path` atomically.
+    ///
+    /// Images are generated in parallel in blocks of `2 * threads` (each depends only
+    /// on the seed and its index) and written in order, so the file's bytes do not
+    /// depend on the thread count. Memory: one block of images.
+    public static func writeStore(config: SyntheticConfig, path: String, options: StoreWriteOptions = StoreWriteOptions(),
+                                  threads: Int = Parallel.coreCount, progress: ProgressSink? = nil) throws {
+        let corpus = try SyntheticCorpus(config: config)
+        let grid = config.gridSize
+        // 27 classes carry the cityscapes27 names and protocol; other counts use identity ids ("genericN").
+        let meta = StoreMetadata(backbone: "synthetic", patchSize: config.patchSize, dataset: "synthetic", split: config.split,
+                                 labelProtocol: config.classes == 27 ? "cityscapes27" : "generic\(config.classes)",
+                                 classNames: corpus.classNames)
+        let writer = try FeatureStoreWriter(path: path, metadata: meta, count: config.imageCount, gridHeight: grid,
+                                            gridWidth: grid, channels: config.channels, options: options)
+        defer { progress?.finish() }
+        let block = max(1, 2 * threads)
+        var done = 0
+        do {
+            while done < config.imageCount {
+                let n = min(block, config.imageCount - done)
+                let base = done
+                let images = Parallel.map(n, threads: threads) { corpus.image(base + $0) }
+                for (k, img) in images.enumerated() {
+                    try writer.write(base + k, features: img.features, image: img.image, labels: img.labels, name: img.name)
+                }
+                done += n
+                progress?.update(done: done, total: config.imageCount, note: nil)
+            }
+            try writer.commit()
+        } catch {
+            writer.discard()
+            throw error
+        }
+    }
+}
