@@ -61,7 +61,7 @@ func primapsBench(quick: Bool) throws {
 /// wall and thread-CPU time, lattice construction separated from inference.
 func refineBench(quick: Bool) throws {
     let repeats = quick ? 3 : 5
-    print("  320x320 synthetic images (Voronoi regions, noisy soft maps), 1 thread, medians of \(repeats); CPU = thread CPU time")
+    print("  320x320 synthetic images (Voronoi regions, noisy soft maps), 1 thread, medians of \(repeats); CPU = process CPU time (the work is single-threaded)")
     for labels in [5, 10, 27] {
         let c = RefinementBenchCase(side: 320, labels: labels, seed: 7)
         _ = try c.runCRF(iterations: 1)
@@ -73,4 +73,7 @@ func refineBench(quick: Bool) throws {
                      labels, crf.wall, crf.cpu, build.wall, build.cpu, guided.wall, guided.cpu))
         if sink == 42 { print("") }
     }
+    let c = RefinementBenchCase(side: 320, labels: 10, seed: 7)
+    let v = try DenseCRF(image: c.image, height: 320, width: 320).latticeVertexCounts
+    print("  lattice vertices for 102,400 pixels: gaussian \(v.gaussian), bilateral \(v.bilateral)")
 }

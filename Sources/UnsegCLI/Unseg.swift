@@ -13,7 +13,7 @@ struct Unseg: ParsableCommand {
         `unseg demo` runs the whole pipeline on a synthetic corpus.
         """,
         version: "0.1.0",
-        subcommands: [Inspect.self, Evaluate.self])
+        subcommands: [Inspect.self, Evaluate.self, Propose.self])
 }
 
 /// Runs a command body; any error becomes one paragraph on stderr and exit code 1.

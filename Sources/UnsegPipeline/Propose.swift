@@ -63,14 +63,16 @@ public struct ProposeOptions: Sendable, Equatable {
         }
     }
 
-    /// The root attributes that record these options in a proposals file.
+    /// The root attributes that record these options in a proposals file (Float parameters are
+    /// stored as the Double of their shortest decimal form: 0.4, not 0.4000000059604645).
     public var attributes: [(String, HDF5AttributeValue)] {
+        func f(_ x: Float) -> HDF5AttributeValue { .double(Double("\(x)") ?? Double(x)) }
         var a: [(String, HDF5AttributeValue)] = [("method", .string(method.rawValue)), ("refine", .string(refine.rawValue))]
         switch method {
         case .primaps:
-            a += [("threshold", .double(Double(primaps.threshold))), ("coverage", .double(Double(primaps.coverage))),
+            a += [("threshold", f(primaps.threshold)), ("coverage", f(primaps.coverage)),
                   ("max_masks", .int(primaps.maxMasks)), ("solver", .string(primaps.solver.rawValue)),
-                  ("solver_tolerance", .double(Double(primaps.tolerance))), ("solver_max_matvecs", .int(primaps.maxMatvecs))]
+                  ("solver_tolerance", f(primaps.tolerance)), ("solver_max_matvecs", .int(primaps.maxMatvecs))]
         case .spectral:
             switch spectral.mode {
             case .foreground: a.append(("spectral_mode", .string("foreground")))
@@ -81,13 +83,13 @@ public struct ProposeOptions: Sendable, Equatable {
         }
         switch refine {
         case .none: break
-        case .guided: a += [("guided_radius", .int(guided.radius)), ("guided_eps", .double(Double(guided.eps)))]
+        case .guided: a += [("guided_radius", .int(guided.radius)), ("guided_eps", f(guided.eps))]
         case .crf:
             a += [("crf_iterations", .int(crf.iterations)),
-                  ("crf_gaussian_sxy", .double(Double(crf.gaussianSxy))), ("crf_gaussian_compat", .double(Double(crf.gaussianCompat))),
-                  ("crf_bilateral_sxy", .double(Double(crf.bilateralSxy))), ("crf_bilateral_srgb", .double(Double(crf.bilateralSrgb))),
-                  ("crf_bilateral_compat", .double(Double(crf.bilateralCompat))),
-                  ("crf_probability_clip", .double(Double(crf.probabilityClip)))]
+                  ("crf_gaussian_sxy", f(crf.gaussianSxy)), ("crf_gaussian_compat", f(crf.gaussianCompat)),
+                  ("crf_bilateral_sxy", f(crf.bilateralSxy)), ("crf_bilateral_srgb", f(crf.bilateralSrgb)),
+                  ("crf_bilateral_compat", f(crf.bilateralCompat)),
+                  ("crf_probability_clip", f(crf.probabilityClip))]
         }
         return a
     }
