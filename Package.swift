@@ -40,7 +40,8 @@ let package = Package(
         .systemLibrary(name: "CPNG", pkgConfig: "libpng",
                        providers: [.apt(["libpng-dev"])]),
 
-        .target(name: "UnsegLinAlg", dependencies: ["CBLAS", "CLAPACKE"], swiftSettings: swiftSettings),
+        .target(name: "CUnsegKernels", cSettings: [.unsafeFlags(["-O3"])]),
+        .target(name: "UnsegLinAlg", dependencies: ["CBLAS", "CLAPACKE", "CUnsegKernels"], swiftSettings: swiftSettings),
         .target(name: "UnsegHDF5", dependencies: ["CHDF5"], swiftSettings: swiftSettings),
         .target(name: "UnsegImaging", dependencies: ["CPNG"], swiftSettings: swiftSettings),
         .target(name: "UnsegStore", dependencies: ["UnsegHDF5", "UnsegLinAlg"], swiftSettings: swiftSettings),

@@ -156,7 +156,8 @@ func writeRandomStore(path: String, n: Int, type: HDF5ElementType, deflate: Int?
 func storeBench(quick: Bool) throws {
     let dir = benchDir()
     defer { try? FileManager.default.removeItem(atPath: dir) }
-    let n = quick ? 200 : 2000
+    let n = quick ? 200 : 500
+    let memN = quick ? 200 : 2000
     let featureBytes = { (t: HDF5ElementType) in 1600 * 384 * (t == .float16 ? 2 : 4) }
     print("  \(n) images of 40x40x384; warm page cache for both reads; medians of \(quick ? 3 : 5) passes")
     print("  variant              store MB/s   img/s   plain read MB/s   ratio   file MiB")
@@ -181,7 +182,7 @@ func storeBench(quick: Bool) throws {
     }
     // Peak memory while streaming 2,000 images of 40x40x384 float16 (issue target: < 300 MB).
     let path = dir + "/mem.h5"
-    try writeRandomStore(path: path, n: n, type: .float16, deflate: nil)
+    try writeRandomStore(path: path, n: memN, type: .float16, deflate: nil)
     let before = currentMemory()
     let canReset = resetPeakMemory()
     let store = try FeatureStore(path: path)
@@ -190,6 +191,6 @@ func storeBench(quick: Bool) throws {
     while let item = try s.next() { seen += 1; _ = item.features.data[1] }
     let peak = peakMemory()
     print(String(format: "  streaming %d float16 images (%.0f MiB of features): peak RSS %.1f MB (%@), RSS before %.1f MB",
-                 seen, Double(n * featureBytes(.float16)) / 1048576, Double(peak) / 1e6,
+                 seen, Double(memN * featureBytes(.float16)) / 1048576, Double(peak) / 1e6,
                  canReset ? "peak mark reset before streaming" : "process-lifetime peak", Double(before) / 1e6))
 }

@@ -119,6 +119,7 @@ public final class HDF5Handle: @unchecked Sendable {
     }
 
     deinit {
-        HDF5.locked { _ = close(id) }
+        // After HDF5's own atexit teardown every id is already closed: closing again would print.
+        HDF5.locked { if H5Iis_valid(id) > 0 { _ = close(id) } }
     }
 }

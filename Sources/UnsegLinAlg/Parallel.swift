@@ -51,11 +51,13 @@ public enum Parallel {
     }
 }
 
-/// A lock-protected counter.
-final class Counter: @unchecked Sendable {
+/// A lock-protected counter (work distribution, progress across worker threads).
+public final class Counter: @unchecked Sendable {
     private var value = 0
     private let lock = NSLock()
-    func increment() -> Int {
+    public init() {}
+    /// Returns the current value and adds one.
+    public func increment() -> Int {
         lock.lock(); defer { lock.unlock() }
         let v = value
         value += 1

@@ -73,15 +73,3 @@ public enum EvaluateJob {
                                 predictionsPath: predictionsPath, imageCount: l.imageCount)
     }
 }
-
-/// A lock-protected counter for progress across worker threads.
-final class Counter: @unchecked Sendable {
-    private var value = 0
-    private let lock = NSLock()
-    func increment() -> Int {
-        lock.lock(); defer { lock.unlock() }
-        let v = value
-        value += 1
-        return v
-    }
-}

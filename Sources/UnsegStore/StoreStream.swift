@@ -40,7 +40,17 @@ public final class StoreStream: @unchecked Sendable {
         let cond = NSCondition()
         var queue: [Result<StoreItem, Error>] = []
         var cancelled = false
+        /// The work; dropped when the run ends so that the finished `Thread` object (which
+        /// Foundation may keep until process exit) holds no store or HDF5 handle.
+        var job: (indices: [Int], read: (Int) throws -> StoreItem)?
         init(depth: Int) { self.depth = depth }
+
+        func runAndRelease() {
+            if let j = job { run(j.indices, j.read) }
+            cond.lock()
+            job = nil
+            cond.unlock()
+        }
 
         func run(_ indices: [Int], _ read: (Int) throws -> StoreItem) {
             for idx in indices {
@@ -102,7 +112,8 @@ public final class StoreStream: @unchecked Sendable {
             let p = Prefetcher(depth: prefetch)
             prefetcher = p
             let (images, labels, order) = (includeImages, includeLabels, idx)
-            let t = Thread { p.run(order) { try StoreStream.read(store, $0, images: images, labels: labels) } }
+            p.job = (order, { try StoreStream.read(store, $0, images: images, labels: labels) })
+            let t = Thread { p.runAndRelease() }
             t.name = "unseg.prefetch"
             t.start()
         } else {

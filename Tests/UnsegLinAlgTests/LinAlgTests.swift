@@ -180,6 +180,31 @@ func randomMatrix(_ r: Int, _ c: Int, _ rng: inout SeededRandom) -> Matrix {
         #expect(tail == (1000..<1007).map { Float(Float16(bitPattern: UInt16($0))) })
     }
 
+    /// Narrowing agrees with the standard library's Float16(Float) (round to nearest even) on
+    /// random values of every magnitude, halfway cases, subnormals, overflow and specials.
+    @Test func halfNarrowingMatchesStandardLibrary() {
+        var rng = SeededRandom(seed: 23)
+        var values: [Float] = [0, -0, 1, -1, 65504, 65519.99, 65520, -65520, 1e9, .infinity, -.infinity, 5.96e-8, 2.98e-8, 1e-10,
+                               Float(Float16.leastNonzeroMagnitude), Float(Float16.leastNormalMagnitude)]
+        for _ in 0..<20_000 {
+            let e = Float(rng.int(in: -30...17))
+            values.append((rng.float() * 2 - 1) * Float(exp2(Double(e))))
+        }
+        // Exact halfway points between neighbouring halves.
+        for b in stride(from: UInt16(1), to: 0x7BFF, by: 97) {
+            let lo = Float(Float16(bitPattern: b)), hi = Float(Float16(bitPattern: b + 1))
+            values.append((lo + hi) / 2)
+        }
+        var bits = [UInt16](repeating: 0, count: values.count)
+        values.withUnsafeBufferPointer { Half.fromFloat($0.baseAddress!, &bits, values.count) }
+        let bad = zip(values, bits).filter { Float16($0.0).bitPattern != $0.1 }
+        #expect(bad.isEmpty, "\(bad.count) differ, first: \(bad.prefix(3).map { "\($0.0) -> \(String($0.1, radix: 16))" })")
+        let nan: [Float] = [.nan]
+        var nb: [UInt16] = [0]
+        nan.withUnsafeBufferPointer { Half.fromFloat($0.baseAddress!, &nb, 1) }
+        #expect(Float16(bitPattern: nb[0]).isNaN)
+    }
+
     @Test func bilinearUpsampleMatchesPyTorchConventionAndAdjoint() {
         // 2 -> 4 samples with align_corners=False: source coordinates -0.25 (clamped to 0), 0.25, 0.75, 1.25 (right clamp).
         let axis = BilinearAxis(source: 2, target: 4)

@@ -1,0 +1,11 @@
+// Small C kernels for hot loops Swift does not vectorise well, with runtime CPU dispatch.
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+
+/// Widens n IEEE half-precision values (raw bits) to float. Exact. Uses F16C when the CPU has it.
+void unseg_half_to_float(const uint16_t *src, float *dst, size_t n);
+/// Narrows n floats to IEEE half precision (round to nearest even, overflow to inf). Uses F16C when available.
+void unseg_float_to_half(const float *src, uint16_t *dst, size_t n);
+/// 1 when the F16C path is used on this CPU, else 0.
+int unseg_has_f16c(void);
