@@ -74,6 +74,13 @@ func refineBench(quick: Bool) throws {
         if sink == 42 { print("") }
     }
     let c = RefinementBenchCase(side: 320, labels: 10, seed: 7)
+    // Throughput as `unseg propose --refine crf` runs it: one image per core.
+    let images = quick ? 4 : 8
+    let par = medianWallAndCPU(quick ? 1 : 3) {
+        Parallel.forEach(images, threads: 2) { _ in _ = try? c.runCRF(iterations: 10) }
+    }
+    print(String(format: "  10 labels, %d images on 2 threads (one per core): %.3f s wall per image, %.3f s CPU per image",
+                 images, par.wall / Double(images), par.cpu / Double(images)))
     let v = try DenseCRF(image: c.image, height: 320, width: 320).latticeVertexCounts
     print("  lattice vertices for 102,400 pixels: gaussian \(v.gaussian), bilateral \(v.bilateral)")
 }
