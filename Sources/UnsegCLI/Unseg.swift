@@ -13,7 +13,7 @@ struct Unseg: ParsableCommand {
         `unseg demo` runs the whole pipeline on a synthetic corpus.
         """,
         version: "0.1.0",
-        subcommands: [Demo.self, Synth.self, Inspect.self, Fit.self, Predict.self, Evaluate.self, Export.self])
+        subcommands: [Demo.self, Synth.self, Inspect.self, Propose.self, Fit.self, Predict.self, Evaluate.self, Export.self])
 }
 
 /// Runs a command body; any error becomes one paragraph on stderr and exit code 1.

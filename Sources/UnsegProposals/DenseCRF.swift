@@ -160,11 +160,127 @@ public final class DenseCRF: @unchecked Sendable {
     /// Mean-field inference: returns the marginals `Q` `[N, L]` (rows sum to 1) after
     /// `config.iterations` iterations from unary energies `unary` `[N, L]`.
     /// Precondition: `unary.count == H*W*labels`, `labels >= 1`.
+    ///
+    /// One pass over the pixels per iteration: for pixel `i`, slice both blurred lattices into
+    /// `-U_i`, softmax (vectorised `exp`, `FastExp`), and splat the new `Q_i` straight into the
+    /// other buffer of each lattice for the next iteration; then blur. The per-pixel symmetric
+    /// normalisation, kernel weight and slice constant are folded into the barycentric weights
+    /// once. Same model and summation order as `inferUnfused` (which composes
+    /// `PermutohedralLattice.filter` calls); they differ only by the `exp` rounding (~1e-7 relative).
     public func infer(unary: [Float], labels: Int) -> [Float] {
         let n = height * width
         precondition(labels >= 1 && unary.count == n * labels,
                      "DenseCRF.infer: unary has \(unary.count) values, expected \(height)x\(width)x\(labels)")
-        // Channels padded to a multiple of 4 (SIMD4 blocks); pad channels of Q stay 0.
+        // Channels padded to a multiple of 4 (SIMD4 blocks); pad channels of Q stay exactly 0.
+        let blocks = (labels + 3) / 4, lp = blocks * 4, total = n * blocks
+        let negU = UnsafeMutablePointer<SIMD4<Float>>.allocate(capacity: total)
+        defer { negU.deallocate() }
+        negU.initialize(repeating: .zero, count: total)
+        let negUf = UnsafeMutableRawPointer(negU).assumingMemoryBound(to: Float.self)
+        unary.withUnsafeBufferPointer { u in
+            for i in 0..<n {
+                for l in 0..<lp { negUf[i * lp + l] = l < labels ? -u[i * labels + l] : 0 }
+            }
+        }
+        // Lane mask of the last block (1 for real labels, 0 for padding).
+        var lastMask = SIMD4<Float>(repeating: 0)
+        for l in 0..<(labels - (blocks - 1) * 4) { lastMask[l] = 1 }
+        let g = FusedLattice(gaussian, norm: gaussianNorm, weight: config.gaussianCompat, blocks: blocks)
+        let b = FusedLattice(bilateral, norm: bilateralNorm, weight: config.bilateralCompat, blocks: blocks)
+        defer { g.release(); b.release() }
+        var out = [Float](repeating: 0, count: n * labels)
+        let iterations = config.iterations
+        let c = blocks
+        let (g1, b1) = (g.d1, b.d1)
+        let (go, gs, gl) = (g.offsets, g.splatWeights, g.sliceWeights)
+        let (bo, bs, bl) = (b.offsets, b.splatWeights, b.sliceWeights)
+        out.withUnsafeMutableBufferPointer { ob in
+            let outp = ob.baseAddress!
+            let q = UnsafeMutablePointer<SIMD4<Float>>.allocate(capacity: blocks)
+            defer { q.deallocate() }
+            // Buffers: splat into `gT`/`bT`; the blur leaves its result in `gR`/`bR` and the other
+            // buffer becomes the next splat target.
+            var (gT, gR) = (g.bufferA, g.bufferB)
+            var (bT, bR) = (b.bufferA, b.bufferB)
+            for it in 0...iterations {
+                let last = it == iterations
+                if !last { g.clear(gT); b.clear(bT) }
+                for i in 0..<n {
+                    let a = negU + i * c
+                    for k in 0..<c { q[k] = a[k] }
+                    if it > 0 {
+                        // Slice both lattices (the kernel weights and normalisation are in the weights).
+                        for r in 0..<g1 {
+                            let wt = SIMD4<Float>(repeating: gl[i * g1 + r])
+                            let src = gR + Int(go[i * g1 + r]) * c
+                            for k in 0..<c { q[k] += wt * src[k] }
+                        }
+                        for r in 0..<b1 {
+                            let wt = SIMD4<Float>(repeating: bl[i * b1 + r])
+                            let src = bR + Int(bo[i * b1 + r]) * c
+                            for k in 0..<c { q[k] += wt * src[k] }
+                        }
+                    }
+                    DenseCRF.softmaxBlocks(q, blocks: c, lastMask: lastMask)
+                    if last {
+                        DenseCRF.store(q, labels: labels, into: outp + i * labels)
+                        continue
+                    }
+                    for r in 0..<g1 {
+                        let wt = SIMD4<Float>(repeating: gs[i * g1 + r])
+                        let dst = gT + Int(go[i * g1 + r]) * c
+                        for k in 0..<c { dst[k] += wt * q[k] }
+                    }
+                    for r in 0..<b1 {
+                        let wt = SIMD4<Float>(repeating: bs[i * b1 + r])
+                        let dst = bT + Int(bo[i * b1 + r]) * c
+                        for k in 0..<c { dst[k] += wt * q[k] }
+                    }
+                }
+                if !last {
+                    (gR, gT) = g.blur(gT, scratch: gR)
+                    (bR, bT) = b.blur(bT, scratch: bR)
+                }
+            }
+        }
+        return out
+    }
+
+    /// Copies the first `labels` lanes of `q` (`blocks` SIMD4) to `dst`.
+    @inline(__always)
+    static func store(_ q: UnsafeMutablePointer<SIMD4<Float>>, labels: Int, into dst: UnsafeMutablePointer<Float>) {
+        let qf = UnsafeMutableRawPointer(q).assumingMemoryBound(to: Float.self)
+        for l in 0..<labels { dst[l] = qf[l] }
+    }
+
+    /// In-place softmax over `blocks` SIMD4 blocks; lanes of the last block outside `lastMask`
+    /// (padding) are left out of the maximum and the sum and set to 0.
+    @inline(__always)
+    static func softmaxBlocks(_ q: UnsafeMutablePointer<SIMD4<Float>>, blocks: Int, lastMask: SIMD4<Float>) {
+        let lastReal = q[blocks - 1].replacing(with: -Float.greatestFiniteMagnitude, where: lastMask .== 0)
+        var mx = lastReal
+        for k in 0..<(blocks - 1) { mx = pointwiseMax(mx, q[k]) }
+        // Horizontal max and sum written out (the generic `max()` / `sum()` are not specialised).
+        let m = SIMD4<Float>(repeating: Swift.max(Swift.max(mx[0], mx[1]), Swift.max(mx[2], mx[3])))
+        var s = SIMD4<Float>(repeating: 0)
+        for k in 0..<(blocks - 1) {
+            let e = FastExp.exp(q[k] - m)
+            q[k] = e
+            s += e
+        }
+        let e = FastExp.exp(lastReal - m) * lastMask
+        q[blocks - 1] = e
+        s += e
+        let inv = SIMD4<Float>(repeating: 1 / ((s[0] + s[1]) + (s[2] + s[3])))
+        for k in 0..<blocks { q[k] *= inv }
+    }
+
+    /// Reference inference as separate passes (copy, two `PermutohedralLattice.filter` calls,
+    /// softmax with `expf`): the formulation `infer` fuses. Tests only.
+    func inferUnfused(unary: [Float], labels: Int) -> [Float] {
+        let n = height * width
+        precondition(labels >= 1 && unary.count == n * labels,
+                     "DenseCRF.infer: unary has \(unary.count) values, expected \(height)x\(width)x\(labels)")
         let blocks = (labels + 3) / 4, lp = blocks * 4, total = n * blocks
         let negU = UnsafeMutablePointer<SIMD4<Float>>.allocate(capacity: total)
         let acc = UnsafeMutablePointer<SIMD4<Float>>.allocate(capacity: total)
@@ -196,6 +312,9 @@ public final class DenseCRF: @unchecked Sendable {
         for i in 0..<n { for l in 0..<labels { out[i * labels + l] = qf[i * lp + l] } }
         return out
     }
+
+    /// Lattice vertex counts `(gaussian, bilateral)` (diagnostics, benchmarks).
+    public var latticeVertexCounts: (gaussian: Int, bilateral: Int) { (gaussian.vertexCount, bilateral.vertexCount) }
 
     /// Inference from probabilities `[N, L]`, returning the per-pixel argmax label `[N]`
     /// (ties: lowest label).
@@ -233,5 +352,104 @@ func softmaxRows(_ x: UnsafePointer<Float>, into q: UnsafeMutablePointer<Float>,
         for l in 0..<labels { let e = expf(r[l] - mx); o[l] = e; s += e }
         let inv = 1 / s
         for l in 0..<labels { o[l] *= inv }
+    }
+}
+
+/// One lattice prepared for fused mean field: splat and slice weights with the per-pixel
+/// normalisation (and, for slicing, the kernel weight and the slice constant) folded in, and two
+/// value buffers `[(M+1), blocks]` SIMD4 (vertex 0 is the zero dummy). Raw buffers (no
+/// exclusivity checks in the hot loops): call `release()` once.
+struct FusedLattice {
+    let d1: Int
+    let m: Int
+    let blocks: Int
+    /// `[N, d+1]` vertex id + 1 of each simplex corner.
+    let offsets: UnsafeMutablePointer<Int32>
+    /// `[N, d+1]` barycentric weight x `norm_i`.
+    let splatWeights: UnsafeMutablePointer<Float>
+    /// `[N, d+1]` barycentric weight x `norm_i x weight x alpha`.
+    let sliceWeights: UnsafeMutablePointer<Float>
+    /// `[d+1, M, 2]` neighbour ids + 1.
+    let neighbors: UnsafeMutablePointer<Int32>
+    let bufferA: UnsafeMutablePointer<SIMD4<Float>>
+    let bufferB: UnsafeMutablePointer<SIMD4<Float>>
+
+    init(_ lattice: PermutohedralLattice, norm: [Float], weight: Float, blocks: Int) {
+        let n = lattice.pointCount
+        d1 = lattice.dimension + 1
+        m = lattice.vertexCount
+        self.blocks = blocks
+        offsets = .allocate(capacity: n * d1)
+        splatWeights = .allocate(capacity: n * d1)
+        sliceWeights = .allocate(capacity: n * d1)
+        neighbors = .allocate(capacity: max(d1 * m * 2, 1))
+        bufferA = .allocate(capacity: (m + 1) * blocks)
+        bufferB = .allocate(capacity: (m + 1) * blocks)
+        bufferA.initialize(repeating: .zero, count: (m + 1) * blocks)
+        bufferB.initialize(repeating: .zero, count: (m + 1) * blocks)
+        let alpha = lattice.alpha
+        lattice.offsets.withUnsafeBufferPointer { offsets.initialize(from: $0.baseAddress!, count: n * d1) }
+        lattice.neighbors.withUnsafeBufferPointer { neighbors.initialize(from: $0.baseAddress!, count: d1 * m * 2) }
+        lattice.weights.withUnsafeBufferPointer { w in
+            for i in 0..<n {
+                // Same products as `PermutohedralLattice.filter` (inScale, then outScale * outWeight * alpha).
+                let s = norm[i] * weight * alpha
+                for r in 0..<d1 {
+                    splatWeights[i * d1 + r] = w[i * d1 + r] * norm[i]
+                    sliceWeights[i * d1 + r] = w[i * d1 + r] * s
+                }
+            }
+        }
+    }
+
+    func release() {
+        offsets.deallocate(); splatWeights.deallocate(); sliceWeights.deallocate()
+        neighbors.deallocate(); bufferA.deallocate(); bufferB.deallocate()
+    }
+
+    /// Zeroes a value buffer (before splatting into it).
+    func clear(_ buffer: UnsafeMutablePointer<SIMD4<Float>>) {
+        buffer.update(repeating: .zero, count: (m + 1) * blocks)
+    }
+
+    /// Blurs the splatted `values` along the `d+1` directions (`new = old + 0.5 (n1 + n2)`),
+    /// ping-ponging with `scratch`. Returns (buffer holding the result, the other buffer).
+    func blur(_ values: UnsafeMutablePointer<SIMD4<Float>>, scratch: UnsafeMutablePointer<SIMD4<Float>>)
+        -> (UnsafeMutablePointer<SIMD4<Float>>, UnsafeMutablePointer<SIMD4<Float>>) {
+        var v = values, nv = scratch
+        let c = blocks, mm = m
+        let half = SIMD4<Float>(repeating: 0.5)
+        // The dummy vertex 0 must read as zero in both buffers.
+        for k in 0..<c { nv[k] = .zero; v[k] = .zero }
+        for j in 0..<d1 {
+            let nj = neighbors + j * mm * 2
+            switch c {
+            case 1:
+                for i in 0..<mm {
+                    nv[i + 1] = v[i + 1] + half * (v[Int(nj[2 * i])] + v[Int(nj[2 * i + 1])])
+                }
+            case 2:
+                for i in 0..<mm {
+                    let o = (i + 1) * 2, a = Int(nj[2 * i]) * 2, b = Int(nj[2 * i + 1]) * 2
+                    nv[o] = v[o] + half * (v[a] + v[b])
+                    nv[o + 1] = v[o + 1] + half * (v[a + 1] + v[b + 1])
+                }
+            case 3:
+                for i in 0..<mm {
+                    let o = (i + 1) * 3, a = Int(nj[2 * i]) * 3, b = Int(nj[2 * i + 1]) * 3
+                    nv[o] = v[o] + half * (v[a] + v[b])
+                    nv[o + 1] = v[o + 1] + half * (v[a + 1] + v[b + 1])
+                    nv[o + 2] = v[o + 2] + half * (v[a + 2] + v[b + 2])
+                }
+            default:
+                for i in 0..<mm {
+                    let old = v + (i + 1) * c, nw = nv + (i + 1) * c
+                    let a = v + Int(nj[2 * i]) * c, b = v + Int(nj[2 * i + 1]) * c
+                    for k in 0..<c { nw[k] = old[k] + half * (a[k] + b[k]) }
+                }
+            }
+            swap(&v, &nv)
+        }
+        return (v, nv)
     }
 }

@@ -17,6 +17,9 @@ protocol LatticeKeyTable {
     /// `key - 1 + (d+1) e_j` and `key + 1 - (d+1) e_j` (for `j == d` only the `-1`/`+1` part,
     /// the implicit last coordinate carries the rest).
     func neighbors(of i: Int, direction j: Int) -> (Int32, Int32)
+    /// The first of `neighbors(of:direction:)` only (the second is its mirror: if `b` is the first
+    /// neighbour of `a`, then `a` is the second neighbour of `b`).
+    func firstNeighbor(of i: Int, direction j: Int) -> Int32
     /// Frees the buffers (call once).
     func release()
 }
@@ -63,6 +66,14 @@ struct LatticeHashTable: LatticeKeyTable {
         for q in 0..<d { a[q] = kk[q] &- 1; c[q] = kk[q] &+ 1 }
         if j < d { a[j] = kk[j] &+ Int16(d); c[j] = kk[j] &- Int16(d) }
         return (find(UnsafePointer(a)), find(UnsafePointer(c)))
+    }
+
+    func firstNeighbor(of i: Int, direction j: Int) -> Int32 {
+        let kk = key(i), a = scratch + keySize
+        let d = keySize
+        for q in 0..<d { a[q] = kk[q] &- 1 }
+        if j < d { a[j] = kk[j] &+ Int16(d) }
+        return find(UnsafePointer(a))
     }
 
     /// The key of vertex `i` (`keySize` values).
@@ -150,6 +161,9 @@ struct PackedKeyTable: LatticeKeyTable {
     /// Per direction: packed offsets to the two neighbours.
     private let delta1: UnsafeMutablePointer<UInt64>
     private let delta2: UnsafeMutablePointer<UInt64>
+    /// 256-entry cache of recently inserted keys and their ids (-1 = empty).
+    private let recentKeys: UnsafeMutablePointer<UInt64>
+    private let recentIds: UnsafeMutablePointer<Int32>
 
     /// Coordinates must satisfy `|c| < 2^(bits-1) - 1` with `bits = 64 / d`.
     static func maxCoordinate(dimension d: Int) -> Int { (1 << (64 / d - 1)) - 2 }
@@ -168,6 +182,10 @@ struct PackedKeyTable: LatticeKeyTable {
         keys = .allocate(capacity: keyCapacity)
         delta1 = .allocate(capacity: d + 1)
         delta2 = .allocate(capacity: d + 1)
+        recentKeys = .allocate(capacity: 256)
+        recentKeys.initialize(repeating: 0, count: 256)
+        recentIds = .allocate(capacity: 256)
+        recentIds.initialize(repeating: -1, count: 256)
         for j in 0...d {
             var a: Int64 = 0, c: Int64 = 0
             for q in 0..<d {
@@ -185,6 +203,8 @@ struct PackedKeyTable: LatticeKeyTable {
         keys.deallocate()
         delta1.deallocate()
         delta2.deallocate()
+        recentKeys.deallocate()
+        recentIds.deallocate()
     }
 
     @inline(__always) private func slot(_ k: UInt64) -> Int {
@@ -204,6 +224,17 @@ struct PackedKeyTable: LatticeKeyTable {
     mutating func insert(_ coords: UnsafePointer<Int>) -> Int32 {
         var k: UInt64 = 0
         for i in 0..<d { k |= UInt64(coords[i] + bias) << UInt64(i * bits) }
+        // Neighbouring pixels share most simplex corners: a small direct-mapped cache of recent
+        // keys (stays in L1) answers those without a probe into the big table.
+        let ci = Int(truncatingIfNeeded: (k &* 0x9E37_79B9_7F4A_7C15) >> 56)
+        if recentKeys[ci] == k && recentIds[ci] >= 0 { return recentIds[ci] }
+        let id = insertUncached(k)
+        recentKeys[ci] = k
+        recentIds[ci] = id
+        return id
+    }
+
+    private mutating func insertUncached(_ k: UInt64) -> Int32 {
         if 2 * (count + 1) > mask + 1 { grow() }
         var s = slot(k)
         while true {
@@ -231,6 +262,8 @@ struct PackedKeyTable: LatticeKeyTable {
         let k = keys[i]
         return (find(k &+ delta1[j]), find(k &+ delta2[j]))
     }
+
+    func firstNeighbor(of i: Int, direction j: Int) -> Int32 { find(keys[i] &+ delta1[j]) }
 
     private mutating func grow() {
         let cap = (mask + 1) * 2
@@ -417,12 +450,13 @@ public final class PermutohedralLattice: @unchecked Sendable {
         let m = hashTable.count
         // Neighbours of each vertex along each of the d+1 lattice directions.
         var nb = [Int32](repeating: 0, count: d1 * m * 2)
+        // One lookup per vertex and direction: the second neighbour relation mirrors the first.
         nb.withUnsafeMutableBufferPointer { nbb in
             for j in 0...d {
                 for i in 0..<m {
-                    let (a, c) = hashTable.neighbors(of: i, direction: j)
+                    let a = hashTable.firstNeighbor(of: i, direction: j)
                     nbb[(j * m + i) * 2] = a + 1
-                    nbb[(j * m + i) * 2 + 1] = c + 1
+                    if a >= 0 { nbb[(j * m + Int(a)) * 2 + 1] = Int32(i + 1) }
                 }
             }
         }

@@ -1,0 +1,86 @@
+import Foundation
+import UnsegLinAlg
+import UnsegProposals
+
+/// CPU time of the calling thread, seconds (`CLOCK_THREAD_CPUTIME_ID`).
+func threadCPUTime() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+}
+
+/// CPU time of the whole process (all threads), seconds (`CLOCK_PROCESS_CPUTIME_ID`).
+func processCPUTime() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+}
+
+/// Median wall and process-CPU times of `repeats` runs of `body` (seconds). On a shared machine
+/// the CPU time is what the work cost; wall time includes waiting for other people's jobs.
+func medianWallAndCPU(_ repeats: Int, _ body: () throws -> Void) rethrows -> (wall: Double, cpu: Double) {
+    var w: [Double] = [], c: [Double] = []
+    for _ in 0..<repeats {
+        let s = DispatchTime.now().uptimeNanoseconds
+        let c0 = processCPUTime()
+        try body()
+        c.append(processCPUTime() - c0)
+        w.append(Double(DispatchTime.now().uptimeNanoseconds - s) / 1e9)
+    }
+    w.sort(); c.sort()
+    return (w[w.count / 2], c[c.count / 2])
+}
+
+/// PriMaPs on 40x40x384 float32 planted feature maps, 1 and 2 threads, no refinement:
+/// images/s (wall) and CPU ms per image, achieved GFLOP/s (`stats.estimatedFlops`) next to
+/// the sgemm rate measured in the same run.
+func primapsBench(quick: Bool) throws {
+    let count = quick ? 32 : 128
+    let peak = sgemmPeak(quick: quick, verbose: true)
+    let maps = (0..<count).map {
+        PlantedFeatures.make(height: 40, width: 40, channels: 384, regions: 9, seed: 500 + UInt64($0)).features
+    }
+    _ = try PriMaPs.proposeBatch(Array(maps.prefix(4)), height: 40, width: 40, threads: 1)
+    let repeats = quick ? 3 : 5
+    print("  \(count) planted maps of 40x40x384 float32 (9 regions), lanczos solver, medians of \(repeats); CPU = process CPU time")
+    for threads in [1, 2] {
+        var out: [MaskProposals] = []
+        let (wall, cpu) = try medianWallAndCPU(repeats) {
+            out = try PriMaPs.proposeBatch(maps, height: 40, width: 40, threads: threads)
+        }
+        let flops = out.reduce(0) { $0 + $1.stats.estimatedFlops }
+        let masks = Double(out.reduce(0) { $0 + $1.maskCount }) / Double(count)
+        let ref = threads == 1 ? peak.one : peak.all
+        print(String(format: "  primaps %d thread%@: %.0f images/s wall, %.2f ms CPU/image (%.0f images/s per busy core), %.1f GFLOP/s achieved vs sgemm %.1f (%.0f%%), %.1f masks/image",
+                     threads, threads == 1 ? "" : "s", Double(count) / wall, cpu * 1000 / Double(count), Double(count) / cpu,
+                     flops / wall / 1e9, ref, 100 * flops / wall / 1e9 / ref, masks))
+    }
+}
+
+/// Dense CRF (10 iterations) and guided filter per 320x320 image with 5, 10 and 27 labels;
+/// wall and thread-CPU time, lattice construction separated from inference.
+func refineBench(quick: Bool) throws {
+    let repeats = quick ? 3 : 5
+    print("  320x320 synthetic images (Voronoi regions, noisy soft maps), 1 thread, medians of \(repeats); CPU = process CPU time (the work is single-threaded)")
+    for labels in [5, 10, 27] {
+        let c = RefinementBenchCase(side: 320, labels: labels, seed: 7)
+        _ = try c.runCRF(iterations: 1)
+        var sink = 0
+        let crf = try medianWallAndCPU(repeats) { sink &+= try c.runCRF(iterations: 10) }
+        let build = try medianWallAndCPU(repeats) { sink &+= try c.runCRF(iterations: 0) }
+        let guided = try medianWallAndCPU(repeats) { sink &+= try c.runGuided() }
+        print(String(format: "  %2d labels: dense CRF %.3f s wall / %.3f s CPU (of which lattices + setup %.3f / %.3f), guided filter %.3f s wall / %.3f s CPU",
+                     labels, crf.wall, crf.cpu, build.wall, build.cpu, guided.wall, guided.cpu))
+        if sink == 42 { print("") }
+    }
+    let c = RefinementBenchCase(side: 320, labels: 10, seed: 7)
+    // Throughput as `unseg propose --refine crf` runs it: one image per core.
+    let images = quick ? 4 : 8
+    let par = medianWallAndCPU(quick ? 1 : 3) {
+        Parallel.forEach(images, threads: 2) { _ in _ = try? c.runCRF(iterations: 10) }
+    }
+    print(String(format: "  10 labels, %d images on 2 threads (one per core): %.3f s wall per image, %.3f s CPU per image",
+                 images, par.wall / Double(images), par.cpu / Double(images)))
+    let v = try DenseCRF(image: c.image, height: 320, width: 320).latticeVertexCounts
+    print("  lattice vertices for 102,400 pixels: gaussian \(v.gaussian), bilateral \(v.bilateral)")
+}

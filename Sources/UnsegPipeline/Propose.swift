@@ -1,0 +1,343 @@
+import Foundation
+import UnsegHDF5
+import UnsegLinAlg
+import UnsegProposals
+import UnsegStore
+
+/// Which proposal method `unseg propose` runs.
+public enum ProposalMethod: String, CaseIterable, Sendable {
+    /// Principal mask proposals (Hahn et al. 2024), `PriMaPs.propose`.
+    case primaps
+    /// Spectral eigen-segments (Melas-Kyriazi et al. 2022), `Spectral.propose`.
+    case spectral
+}
+
+/// Everything that decides the content of a proposals file (all of it is written as root attributes).
+public struct ProposeOptions: Sendable, Equatable {
+    public var method: ProposalMethod = .primaps
+    /// PriMaPs settings (threshold psi, coverage, solver, ...); used when `method == .primaps`.
+    public var primaps = PriMaPsConfig()
+    /// Spectral settings (segments, eigenvectors, seed, ...); used when `method == .spectral`.
+    public var spectral = SpectralConfig()
+    /// Refinement to image resolution; anything but `.none` needs `/images` in the store.
+    public var refine: RefinementMethod = .none
+    public var guided = GuidedFilterConfig()
+    public var crf = DenseCRFConfig()
+    /// Worker threads (one image per thread, single-threaded BLAS inside). >= 1.
+    public var threads: Int = Parallel.coreCount
+    /// Images read and processed per block (bounds memory); nil = `4 * threads`.
+    public var blockSize: Int? = nil
+
+    public init(method: ProposalMethod = .primaps, primaps: PriMaPsConfig = PriMaPsConfig(),
+                spectral: SpectralConfig = SpectralConfig(), refine: RefinementMethod = .none,
+                guided: GuidedFilterConfig = GuidedFilterConfig(), crf: DenseCRFConfig = DenseCRFConfig(),
+                threads: Int = Parallel.coreCount, blockSize: Int? = nil) {
+        self.method = method
+        self.primaps = primaps
+        self.spectral = spectral
+        self.refine = refine
+        self.guided = guided
+        self.crf = crf
+        self.threads = threads
+        self.blockSize = blockSize
+    }
+
+    /// Checks every value before any work; throws `ProposeOptionError`, `ProposalError` or `RefinementError` naming the field.
+    public func validate() throws {
+        guard threads >= 1 else { throw ProposeOptionError("threads=\(threads) should be >= 1") }
+        if let b = blockSize, b < 1 { throw ProposeOptionError("blockSize=\(b) should be >= 1") }
+        switch method {
+        case .primaps: try primaps.validate()
+        case .spectral:
+            if case .segments(let s) = spectral.mode, !(1...(MaskProposals.maxMaskCount + 1)).contains(s) {
+                throw ProposeOptionError("spectral segments=\(s) should be in 1...\(MaskProposals.maxMaskCount + 1)")
+            }
+            guard spectral.eigenvectors >= 1 else {
+                throw ProposeOptionError("spectral eigenvectors=\(spectral.eigenvectors) should be >= 1")
+            }
+        }
+        switch refine {
+        case .none: break
+        case .guided: try guided.validate()
+        case .crf: try crf.validate()
+        }
+    }
+
+    /// The root attributes that record these options in a proposals file (Float parameters are
+    /// stored as the Double of their shortest decimal form: 0.4, not 0.4000000059604645).
+    public var attributes: [(String, HDF5AttributeValue)] {
+        func f(_ x: Float) -> HDF5AttributeValue { .double(Double("\(x)") ?? Double(x)) }
+        var a: [(String, HDF5AttributeValue)] = [("method", .string(method.rawValue)), ("refine", .string(refine.rawValue))]
+        switch method {
+        case .primaps:
+            a += [("threshold", f(primaps.threshold)), ("coverage", f(primaps.coverage)),
+                  ("max_masks", .int(primaps.maxMasks)), ("solver", .string(primaps.solver.rawValue)),
+                  ("solver_tolerance", f(primaps.tolerance)), ("solver_max_matvecs", .int(primaps.maxMatvecs))]
+        case .spectral:
+            switch spectral.mode {
+            case .foreground: a.append(("spectral_mode", .string("foreground")))
+            case .segments(let s): a += [("spectral_mode", .string("segments")), ("segments", .int(s))]
+            }
+            a += [("eigenvectors", .int(spectral.eigenvectors)), ("seed", .int(Int(truncatingIfNeeded: spectral.seed))),
+                  ("kmeans_restarts", .int(spectral.restarts)), ("kmeans_max_iterations", .int(spectral.maxIterations))]
+        }
+        switch refine {
+        case .none: break
+        case .guided: a += [("guided_radius", .int(guided.radius)), ("guided_eps", f(guided.eps))]
+        case .crf:
+            a += [("crf_iterations", .int(crf.iterations)),
+                  ("crf_gaussian_sxy", f(crf.gaussianSxy)), ("crf_gaussian_compat", f(crf.gaussianCompat)),
+                  ("crf_bilateral_sxy", f(crf.bilateralSxy)), ("crf_bilateral_srgb", f(crf.bilateralSrgb)),
+                  ("crf_bilateral_compat", f(crf.bilateralCompat)),
+                  ("crf_probability_clip", f(crf.probabilityClip))]
+        }
+        return a
+    }
+}
+
+/// A bad option of the propose job, phrased for the user (names the field and its value).
+public struct ProposeOptionError: Error, CustomStringConvertible, Equatable {
+    public let description: String
+    public init(_ message: String) { description = "propose: " + message }
+}
+
+/// What one `ProposeJob.run` did.
+public struct ProposeSummary: Sendable {
+    public var storePath: String
+    public var outputPath: String
+    public var imageCount: Int
+    /// Masks per image (K, background excluded), in store order.
+    public var maskCounts: [Int]
+    /// Wall time of the whole job, seconds.
+    public var seconds: Double
+    public var imagesPerSecond: Double { seconds > 0 ? Double(imageCount) / seconds : 0 }
+    public var meanMasks: Double { maskCounts.isEmpty ? 0 : Double(maskCounts.reduce(0, +)) / Double(maskCounts.count) }
+}
+
+/// `unseg propose` as a library call: stream a feature store in blocks, compute mask proposals
+/// (PriMaPs or spectral) for several images at once (one per thread, single-threaded BLAS), refine
+/// them to image resolution if asked, and write a proposals file.
+///
+/// Output (`LabelMapsFormat.proposals`, written under a temporary name and renamed at the end):
+/// `/masks` uint8 `[N, h, w]` (0 = background, 1...K), `/refined` uint8 `[N, H, W]` when refined,
+/// root attributes `format`, `version`, `store` (source path), `images`, `grid_height/width`,
+/// `image_height/width`, the method and all its parameters (`ProposeOptions.attributes`) and
+/// mask-count statistics (`mask_count_min/max/mean/total`, `empty_images`).
+///
+/// Memory: two blocks of `blockSize` images (one being computed, one prefetched). Output is
+/// byte-identical whatever the thread count or block size.
+public enum ProposeJob {
+    /// Runs the job. Validates options and inputs before doing any work: a refinement without
+    /// `/images` in the store throws a `StoreError` naming the store and writes nothing.
+    /// - Throws: `StoreError` (files), `ProposalError` / `RefinementError` (options or an image the
+    ///   method rejects, e.g. non-finite features, with the image index); on error no output file is left.
+    public static func run(storePath: String, outputPath: String, options: ProposeOptions = ProposeOptions(),
+                           progress: ProgressSink? = nil) throws -> ProposeSummary {
+        try options.validate()
+        let store = try FeatureStore(path: storePath)
+        let l = store.layout
+        if options.refine != .none && !l.hasImages {
+            throw StoreError(file: storePath, dataset: "/images",
+                             "missing; --refine \(options.refine.rawValue) needs the RGB images [N, H, W, 3] uint8 in the store; use --refine none or a store written with images")
+        }
+        if options.method == .spectral, case .segments(let s) = options.spectral.mode, s > l.cellCount {
+            throw StoreError(file: storePath, dataset: "/features",
+                             "spectral segments=\(s) exceeds the \(l.gridHeight)x\(l.gridWidth) = \(l.cellCount) cells of the feature grid; use fewer segments")
+        }
+        let refined = options.refine != .none
+        var maps = [LabelMapsWriter.MapSpec(name: "masks", count: l.imageCount, height: l.gridHeight, width: l.gridWidth)]
+        if refined {
+            maps.append(.init(name: "refined", count: l.imageCount, height: l.imageHeight, width: l.imageWidth))
+        }
+        let attrs: [(String, HDF5AttributeValue)] = [
+            ("store", .string(storePath)), ("images", .int(l.imageCount)),
+            ("grid_height", .int(l.gridHeight)), ("grid_width", .int(l.gridWidth)),
+            ("image_height", .int(l.imageHeight)), ("image_width", .int(l.imageWidth)),
+        ] + options.attributes
+        let writer = try LabelMapsWriter(path: outputPath, format: .proposals, maps: maps, attributes: attrs)
+        var committed = false
+        defer { if !committed { writer.discard() } }
+
+        let start = Date()
+        let threads = max(1, min(options.threads, max(l.imageCount, 1)))
+        let block = options.blockSize ?? 4 * threads
+        let stream = try StoreStream(store: store, includeImages: refined, prefetch: block)
+        // Single-threaded BLAS for every image whatever the thread count (byte-identical output).
+        let savedBLAS = BLAS.threads
+        BLAS.threads = 1
+        defer { BLAS.threads = savedBLAS }
+        var maskCounts: [Int] = []
+        maskCounts.reserveCapacity(l.imageCount)
+        var done = 0
+        while true {
+            let items = try stream.nextBatch(block)
+            if items.isEmpty { break }
+            let results = try Parallel.tryMap(items.count, threads: threads) { j -> (MaskProposals, [UInt8]?) in
+                try process(items[j], layout: l, options: options, storePath: storePath)
+            }
+            for (j, (p, r)) in results.enumerated() {
+                let i = items[j].index
+                try writer.write("masks", index: i, p.labels)
+                if let r = r { try writer.write("refined", index: i, r) }
+                maskCounts.append(p.maskCount)
+            }
+            done += items.count
+            let rate = Double(done) / max(Date().timeIntervalSince(start), 1e-9)
+            progress?.update(done: done, total: l.imageCount, note: String(format: "%.1f img/s", rate))
+        }
+        progress?.finish()
+        let total = maskCounts.reduce(0, +)
+        try writer.setAttribute("mask_count_min", .int(maskCounts.min() ?? 0))
+        try writer.setAttribute("mask_count_max", .int(maskCounts.max() ?? 0))
+        try writer.setAttribute("mask_count_total", .int(total))
+        try writer.setAttribute("mask_count_mean", .double(maskCounts.isEmpty ? 0 : Double(total) / Double(maskCounts.count)))
+        try writer.setAttribute("empty_images", .int(maskCounts.filter { $0 == 0 }.count))
+        try writer.commit()
+        committed = true
+        return ProposeSummary(storePath: storePath, outputPath: outputPath, imageCount: l.imageCount,
+                              maskCounts: maskCounts, seconds: Date().timeIntervalSince(start))
+    }
+
+    /// Proposals and (when asked) the refined map of one image. Errors carry the image index.
+    static func process(_ item: StoreItem, layout l: StoreLayout, options: ProposeOptions,
+                        storePath: String) throws -> (MaskProposals, [UInt8]?) {
+        let p: MaskProposals
+        do {
+            switch options.method {
+            case .primaps:
+                p = try PriMaPs.propose(features: item.features, height: l.gridHeight, width: l.gridWidth, config: options.primaps)
+            case .spectral:
+                p = try Spectral.propose(features: item.features, height: l.gridHeight, width: l.gridWidth, config: options.spectral)
+            }
+        } catch {
+            throw StoreError(file: storePath, dataset: "/features", "image \(item.index): \(error)")
+        }
+        guard options.refine != .none, let image = item.image else { return (p, nil) }
+        // Refine wants cell-major `[h*w, K+1]`; proposals hold channel-major `[K+1, h*w]`.
+        let maps = p.logProbabilities.transposed()
+        do {
+            let r = try Refine.refine(maps: maps, featureHeight: l.gridHeight, featureWidth: l.gridWidth, image: image,
+                                      imageHeight: l.imageHeight, imageWidth: l.imageWidth, method: options.refine,
+                                      guided: options.guided, crf: options.crf)
+            return (p, r)
+        } catch {
+            throw StoreError(file: storePath, dataset: "/images", "image \(item.index): \(error)")
+        }
+    }
+}
+
+/// Reads a proposals file written by `ProposeJob` / `unseg propose`, checked against its store.
+///
+/// Thread-safe (reads go through the HDF5 lock). Typical use by the fitting code:
+/// ```
+/// let props = try ProposalsFile(path: "P.h5", store: store)
+/// let m = try props.labelResolutionMasks(i)   // [H*W], 0 = background, 1...K
+/// ```
+public final class ProposalsFile: @unchecked Sendable {
+    public let path: String
+    /// Number of images `N`.
+    public let count: Int
+    /// Feature grid `h x w` of `/masks`.
+    public let gridHeight: Int
+    public let gridWidth: Int
+    /// Image size `H x W` (of `/refined` when present, else of the store it was checked against).
+    public let imageHeight: Int
+    public let imageWidth: Int
+    /// The method that made the masks (`method` attribute), e.g. "primaps".
+    public let method: String
+    /// The refinement (`refine` attribute): "none", "guided" or "crf".
+    public let refine: String
+    /// Whether `/refined` `[N, H, W]` is present.
+    public var hasRefined: Bool { refinedMaps != nil }
+
+    let file: LabelMapsFile
+    let masksMap: LabelMapDataset
+    let refinedMaps: LabelMapDataset?
+
+    /// Opens `path` and checks it against `store`: same image count, `/masks` on the store's
+    /// feature grid, `/refined` (if any) at the store's image size.
+    /// - Throws: `StoreError` naming the proposals file, the dataset and the size that
+    ///   disagrees ("/masks has 4 images but the store S.h5 has 6"; "maps are 8x8 but the store
+    ///   S.h5 needs 10x10"), or that the file is not a proposals file.
+    public convenience init(path: String, store: FeatureStore) throws {
+        let l = store.layout
+        try self.init(path: path, count: l.imageCount, grid: (l.gridHeight, l.gridWidth),
+                      image: (l.imageHeight, l.imageWidth), storePath: store.path)
+    }
+
+    /// Opens `path` and checks it against the given sizes (`storePath` only for messages).
+    public init(path: String, count: Int, grid: (height: Int, width: Int), image: (height: Int, width: Int),
+                storePath: String) throws {
+        self.path = path
+        file = try LabelMapsFile(path: path, expect: .proposals)
+        masksMap = try file.map("masks", count: count, height: grid.height, width: grid.width, storePath: storePath)
+        refinedMaps = file.contains("refined")
+            ? try file.map("refined", count: count, height: image.height, width: image.width, storePath: storePath) : nil
+        self.count = count
+        gridHeight = grid.height
+        gridWidth = grid.width
+        imageHeight = image.height
+        imageWidth = image.width
+        let a = file.attributes
+        method = a.hasAttribute("method") ? try a.stringAttribute("method") : "unknown"
+        refine = a.hasAttribute("refine") ? try a.stringAttribute("refine") : (refinedMaps == nil ? "none" : "unknown")
+    }
+
+    /// Root attributes (method, parameters, statistics).
+    public var attributes: HDF5File { file.attributes }
+
+    private func check(_ i: Int) throws {
+        guard i >= 0 && i < count else {
+            throw StoreError(file: path, dataset: "/masks", "image index \(i) is out of range 0..<\(count)")
+        }
+    }
+
+    /// Image `i`'s masks at feature resolution `[h*w]` row-major (0 = background, 1...K).
+    public func masks(_ i: Int) throws -> [UInt8] {
+        try check(i)
+        return try masksMap.read(i)
+    }
+
+    /// Image `i`'s refined masks `[H*W]`, or nil when the file holds no `/refined`.
+    public func refined(_ i: Int) throws -> [UInt8]? {
+        try check(i)
+        return try refinedMaps?.read(i)
+    }
+
+    /// Image `i`'s masks at label (image) resolution `[H*W]`: `/refined` when present, else the
+    /// feature-resolution masks upsampled by nearest neighbour (pixel `(y, x)` takes cell
+    /// `(y * h / H, x * w / W)`, i.e. its patch when `H = h * patch`). O(H W).
+    public func labelResolutionMasks(_ i: Int) throws -> [UInt8] {
+        if let r = try refined(i) { return r }
+        return ProposalsFile.nearestUpsample(try masks(i), height: gridHeight, width: gridWidth,
+                                             toHeight: imageHeight, toWidth: imageWidth)
+    }
+
+    /// Same as `labelResolutionMasks(i)`, first checking that `store` is the one this file was
+    /// opened against (image count and sizes); throws a `StoreError` naming the mismatch otherwise.
+    public func labelResolutionMasks(_ i: Int, store: FeatureStore) throws -> [UInt8] {
+        let l = store.layout
+        guard l.imageCount == count, l.gridHeight == gridHeight, l.gridWidth == gridWidth,
+              l.imageHeight == imageHeight, l.imageWidth == imageWidth else {
+            throw StoreError(file: path, "was opened for \(count) images of \(gridHeight)x\(gridWidth) cells / \(imageHeight)x\(imageWidth) pixels but the store \(store.path) has \(l.imageCount) images of \(l.gridHeight)x\(l.gridWidth) cells / \(l.imageHeight)x\(l.imageWidth) pixels; use the proposals made from this store")
+        }
+        return try labelResolutionMasks(i)
+    }
+
+    /// Nearest-neighbour upsampling of a `[h*w]` map to `[H*W]` (cell `(y h / H, x w / W)`).
+    public static func nearestUpsample(_ m: [UInt8], height h: Int, width w: Int, toHeight bigH: Int, toWidth bigW: Int) -> [UInt8] {
+        precondition(m.count == h * w, "nearestUpsample: map has \(m.count) values, grid is \(h)x\(w)")
+        var out = [UInt8](repeating: 0, count: bigH * bigW)
+        let cols = (0..<bigW).map { $0 * w / bigW }
+        m.withUnsafeBufferPointer { src in
+            out.withUnsafeMutableBufferPointer { dst in
+                for y in 0..<bigH {
+                    let row = src.baseAddress! + (y * h / bigH) * w
+                    let o = dst.baseAddress! + y * bigW
+                    for x in 0..<bigW { o[x] = row[cols[x]] }
+                }
+            }
+        }
+        return out
+    }
+}

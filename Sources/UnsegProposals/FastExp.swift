@@ -1,0 +1,38 @@
+/// Vectorised `exp` for the dense CRF's softmax (a copy of `UnsegClustering.FastMath`'s SIMD4
+/// kernel; this module does not depend on UnsegClustering).
+///
+/// Cephes' `expf`: Cody-Waite range reduction `x = n ln2 + r`, a degree-6 polynomial for `e^r`
+/// on |r| <= ln2/2, `2^n` from the exponent bits. Maximum relative error about 2e-7 over
+/// [-87, 88]. Inputs are clamped to [-87.3, 88.7] (below: about 1.2e-38 instead of a denormal
+/// or 0, harmless in a softmax whose denominator is >= 1).
+enum FastExp {
+    /// Element-wise `e^x` for 4 lanes (one SSE register on baseline x86-64). See the type's note for accuracy.
+    @inline(__always)
+    static func exp(_ x: SIMD4<Float>) -> SIMD4<Float> {
+        let lo = SIMD4<Float>(repeating: -87.33654), hi = SIMD4<Float>(repeating: 88.72283)
+        var v = x.replacing(with: lo, where: x .< lo)
+        v = v.replacing(with: hi, where: v .> hi)
+        // n = round(x * log2(e)) via the 1.5 * 2^23 trick (round to nearest even, exact for |t| < 2^22).
+        let magic = SIMD4<Float>(repeating: 12_582_912)
+        let t = v * 1.442_695_04 + magic
+        let n = t - magic
+        // r = x - n ln2 in two steps (Cody-Waite); n * 0.693359375 is exact.
+        var r = v - n * 0.693_359_375
+        r = r + n * 2.121_944_4e-4
+        let z = r * r
+        var p = SIMD4<Float>(repeating: 1.987_569_15e-4)
+        p = p * r + 1.398_199_95e-3
+        p = p * r + 8.333_451_9e-3
+        p = p * r + 4.166_579_59e-2
+        p = p * r + 1.666_666_55e-1
+        p = p * r + 5.000_000_12e-1
+        let er = p * z + r + 1
+        // 2^n from the integer in t's low mantissa bits: bits(t) - bits(magic) == n.
+        let ti = unsafeBitCast(t, to: SIMD4<Int32>.self) &- 0x4B40_0000
+        let scale = unsafeBitCast((ti &+ 127) &<< 23, to: SIMD4<Float>.self)
+        return er * scale
+    }
+
+    /// Scalar convenience (tests).
+    static func exp(_ x: Float) -> Float { exp(SIMD4<Float>(repeating: x))[0] }
+}
