@@ -101,7 +101,7 @@ import Testing
     @Test func synthRejectsBadArguments() throws {
         let r = try runUnseg(["synth", "--out", scratchDir("x") + "/x.h5", "--images", "0"])
         #expect(r.status != 0 && r.stderr.contains("--images"))
-        let d = try runUnseg(["synth", "--out", "/nonexistent/dir/x.h5", "--images", "1", "--size", "16", "--channels", "8", "--classes", "3"])
+        let d = try runUnseg(["synth", "--out", "/nonexistent/dir/x.h5", "--images", "1", "--size", "32", "--channels", "8", "--classes", "3"])
         #expect(d.status == 1 && d.stderr.contains("/nonexistent/dir"), "\(d.stderr)")
     }
 }
@@ -156,5 +156,12 @@ import Testing
         #expect(wrongFile.status == 1 && wrongFile.stderr.contains("not 'unseg.predictions'"), "\(wrongFile.stderr)")
         let badMatching = try runUnseg(["evaluate", "--store", Self.fixture, "--predictions", preds, "--matching", "best"])
         #expect(badMatching.status != 0 && badMatching.stderr.contains("hungarian-iou"), "\(badMatching.stderr)")
+    }
+}
+
+extension CLITests {
+    @Test func synthRejectsAnInvalidConfigurationWithTheFieldNamed() throws {
+        let r = try runUnseg(["synth", "--out", scratchDir("cfg") + "/x.h5", "--images", "1", "--size", "16", "--channels", "8", "--classes", "3"])
+        #expect(r.status == 1 && r.stderr.contains("imageSize=16"), "\(r.stderr)")
     }
 }
