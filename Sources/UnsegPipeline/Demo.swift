@@ -11,11 +11,11 @@ extension Recipe {
         r.classes = 27
         r.pcaSampleImages = 64
         r.pcaRowsPerImage = 0
-        r.warmupEpochs = 2
+        r.warmupEpochs = 10
         r.warmupLearningRate = 0.005
         r.epochs = 8
         r.batchSize = 16
-        r.learningRate = 0.005
+        r.learningRate = 0.02
         r.gamma = 2
         r.momentumEvery = 2
         r.momentumDecayCap = 0.98
@@ -30,12 +30,11 @@ extension Recipe {
         return r
     }
 
-    /// The paper's "Baseline" row for this recipe: the cosine k-means warm-up run as long as
-    /// warm-up and EM together, no EM.
+    /// The "Baseline" row for this recipe: its cosine k-means warm-up alone (no EM), so that
+    /// "+PriMaPs-EM" is exactly EM on top of the baseline's prototypes.
     public var baseline: Recipe {
         var r = self
         r.name = name + "-baseline"
-        r.warmupEpochs = warmupEpochs + epochs
         r.epochs = 0
         return r
     }
@@ -67,8 +66,8 @@ public struct DemoSummary: Sendable {
 
 /// `unseg demo` as a library call: the whole pipeline on a synthetic corpus.
 ///
-/// synth train + val -> k-means baseline (fit warm-up only) -> PriMaPs-EM (fit) ->
-/// predict val -> evaluate (Hungarian) -> report + export. Every stage writes its file
+/// synth train + val -> propose (PriMaPs) -> k-means baseline (fit warm-up only) ->
+/// PriMaPs-EM on top of it (fit) -> predict val -> evaluate (Hungarian) -> report + export. Every stage writes its file
 /// into `workdir`, so any stage can be rerun alone with the matching subcommand.
 public enum DemoJob {
     public struct Options: Sendable {
@@ -100,12 +99,24 @@ public enum DemoJob {
             log("synth: \(n) \(split) images -> \(path(name))")
         }
 
-        // 2. Baseline (cosine k-means run longer) and 3. PriMaPs-EM, each: fit -> predict val -> evaluate.
+        // 2. Proposals of the training images (PriMaPs at feature resolution), with a few overlays to look at.
+        let props = path("train-proposals.h5")
+        var popt = ProposeOptions()
+        popt.primaps.threshold = Float(recipe.primapsThreshold)
+        popt.threads = o.threads
+        let ps = try ProposeJob.run(storePath: path("train.h5"), outputPath: props, options: popt, progress: progress("propose"))
+        let overlays = try ProposalOverlays.write(store: FeatureStore(path: path("train.h5")),
+                                                  proposals: ProposalsFile(path: props, store: FeatureStore(path: path("train.h5"))),
+                                                  to: path("proposal-overlays"), count: 8)
+        files += [("train proposals", props), ("proposal overlays (PNG)", path("proposal-overlays"))]
+        log(String(format: "propose: %.1f masks per image, %.0f images/s -> %@ (%d overlays)", ps.meanMasks, ps.imagesPerSecond, props, overlays.count))
+
+        // 3. Baseline (cosine k-means) and 4. PriMaPs-EM on top of it, each: fit -> predict val -> evaluate.
         var rows: [DemoRow] = []
         for (label, r, tag) in [("Baseline", recipe.baseline, "baseline"), ("+PriMaPs-EM", recipe, "primaps-em")] {
             let ckpt = path("\(tag).h5")
             if fm.fileExists(atPath: ckpt) { try fm.removeItem(atPath: ckpt) }
-            var fo = FitOptions(recipe: r, storePath: path("train.h5"), checkpointPath: ckpt)
+            var fo = FitOptions(recipe: r, storePath: path("train.h5"), proposalsPath: props, checkpointPath: ckpt)
             fo.threads = o.threads
             fo.progress = progress("fit \(tag)")
             let fit = try FitJob.run(fo)
@@ -124,7 +135,7 @@ public enum DemoJob {
             files += [("\(label) checkpoint", ckpt), ("\(label) val predictions", preds), ("\(label) report", reportDir + "/report.md")]
             log(String(format: "evaluate %@: Acc %.1f, mIoU %.1f -> %@", tag, rep.result.accuracy, rep.result.miou, reportDir))
             if tag == "primaps-em" {
-                // 4. Export pseudo-labels of the val split, cluster ids mapped to classes by the evaluation's matching.
+                // 5. Export pseudo-labels of the val split, cluster ids mapped to classes by the evaluation's matching.
                 var eo = ExportOptions(predictionsPath: preds, storePath: path("val.h5"), outDir: path("export"), matchingFrom: json)
                 eo.threads = o.threads
                 eo.progress = progress("export")

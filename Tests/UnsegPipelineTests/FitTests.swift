@@ -251,3 +251,13 @@ func smallRecipe(classes: Int = 4, warmup: Int = 1, epochs: Int = 3, batch: Int 
         #expect(throws: StoreError.self) { try ExportJob.run(ExportOptions(predictionsPath: pred, storePath: train, outDir: dir, matchingFrom: json)) }
     }
 }
+
+@Suite struct DemoRecipeTests {
+    /// The built-in demo recipe and Recipes/demo.yaml are the same recipe.
+    @Test func builtInDemoRecipeMatchesTheFile() throws {
+        let file = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("Recipes/demo.yaml").path
+        #expect(try Recipe.load(path: file) == Recipe.demo)
+        #expect(Recipe.demo.baseline.epochs == 0 && Recipe.demo.baseline.warmupEpochs == Recipe.demo.warmupEpochs)
+    }
+}
