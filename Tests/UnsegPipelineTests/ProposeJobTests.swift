@@ -9,7 +9,7 @@ import UnsegStore
 /// A store of `n` images with planted feature regions (`PlantedFeatures`, 16 channels) on a
 /// `grid x grid` feature grid, patch 4, RGB images coloured by region (plus noise) and labels = region.
 @discardableResult
-func writePlantedStore(_ path: String, n: Int = 5, grid: Int = 8, regions: Int = 4, images: Bool = true,
+func writeRegionStore(_ path: String, n: Int = 5, grid: Int = 8, regions: Int = 4, images: Bool = true,
                        seed: UInt64 = 10) throws -> [[Int]] {
     let patch = 4, size = grid * patch
     let meta = StoreMetadata(backbone: "test", patchSize: patch, dataset: "planted", split: "val")
@@ -58,7 +58,7 @@ func majorityPurity(masks: [[UInt8]], labels: [[UInt8]]) -> (Double, Int) {
 @Suite struct ProposeJobTests {
     @Test func writesMasksWithAttributesAndIsDeterministicAcrossThreadsAndBlocks() throws {
         let store = scratch("pj-store.h5")
-        try writePlantedStore(store)
+        try writeRegionStore(store)
         let a = scratch("pj-a.h5"), b = scratch("pj-b.h5"), c = scratch("pj-c.h5")
         let s1 = try ProposeJob.run(storePath: store, outputPath: a, options: ProposeOptions(threads: 1))
         _ = try ProposeJob.run(storePath: store, outputPath: b, options: ProposeOptions(threads: 2))
@@ -86,7 +86,7 @@ func majorityPurity(masks: [[UInt8]], labels: [[UInt8]]) -> (Double, Int) {
     @Test(arguments: [RefinementMethod.guided, .crf])
     func refinementWritesImageResolutionMaps(_ method: RefinementMethod) throws {
         let store = scratch("pj-ref-store-\(method).h5"), out = scratch("pj-ref-\(method).h5")
-        let regions = try writePlantedStore(store, n: 3)
+        let regions = try writeRegionStore(store, n: 3)
         _ = try ProposeJob.run(storePath: store, outputPath: out, options: ProposeOptions(refine: method, threads: 2))
         let s = try FeatureStore(path: store)
         let p = try ProposalsFile(path: out, store: s)
@@ -117,7 +117,7 @@ func majorityPurity(masks: [[UInt8]], labels: [[UInt8]]) -> (Double, Int) {
 
     @Test func labelResolutionMasksUpsampleByNearestWithoutRefinement() throws {
         let store = scratch("pj-up-store.h5"), out = scratch("pj-up.h5")
-        try writePlantedStore(store, n: 2)
+        try writeRegionStore(store, n: 2)
         _ = try ProposeJob.run(storePath: store, outputPath: out, options: ProposeOptions(threads: 1))
         let s = try FeatureStore(path: store)
         let p = try ProposalsFile(path: out, store: s)
@@ -132,7 +132,7 @@ func majorityPurity(masks: [[UInt8]], labels: [[UInt8]]) -> (Double, Int) {
 
     @Test func refinementWithoutImagesFailsBeforeWritingAnything() throws {
         let store = scratch("pj-noimg-store.h5"), out = scratch("pj-noimg.h5")
-        try writePlantedStore(store, n: 2, images: false)
+        try writeRegionStore(store, n: 2, images: false)
         for method in [RefinementMethod.crf, .guided] {
             let e = #expect(throws: StoreError.self) {
                 _ = try ProposeJob.run(storePath: store, outputPath: out, options: ProposeOptions(refine: method))
@@ -148,9 +148,9 @@ func majorityPurity(masks: [[UInt8]], labels: [[UInt8]]) -> (Double, Int) {
 
     @Test func proposalsFileNamesTheMismatch() throws {
         let store = scratch("pj-mm-store.h5"), other = scratch("pj-mm-other.h5"), small = scratch("pj-mm-small.h5")
-        try writePlantedStore(store, n: 3)
-        try writePlantedStore(other, n: 2)
-        try writePlantedStore(small, n: 3, grid: 6)
+        try writeRegionStore(store, n: 3)
+        try writeRegionStore(other, n: 2)
+        try writeRegionStore(small, n: 3, grid: 6)
         let out = scratch("pj-mm.h5")
         _ = try ProposeJob.run(storePath: store, outputPath: out, options: ProposeOptions(threads: 1))
         let e1 = #expect(throws: StoreError.self) { _ = try ProposalsFile(path: out, store: FeatureStore(path: other)) }
@@ -167,7 +167,7 @@ func majorityPurity(masks: [[UInt8]], labels: [[UInt8]]) -> (Double, Int) {
 
     @Test func spectralMethodAndBadOptions() throws {
         let store = scratch("pj-sp-store.h5"), out = scratch("pj-sp.h5")
-        try writePlantedStore(store, n: 2)
+        try writeRegionStore(store, n: 2)
         var o = ProposeOptions(method: .spectral, threads: 2)
         o.spectral.mode = .segments(count: 4)
         let s = try ProposeJob.run(storePath: store, outputPath: out, options: o)
