@@ -33,13 +33,13 @@ public struct SyntheticConfig: Sendable, Codable, Equatable {
     public var split: String = "train"
 
     /// Isotropic feature noise: expected noise norm relative to a unit signal (per-channel std `noise / sqrt(C)`).
-    public var noise: Float = 0.6
+    public var noise: Float = 0.4
     /// Squared share of a sub-mode direction that is its own (not the class mean); 0 = modes equal the mean.
-    public var modeSpread: Float = 0.45
+    public var modeSpread: Float = 0.2
     /// Per-instance jitter of the instance vector, relative to its unit sub-mode direction.
-    public var instanceSpread: Float = 0.35
+    public var instanceSpread: Float = 0.15
     /// Norm of the per-image nuisance offset added to every cell, relative to a unit signal.
-    public var nuisance: Float = 0.45
+    public var nuisance: Float = 0.15
     /// Standard deviation of log(cell norm factor): per-cell log-normal norm variation.
     public var normSpread: Float = 0.25
     /// Gaussian sigma, in cells, of the 3x3 spatial blur of the class mixture (0 = no blur).
@@ -237,7 +237,7 @@ public struct SyntheticCorpus: Sendable {
 /// normalize(sqrt(1 - s) mean_k + sqrt(s) d_kj) with s = modeSpread.
 struct ClassStructure: Sendable {
     static let commonShare: Float = 0.2
-    static let groupShare: Float = 0.2
+    static let groupShare: Float = 0.1
     static let nuisanceRank = 4
 
     let means: Matrix          // [K, C]
