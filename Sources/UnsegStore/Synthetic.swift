@@ -43,7 +43,7 @@ public struct SyntheticConfig: Sendable, Codable, Equatable {
     /// Standard deviation of log(cell norm factor): per-cell log-normal norm variation.
     public var normSpread: Float = 0.25
     /// Gaussian sigma, in cells, of the 3x3 spatial blur of the class mixture (0 = no blur).
-    public var blurSigma: Float = 0.75
+    public var blurSigma: Float = 0.5
     /// Typical raw feature norm (DINO ViT-S/8 tokens after the final LayerNorm are tens).
     public var featureScale: Float = 30
 
