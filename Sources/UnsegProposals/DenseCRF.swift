@@ -75,13 +75,16 @@ public struct DenseCRFConfig: Codable, Equatable, Hashable, Sendable {
 }
 
 /// Dense CRF on one image: Potts model with a Gaussian and a bilateral kernel, mean-field
-/// inference with permutohedral-lattice message passing.
+/// inference; the bilateral kernel is filtered with a permutohedral lattice, the spatial
+/// Gaussian kernel exactly with a separable filter (`SeparableGaussian`, truncated at
+/// `R = ceil(3 sxy)`) while `R <= 8`, else with a 2-D lattice.
 ///
 /// Matches `pydensecrf` (`DenseCRF2D` + `addPairwiseGaussian` + `addPairwiseBilateral`, default
 /// `DIAG_KERNEL` / `NORMALIZE_SYMMETRIC`, `inference(n)`):
 /// - features: Gaussian `(x/sxy, y/sxy)`, bilateral `(x/sxy, y/sxy, r/srgb, g/srgb, b/srgb)` with
 ///   `x` the column and `y` the row;
-/// - per kernel `norm_i = 1 / sqrt(K1_i + 1e-20)` where `K1 = lattice(ones)`;
+/// - per kernel `norm_i = 1 / sqrt(K1_i + 1e-20)` where `K1 = filter(ones)` with that kernel's
+///   filter (lattice, or the exact in-image kernel sum for the separable spatial filter);
 /// - `Q_0 = softmax(-U)`; each iteration `Q = softmax(-U + sum_k w_k norm ⊙ lattice(norm ⊙ Q))`
 ///   (PottsCompatibility applies `-w * filtered` and inference subtracts it);
 /// - self-contribution: like the reference, the lattice output at a pixel includes the pixel's
@@ -90,20 +93,23 @@ public struct DenseCRFConfig: Codable, Equatable, Hashable, Sendable {
 /// The reference passes the image as BGR (STEGO / PriMaPs flip it); the kernel is isotropic in
 /// colour so only the lattice's approximation error depends on the channel order; we use RGB.
 ///
-/// The two lattices are built once in `init` (O(N) with N = H*W) and reused for every label
-/// and iteration. `infer` costs O(iterations (N + M) L) with M lattice vertices.
+/// The lattices are built once in `init` (O(N) with N = H*W) and reused for every label
+/// and iteration. `infer` costs O(iterations (N (R + 1) + M) L) with M lattice vertices.
 /// Deterministic (single-threaded, fixed summation order).
 public final class DenseCRF: @unchecked Sendable {
     public let height: Int
     public let width: Int
     public let config: DenseCRFConfig
-    let gaussian: PermutohedralLattice
+    /// Spatial kernel as a lattice: only when `spatial == nil` (large `gaussianSxy`).
+    let gaussian: PermutohedralLattice?
+    /// Exact separable spatial kernel (`radius <= SeparableGaussian.maxRadius`).
+    let spatial: SeparableGaussian?
     let bilateral: PermutohedralLattice
     /// `[N]` symmetric normalisation per kernel.
     let gaussianNorm: [Float]
     let bilateralNorm: [Float]
 
-    /// Builds both lattices for an RGB image `[H*W*3]` (uint8, row-major, interleaved).
+    /// Builds the bilateral lattice (and the spatial kernel's filter) for an RGB image `[H*W*3]` (uint8, row-major, interleaved).
     /// Throws `RefinementError` on a size mismatch or an invalid config.
     public init(image: [UInt8], height: Int, width: Int, config: DenseCRFConfig = DenseCRFConfig()) throws {
         try config.validate()
@@ -133,7 +139,8 @@ public final class DenseCRF: @unchecked Sendable {
                 fb[5 * i + 4] = Float(image[3 * i + 2]) * cs
             }
         }
-        for (name, f, d) in [("gaussian", fg, 2), ("bilateral", fb, 5)] {
+        let exact = SeparableGaussian.radius(sxy: config.gaussianSxy) <= SeparableGaussian.maxRadius
+        for (name, f, d) in exact ? [("bilateral", fb, 5)] : [("gaussian", fg, 2), ("bilateral", fb, 5)] {
             let bound = PermutohedralLattice.keyBound(features: f, count: n, dimension: d)
             if !(bound < PermutohedralLattice.maxKeyBound) {
                 throw RefinementError.invalidConfig(
@@ -141,9 +148,18 @@ public final class DenseCRF: @unchecked Sendable {
                     + "(limit \(PermutohedralLattice.maxKeyBound)); use larger sxy / srgb or a smaller image")
             }
         }
-        gaussian = PermutohedralLattice(features: fg, count: n, dimension: 2)
+        if exact {
+            let s = SeparableGaussian(height: height, width: width, sxy: config.gaussianSxy)
+            spatial = s
+            gaussian = nil
+            gaussianNorm = s.filter([Float](repeating: 1, count: n), channels: 1).map { 1 / ($0 + 1e-20).squareRoot() }
+        } else {
+            let g = PermutohedralLattice(features: fg, count: n, dimension: 2)
+            spatial = nil
+            gaussian = g
+            gaussianNorm = DenseCRF.symmetricNorm(g)
+        }
         bilateral = PermutohedralLattice(features: fb, count: n, dimension: 5)
-        gaussianNorm = DenseCRF.symmetricNorm(gaussian)
         bilateralNorm = DenseCRF.symmetricNorm(bilateral)
     }
 
@@ -161,12 +177,15 @@ public final class DenseCRF: @unchecked Sendable {
     /// `config.iterations` iterations from unary energies `unary` `[N, L]`.
     /// Precondition: `unary.count == H*W*labels`, `labels >= 1`.
     ///
-    /// One pass over the pixels per iteration: for pixel `i`, slice both blurred lattices into
-    /// `-U_i`, softmax (vectorised `exp`, `FastExp`), and splat the new `Q_i` straight into the
-    /// other buffer of each lattice for the next iteration; then blur. The per-pixel symmetric
-    /// normalisation, kernel weight and slice constant are folded into the barycentric weights
-    /// once. Same model and summation order as `inferUnfused` (which composes
-    /// `PermutohedralLattice.filter` calls); they differ only by the `exp` rounding (~1e-7 relative).
+    /// One pass over the pixels per iteration, row by row: for pixel `i`, read the spatial
+    /// kernel's output (the exact separable filter's row `y`, computed just before from the
+    /// previous iteration's `norm ⊙ Q`, or a lattice slice) and slice the bilateral lattice into
+    /// `-U_i`, softmax (vectorised `exp`, `FastExp`), and write the new `Q_i` (times the
+    /// normalisation) into the spatial field and splat it into the bilateral lattice's other
+    /// buffer for the next iteration; then blur the lattice. The per-pixel symmetric
+    /// normalisation, kernel weight and slice constant are folded into per-pixel weights once.
+    /// Same model and summation order as `inferUnfused` (which composes whole-field filter
+    /// calls); they differ only by the `exp` rounding (~1e-7 relative).
     public func infer(unary: [Float], labels: Int) -> [Float] {
         let n = height * width
         precondition(labels >= 1 && unary.count == n * labels,
@@ -185,64 +204,91 @@ public final class DenseCRF: @unchecked Sendable {
         // Lane mask of the last block (1 for real labels, 0 for padding).
         var lastMask = SIMD4<Float>(repeating: 0)
         for l in 0..<(labels - (blocks - 1) * 4) { lastMask[l] = 1 }
-        let g = FusedLattice(gaussian, norm: gaussianNorm, weight: config.gaussianCompat, blocks: blocks)
+        // Spatial kernel: exact separable filter (fields `[N, blocks]`, ping-pong) or a lattice.
+        let g = gaussian.map { FusedLattice($0, norm: gaussianNorm, weight: config.gaussianCompat, blocks: blocks) }
         let b = FusedLattice(bilateral, norm: bilateralNorm, weight: config.bilateralCompat, blocks: blocks)
-        defer { g.release(); b.release() }
+        defer { g?.release(); b.release() }
+        let exact = spatial
+        let fieldCount = exact == nil ? 0 : total
+        var sA = UnsafeMutablePointer<SIMD4<Float>>.allocate(capacity: max(fieldCount, 1))
+        var sB = UnsafeMutablePointer<SIMD4<Float>>.allocate(capacity: max(fieldCount, 1))
+        let row = UnsafeMutablePointer<SIMD4<Float>>.allocate(capacity: width * blocks)
+        let rowScratch = exact?.makeScratch(blocks: blocks)
+        // `sliceScale_i = w * norm_i` (exact kernel, no lattice slice constant).
+        let sliceScale = UnsafeMutablePointer<Float>.allocate(capacity: n)
+        defer { sA.deallocate(); sB.deallocate(); row.deallocate(); rowScratch?.deallocate(); sliceScale.deallocate() }
+        for i in 0..<n { sliceScale[i] = config.gaussianCompat * gaussianNorm[i] }
         var out = [Float](repeating: 0, count: n * labels)
         let iterations = config.iterations
-        let c = blocks
-        let (g1, b1) = (g.d1, b.d1)
-        let (go, gs, gl) = (g.offsets, g.splatWeights, g.sliceWeights)
-        let (bo, bs, bl) = (b.offsets, b.splatWeights, b.sliceWeights)
+        let c = blocks, wd = width
+        let (b1, bo, bs, bl) = (b.d1, b.offsets, b.splatWeights, b.sliceWeights)
+        gaussianNorm.withUnsafeBufferPointer { gnb in
         out.withUnsafeMutableBufferPointer { ob in
-            let outp = ob.baseAddress!
+            let outp = ob.baseAddress!, gn = gnb.baseAddress!
             let q = UnsafeMutablePointer<SIMD4<Float>>.allocate(capacity: blocks)
             defer { q.deallocate() }
-            // Buffers: splat into `gT`/`bT`; the blur leaves its result in `gR`/`bR` and the other
-            // buffer becomes the next splat target.
-            var (gT, gR) = (g.bufferA, g.bufferB)
+            // Lattice buffers: splat into `*T`; the blur leaves its result in `*R` and the other
+            // buffer becomes the next splat target. Spatial field: write `sT`, read `sR`.
+            var (gT, gR) = g.map { ($0.bufferA, $0.bufferB) } ?? (sA, sB)
             var (bT, bR) = (b.bufferA, b.bufferB)
             for it in 0...iterations {
                 let last = it == iterations
-                if !last { g.clear(gT); b.clear(bT) }
-                for i in 0..<n {
-                    let a = negU + i * c
-                    for k in 0..<c { q[k] = a[k] }
-                    if it > 0 {
-                        // Slice both lattices (the kernel weights and normalisation are in the weights).
-                        for r in 0..<g1 {
-                            let wt = SIMD4<Float>(repeating: gl[i * g1 + r])
-                            let src = gR + Int(go[i * g1 + r]) * c
-                            for k in 0..<c { q[k] += wt * src[k] }
+                if !last { g?.clear(gT); b.clear(bT) }
+                for y in 0..<height {
+                    if it > 0, let e = exact { e.blurRow(y, UnsafePointer(sB), blocks: c, into: row, scratch: rowScratch!) }
+                    for x in 0..<wd {
+                        let i = y * wd + x
+                        let a = negU + i * c
+                        for k in 0..<c { q[k] = a[k] }
+                        if it > 0 {
+                            if let g = g {
+                                let (g1, go, gl) = (g.d1, g.offsets, g.sliceWeights)
+                                for r in 0..<g1 {
+                                    let wt = SIMD4<Float>(repeating: gl[i * g1 + r])
+                                    let src = gR + Int(go[i * g1 + r]) * c
+                                    for k in 0..<c { q[k] += wt * src[k] }
+                                }
+                            } else {
+                                let wt = SIMD4<Float>(repeating: sliceScale[i])
+                                let src = row + x * c
+                                for k in 0..<c { q[k] += wt * src[k] }
+                            }
+                            for r in 0..<b1 {
+                                let wt = SIMD4<Float>(repeating: bl[i * b1 + r])
+                                let src = bR + Int(bo[i * b1 + r]) * c
+                                for k in 0..<c { q[k] += wt * src[k] }
+                            }
+                        }
+                        DenseCRF.softmaxBlocks(q, blocks: c, lastMask: lastMask)
+                        if last {
+                            DenseCRF.store(q, labels: labels, into: outp + i * labels)
+                            continue
+                        }
+                        if let g = g {
+                            let (g1, go, gs) = (g.d1, g.offsets, g.splatWeights)
+                            for r in 0..<g1 {
+                                let wt = SIMD4<Float>(repeating: gs[i * g1 + r])
+                                let dst = gT + Int(go[i * g1 + r]) * c
+                                for k in 0..<c { dst[k] += wt * q[k] }
+                            }
+                        } else {
+                            let wt = SIMD4<Float>(repeating: gn[i])
+                            let dst = sA + i * c
+                            for k in 0..<c { dst[k] = wt * q[k] }
                         }
                         for r in 0..<b1 {
-                            let wt = SIMD4<Float>(repeating: bl[i * b1 + r])
-                            let src = bR + Int(bo[i * b1 + r]) * c
-                            for k in 0..<c { q[k] += wt * src[k] }
+                            let wt = SIMD4<Float>(repeating: bs[i * b1 + r])
+                            let dst = bT + Int(bo[i * b1 + r]) * c
+                            for k in 0..<c { dst[k] += wt * q[k] }
                         }
-                    }
-                    DenseCRF.softmaxBlocks(q, blocks: c, lastMask: lastMask)
-                    if last {
-                        DenseCRF.store(q, labels: labels, into: outp + i * labels)
-                        continue
-                    }
-                    for r in 0..<g1 {
-                        let wt = SIMD4<Float>(repeating: gs[i * g1 + r])
-                        let dst = gT + Int(go[i * g1 + r]) * c
-                        for k in 0..<c { dst[k] += wt * q[k] }
-                    }
-                    for r in 0..<b1 {
-                        let wt = SIMD4<Float>(repeating: bs[i * b1 + r])
-                        let dst = bT + Int(bo[i * b1 + r]) * c
-                        for k in 0..<c { dst[k] += wt * q[k] }
                     }
                 }
                 if !last {
-                    (gR, gT) = g.blur(gT, scratch: gR)
+                    if let g = g { (gR, gT) = g.blur(gT, scratch: gR) } else { swap(&sA, &sB) }
                     (bR, bT) = b.blur(bT, scratch: bR)
                 }
             }
-        }
+        }}
         return out
     }
 
@@ -275,8 +321,9 @@ public final class DenseCRF: @unchecked Sendable {
         for k in 0..<blocks { q[k] *= inv }
     }
 
-    /// Reference inference as separate passes (copy, two `PermutohedralLattice.filter` calls,
-    /// softmax with `expf`): the formulation `infer` fuses. Tests only.
+    /// Reference inference as separate passes (copy, spatial filter (`SeparableGaussian.filter`
+    /// or a lattice), `PermutohedralLattice.filter`, softmax with `expf`): the formulation
+    /// `infer` fuses. Tests only.
     func inferUnfused(unary: [Float], labels: Int) -> [Float] {
         let n = height * width
         precondition(labels >= 1 && unary.count == n * labels,
@@ -295,14 +342,29 @@ public final class DenseCRF: @unchecked Sendable {
             for i in 0..<n { for l in 0..<labels { negUf[i * lp + l] = -u[i * labels + l] } }
         }
         softmaxRows(negUf, into: qf, rows: n, labels: labels, stride: lp)
-        let wsG = PermutohedralLattice.Workspace(vertexCount: gaussian.vertexCount, blocks: blocks)
+        let wsG = gaussian.map { PermutohedralLattice.Workspace(vertexCount: $0.vertexCount, blocks: blocks) }
+        let scaled = UnsafeMutablePointer<SIMD4<Float>>.allocate(capacity: total)
+        let blurred = UnsafeMutablePointer<SIMD4<Float>>.allocate(capacity: total)
+        defer { scaled.deallocate(); blurred.deallocate() }
         let wsB = PermutohedralLattice.Workspace(vertexCount: bilateral.vertexCount, blocks: blocks)
         gaussianNorm.withUnsafeBufferPointer { gn in
         bilateralNorm.withUnsafeBufferPointer { bn in
             for _ in 0..<config.iterations {
                 acc.update(from: negU, count: total)
-                gaussian.filter(q, blocks: blocks, inScale: gn.baseAddress!, into: acc, outScale: gn.baseAddress!,
-                                outWeight: config.gaussianCompat, accumulate: true, workspace: wsG)
+                if let gaussian = gaussian, let wsG = wsG {
+                    gaussian.filter(q, blocks: blocks, inScale: gn.baseAddress!, into: acc, outScale: gn.baseAddress!,
+                                    outWeight: config.gaussianCompat, accumulate: true, workspace: wsG)
+                } else if let spatial = spatial {
+                    for i in 0..<n {
+                        let s = SIMD4<Float>(repeating: gn[i])
+                        for k in 0..<blocks { scaled[i * blocks + k] = s * q[i * blocks + k] }
+                    }
+                    spatial.filter(scaled, blocks: blocks, into: blurred)
+                    for i in 0..<n {
+                        let s = SIMD4<Float>(repeating: config.gaussianCompat * gn[i])
+                        for k in 0..<blocks { acc[i * blocks + k] += s * blurred[i * blocks + k] }
+                    }
+                }
                 bilateral.filter(q, blocks: blocks, inScale: bn.baseAddress!, into: acc, outScale: bn.baseAddress!,
                                  outWeight: config.bilateralCompat, accumulate: true, workspace: wsB)
                 softmaxRows(accf, into: qf, rows: n, labels: labels, stride: lp)
@@ -313,8 +375,12 @@ public final class DenseCRF: @unchecked Sendable {
         return out
     }
 
-    /// Lattice vertex counts `(gaussian, bilateral)` (diagnostics, benchmarks).
-    public var latticeVertexCounts: (gaussian: Int, bilateral: Int) { (gaussian.vertexCount, bilateral.vertexCount) }
+    /// Lattice vertex counts `(gaussian, bilateral)` (diagnostics, benchmarks); `gaussian` is 0
+    /// when the spatial kernel is filtered exactly (separable, no lattice).
+    public var latticeVertexCounts: (gaussian: Int, bilateral: Int) { (gaussian?.vertexCount ?? 0, bilateral.vertexCount) }
+
+    /// Whether the spatial Gaussian kernel is computed exactly (separable filter) rather than by a lattice.
+    public var usesExactSpatialKernel: Bool { spatial != nil }
 
     /// Inference from probabilities `[N, L]`, returning the per-pixel argmax label `[N]`
     /// (ties: lowest label).
