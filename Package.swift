@@ -59,16 +59,18 @@ let package = Package(
                           swiftSettings: swiftSettings),
         .executableTarget(name: "UnsegBench", dependencies: ["UnsegPipeline"], swiftSettings: swiftSettings),
 
+        // Helpers shared by the test targets (Python cross-checks, planted stores); not a product.
+        .target(name: "UnsegTestSupport", dependencies: ["UnsegStore", "UnsegLinAlg"], path: "Tests/UnsegTestSupport"),
         .testTarget(name: "CShimTests", dependencies: ["CBLAS", "CLAPACKE", "CHDF5", "CPNG", "UnsegHDF5"]),
         .testTarget(name: "UnsegLinAlgTests", dependencies: ["UnsegLinAlg"]),
         .testTarget(name: "UnsegHDF5Tests", dependencies: ["UnsegHDF5"]),
         .testTarget(name: "UnsegImagingTests", dependencies: ["UnsegImaging"]),
-        .testTarget(name: "UnsegStoreTests", dependencies: ["UnsegStore"]),
-        .testTarget(name: "UnsegEvaluationTests", dependencies: ["UnsegEvaluation"]),
-        .testTarget(name: "UnsegProposalsTests", dependencies: ["UnsegProposals"]),
+        .testTarget(name: "UnsegStoreTests", dependencies: ["UnsegStore", "UnsegTestSupport"]),
+        .testTarget(name: "UnsegEvaluationTests", dependencies: ["UnsegEvaluation", "UnsegTestSupport"]),
+        .testTarget(name: "UnsegProposalsTests", dependencies: ["UnsegProposals", "UnsegTestSupport"]),
         .testTarget(name: "UnsegClusteringTests", dependencies: ["UnsegClustering"]),
-        .testTarget(name: "UnsegPipelineTests", dependencies: ["UnsegPipeline"]),
-        .testTarget(name: "UnsegCLITests", dependencies: ["UnsegPipeline"]),
+        .testTarget(name: "UnsegPipelineTests", dependencies: ["UnsegPipeline", "UnsegTestSupport"]),
+        .testTarget(name: "UnsegCLITests", dependencies: ["UnsegPipeline", "UnsegTestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -1,4 +1,5 @@
 import Foundation
+import UnsegLinAlg
 
 /// Parameters of the fully connected CRF (Kraehenbuehl and Koltun 2011) used to refine masks.
 ///
@@ -310,11 +311,11 @@ public final class DenseCRF: @unchecked Sendable {
         let m = SIMD4<Float>(repeating: Swift.max(Swift.max(mx[0], mx[1]), Swift.max(mx[2], mx[3])))
         var s = SIMD4<Float>(repeating: 0)
         for k in 0..<(blocks - 1) {
-            let e = FastExp.exp(q[k] - m)
+            let e = FastMath.exp(q[k] - m)
             q[k] = e
             s += e
         }
-        let e = FastExp.exp(lastReal - m) * lastMask
+        let e = FastMath.exp(lastReal - m) * lastMask
         q[blocks - 1] = e
         s += e
         let inv = SIMD4<Float>(repeating: 1 / ((s[0] + s[1]) + (s[2] + s[3])))

@@ -48,23 +48,6 @@ func runUnseg(_ args: [String], cwd: String? = nil) throws -> CLIResult {
                      stderr: String(decoding: errData, as: UTF8.self))
 }
 
-func runPython(_ script: String, args: [String] = []) throws -> String {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    p.arguments = ["python3", "-c", script] + args
-    let out = Pipe(), err = Pipe()
-    p.standardOutput = out
-    p.standardError = err
-    try p.run()
-    let o = out.fileHandleForReading.readDataToEndOfFile()
-    let e = err.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    guard p.terminationStatus == 0 else {
-        throw NSError(domain: "python", code: Int(p.terminationStatus), userInfo: [NSLocalizedDescriptionKey: String(decoding: e, as: UTF8.self)])
-    }
-    return String(decoding: o, as: UTF8.self)
-}
-
 func scratchDir(_ name: String) -> String {
     let d = NSTemporaryDirectory() + "unseg-cli-tests-\(getpid())/\(name)"
     try? FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import UnsegTestSupport
 
 /// End-to-end tests of the built `unseg` binary: output, files and exit codes.
 @Suite struct CLITests {

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import UnsegTestSupport
 import UnsegPipeline
 
 /// `unseg fit` / `predict` / `export` as a user runs them.
@@ -42,7 +43,7 @@ import UnsegPipeline
     @Test func killedAndResumedFitIsBitIdentical() throws {
         let dir = scratchDir("kill")
         let store = dir + "/train.h5", recipe = dir + "/r.yaml"
-        try writePlantedStoreCLI(store, n: 24, seed: 3)
+        try writePlantedStore(store, n: 24, seed: 3)
         try Self.recipe.write(toFile: recipe, atomically: true, encoding: .utf8)
         let ref = dir + "/ref.h5", ck = dir + "/ck.h5"
         for f in [ref, ck] { try? FileManager.default.removeItem(atPath: f) }
@@ -74,8 +75,8 @@ import UnsegPipeline
     @Test func fitPredictEvaluateExportThroughTheBinary() throws {
         let dir = scratchDir("pipeline")
         let train = dir + "/train.h5", val = dir + "/val.h5", recipe = dir + "/r.yaml"
-        try writePlantedStoreCLI(train, n: 16, seed: 1)
-        try writePlantedStoreCLI(val, n: 6, seed: 2, split: "val")
+        try writePlantedStore(train, n: 16, seed: 1)
+        try writePlantedStore(val, n: 6, seed: 2, split: "val")
         try Self.recipe.replacingOccurrences(of: "epochs: 6", with: "epochs: 2").write(toFile: recipe, atomically: true, encoding: .utf8)
         let ck = dir + "/ck.h5"
         try? FileManager.default.removeItem(atPath: ck)

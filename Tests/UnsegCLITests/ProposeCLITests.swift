@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import UnsegTestSupport
 import UnsegImaging
 import UnsegLinAlg
 import UnsegProposals

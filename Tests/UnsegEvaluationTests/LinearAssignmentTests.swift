@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import UnsegTestSupport
 import UnsegLinAlg
 @testable import UnsegEvaluation
 
@@ -88,7 +89,7 @@ import UnsegLinAlg
             ri, ci = linear_sum_assignment(a, maximize=bool(mx))
             print(repr(float(a[ri, ci].sum())), ' '.join(map(str, ci)))
         """
-        let lines = try runPython(script, argument: file.path).split(separator: "\n", omittingEmptySubsequences: false)
+        let lines = try runPython(script, args: [file.path]).split(separator: "\n", omittingEmptySubsequences: false)
         try #require(lines.count >= cases.count, "python printed \(lines.count) lines for \(cases.count) matrices")
         var sameAssignment = 0
         for (idx, c) in cases.enumerated() {

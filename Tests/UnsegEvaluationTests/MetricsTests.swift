@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import UnsegTestSupport
 import UnsegLinAlg
 @testable import UnsegEvaluation
 
@@ -293,7 +294,7 @@ import UnsegLinAlg
             out.append(res)
         print(json.dumps(out))
         """
-        let output = try runPython(script, argument: dir.path)
+        let output = try runPython(script, args: [dir.path])
         let ref = try #require(try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [[String: Any]])
         try #require(ref.count == cases.count)
         for (i, c) in cases.enumerated() {

@@ -3,25 +3,6 @@ import Testing
 import UnsegLinAlg
 @testable import UnsegEvaluation
 
-/// Runs `python3 -c script arg` (python3 found via /usr/bin/env) and returns stdout.
-/// Throws with stderr if the script fails.
-func runPython(_ script: String, argument: String) throws -> String {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    p.arguments = ["python3", "-c", script, argument]
-    let out = Pipe(), err = Pipe()
-    p.standardOutput = out
-    p.standardError = err
-    try p.run()
-    // Read before waiting so a large output cannot fill the pipe and block.
-    let data = out.fileHandleForReading.readDataToEndOfFile()
-    let errData = err.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    guard p.terminationStatus == 0 else {
-        throw EvaluationError("python", "python3 failed (\(p.terminationStatus)): \(String(decoding: errData, as: UTF8.self))")
-    }
-    return String(decoding: data, as: UTF8.self)
-}
 
 /// A fresh temporary directory (removed by the caller).
 func makeTempDirectory() throws -> URL {

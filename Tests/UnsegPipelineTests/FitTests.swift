@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import UnsegTestSupport
 import UnsegClustering
 import UnsegImaging
 import UnsegLinAlg

@@ -30,7 +30,7 @@ import UnsegLinAlg
         var worst = 0.0
         var x: Float = -87
         while x < 10 {
-            let r = Double(FastExp.exp(x)), e = Foundation.exp(Double(x))
+            let r = Double(FastMath.exp(x)), e = Foundation.exp(Double(x))
             worst = max(worst, abs(r - e) / e)
             x += 0.0137
         }

@@ -1,4 +1,5 @@
 import Testing
+import UnsegTestSupport
 import UnsegLinAlg
 @testable import UnsegProposals
 
@@ -38,7 +39,7 @@ import UnsegLinAlg
         let script = "import sys,json,numpy as n;from scipy.ndimage import median_filter as f;"
             + "a=n.array(json.loads(sys.stdin.read()),dtype=n.float32).reshape(\(h),\(w));"
             + "print(json.dumps([float(v) for v in f(a,size=3,mode='mirror').ravel()]))"
-        guard let out = runPython(script, input: "[" + m.map { "\($0)" }.joined(separator: ",") + "]") else { return }
+        let out = try runPython(script, stdin: "[" + m.map { "\($0)" }.joined(separator: ",") + "]")
         let ref = out.trimmingCharacters(in: .whitespacesAndNewlines)
             .trimmingCharacters(in: CharacterSet(charactersIn: "[]")).split(separator: ",")
             .map { Float($0.trimmingCharacters(in: .whitespaces))! }
@@ -50,19 +51,3 @@ import UnsegLinAlg
 import Foundation
 
 /// Runs `python3 -c script` with `input` on stdin; nil when python3 or its modules are missing.
-func runPython(_ script: String, input: String) -> String? {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    p.arguments = ["python3", "-c", script]
-    let inPipe = Pipe(), outPipe = Pipe()
-    p.standardInput = inPipe
-    p.standardOutput = outPipe
-    p.standardError = Pipe()
-    do { try p.run() } catch { return nil }
-    inPipe.fileHandleForWriting.write(input.data(using: .utf8)!)
-    try? inPipe.fileHandleForWriting.close()
-    let data = outPipe.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    guard p.terminationStatus == 0 else { return nil }
-    return String(data: data, encoding: .utf8)
-}

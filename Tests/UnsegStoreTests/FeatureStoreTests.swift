@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import UnsegTestSupport
 import UnsegHDF5
 import UnsegLinAlg
 @testable import UnsegStore

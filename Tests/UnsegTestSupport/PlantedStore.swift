@@ -7,7 +7,7 @@ import UnsegStore
 /// shared by all images of the same `structureSeed`) times a random norm plus Gaussian noise;
 /// RGB images are the class colours. `grid` cells of `patch` pixels, `channels` channels.
 @discardableResult
-func writePlantedStoreCLI(_ path: String, n: Int, grid: Int = 8, patch: Int = 4, channels: Int = 16, classes: Int = 4,
+public func writePlantedStore(_ path: String, n: Int, grid: Int = 8, patch: Int = 4, channels: Int = 16, classes: Int = 4,
                        noise: Float = 0.6, seed: UInt64 = 1, structureSeed: UInt64 = 99, split: String = "train",
                        protocolName: String? = nil) throws -> [[UInt8]] {
     let size = grid * patch

@@ -1,3 +1,4 @@
+// Shared by prototype fitting (softmax over classes) and the dense CRF (softmax over labels).
 /// Vectorised elementary functions for the hot loops of prototype fitting.
 ///
 /// `exp` follows Cephes' `expf`: Cody-Waite range reduction `x = n ln2 + r`
