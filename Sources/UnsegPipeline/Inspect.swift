@@ -24,11 +24,10 @@ public enum Inspect {
         out += "  kind: \(isStore ? "feature store" : (format ?? "HDF5 file"))"
         if let s = size { out += ", \(formatBytes(s)) on disk" }
         out += "\n\nattributes:\n"
-        for name in try file.attributeNames() {
-            let v = try file.attribute(name)
-            var text = v.description
-            if text.count > 160 { text = String(text.prefix(157)) + "..." }
-            out += "  \(name.padding(toLength: 12, withPad: " ", startingAt: 0)) \(text)\n"
+        let names = try file.attributeNames()
+        let width = names.map(\.count).max() ?? 0
+        for name in names {
+            out += "  \(name.padding(toLength: width, withPad: " ", startingAt: 0)) \(oneLine(try file.attribute(name), limit: 160))\n"
         }
         out += "\ndatasets:\n"
         out += try listDatasets(file, prefix: "")
@@ -66,15 +65,13 @@ public enum Inspect {
             let path = prefix + "/" + name
             if loc.isDataset(name) {
                 let d = try loc.dataset(name)
-                var line = "  \(path.padding(toLength: 14, withPad: " ", startingAt: 0)) \(d.elementType)  \(d.shape)"
+                var line = "  \(path.padding(toLength: max(14, path.count + 1), withPad: " ", startingAt: 0)) \(d.elementType)  \(d.shape)"
                 if let c = d.chunkShape { line += "  chunks \(c)" } else { line += "  contiguous" }
                 if !d.filters.isEmpty { line += "  " + d.filters.joined(separator: "+") }
                 line += "  \(formatBytes(d.storageSize))"
                 out += line + "\n"
                 for a in try d.attributeNames() {
-                    var text = try d.attribute(a).description
-                    if text.count > 120 { text = String(text.prefix(117)) + "..." }
-                    out += "      @\(a) = \(text)\n"
+                    out += "      @\(a) = \(oneLine(try d.attribute(a), limit: 120))\n"
                 }
             } else {
                 out += "  \(path)/ (group)\n"
@@ -82,6 +79,16 @@ public enum Inspect {
             }
         }
         return out
+    }
+
+    /// An attribute value on one line: multi-line text (a recipe) shows its first line and the
+    /// line count; long values are cut with "...".
+    static func oneLine(_ v: HDF5AttributeValue, limit: Int) -> String {
+        var text = v.description
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+        if lines.count > 1 { text = String(lines[0]) + " ... (\(lines.count) lines)" }
+        if text.count > limit { text = String(text.prefix(limit - 3)) + "..." }
+        return text
     }
 
     static func formatBytes(_ b: Int) -> String {

@@ -72,3 +72,22 @@ import UnsegStore
         for key in ["miou", "accuracy", "per_class_iou", "class_names", "matching", "pixels"] { #expect(json[key] != nil, "\(key)") }
     }
 }
+
+@Suite struct InspectTests {
+    /// Long attribute names are printed whole and multi-line values stay on one line.
+    @Test func longNamesAndMultilineValuesStayReadable() throws {
+        let path = scratch("inspect-out.h5")
+        let store = scratch("inspect-store.h5")
+        try writeLabelledStore(store)
+        let s = try FeatureStore(path: store)
+        let w = try LabelMapsWriter.predictions(path: path, store: s, ids: .clusters, count: 5,
+                                                attributes: [("crf_bilateral_compat", .double(4)), ("crf_bilateral_srgb", .double(3)),
+                                                             ("recipe", .string("name: demo\nclasses: 27\nepochs: 8"))])
+        for i in 0..<s.count { try w.write("predictions", index: i, try s.labels(i)) }
+        try w.commit()
+        let text = try Inspect.report(path: path)
+        #expect(text.contains("crf_bilateral_compat 4.0") && text.contains("crf_bilateral_srgb   3.0"), "\(text)")
+        #expect(text.contains("\"name: demo ... (3 lines)"), "\(text)")
+        #expect(text.contains("kind: unseg.predictions"))
+    }
+}
