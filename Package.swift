@@ -43,7 +43,7 @@ let package = Package(
         .target(name: "CUnsegKernels", cSettings: [.unsafeFlags(["-O3"])]),
         .target(name: "UnsegLinAlg", dependencies: ["CBLAS", "CLAPACKE", "CUnsegKernels"], swiftSettings: swiftSettings),
         .target(name: "UnsegHDF5", dependencies: ["CHDF5"], swiftSettings: swiftSettings),
-        .target(name: "UnsegImaging", dependencies: ["CPNG"], swiftSettings: swiftSettings),
+        .target(name: "UnsegImaging", dependencies: ["CPNG", "UnsegLinAlg"], swiftSettings: swiftSettings),
         .target(name: "UnsegStore", dependencies: ["UnsegHDF5", "UnsegLinAlg"], swiftSettings: swiftSettings),
         .target(name: "UnsegEvaluation", dependencies: ["UnsegLinAlg"], swiftSettings: swiftSettings),
         .target(name: "UnsegProposals", dependencies: ["UnsegLinAlg"], swiftSettings: swiftSettings),

@@ -1,10 +1,4 @@
-/// An 8-bit RGB colour.
-public struct RGB: Equatable, Hashable, Codable, Sendable {
-    public var r: UInt8, g: UInt8, b: UInt8
-    /// Makes a colour from its three channels.
-    public init(_ r: UInt8, _ g: UInt8, _ b: UInt8) { self.r = r; self.g = g; self.b = b }
-}
-
+@_exported import struct UnsegLinAlg.RGB
 /// A label protocol: how raw dataset label ids become evaluation classes.
 ///
 /// `rawToClass` is a 256-entry look-up table from raw UInt8 ids to class ids in

@@ -42,7 +42,7 @@ public enum EvaluationReportWriter {
         let heatPath = directory + "/confusion.png"
         try PNG.write(heat, to: heatPath)
         let scored = r.perClassIoU.enumerated().compactMap { i, v in v.map { (i, $0) } }
-        let palette = report.labelProtocol.palette.map { UnsegImaging.RGB($0.r, $0.g, $0.b) }
+        let palette = report.labelProtocol.palette
         let bars = Charts.barChart(values: scored.map { $0.1 }, names: scored.map { r.classNames[$0.0] },
                                    title: String(format: "Per-class IoU, mIoU %.1f%%", r.miou), axisLabel: "IoU (%)",
                                    maxValue: 100, showMean: true, colors: scored.map { palette[$0.0] })

@@ -67,11 +67,11 @@ public enum ExportJob {
         }
         let palette: Palette
         if ids == "classes", let p = proto {
-            palette = Palette(colors: p.palette.map { UnsegImaging.RGB($0.r, $0.g, $0.b) })
+            palette = Palette(colors: p.palette)
         } else {
             palette = Palette.distinct(count: max(count, 1))
         }
-        let gtPalette = proto.map { p in Palette(colors: p.palette.map { UnsegImaging.RGB($0.r, $0.g, $0.b) }) } ?? palette
+        let gtPalette = proto.map { p in Palette(colors: p.palette) } ?? palette
 
         let fm = FileManager.default
         for sub in ["labels", "color", "samples"] {
