@@ -166,3 +166,14 @@ extension CLITests {
         #expect(r.status == 1 && r.stderr.contains("imageSize=16"), "\(r.stderr)")
     }
 }
+
+extension CLITests {
+    @Test func demoAndInspectValidateTheirOptions() throws {
+        let small = try runUnseg(["demo", "--train-images", "4"])
+        #expect(small.status != 0 && small.stderr.contains("--train-images must be >= 16, got 4"), "\(small.stderr)")
+        let refine = try runUnseg(["demo", "--refine", "bilateral"])
+        #expect(refine.status != 0 && refine.stderr.contains("--refine must be one of none, guided, crf"), "\(refine.stderr)")
+        let images = try runUnseg(["inspect", "x.h5", "--images=-1"])
+        #expect(images.status != 0 && images.stderr.contains("--images must be >= 0"), "\(images.stderr)")
+    }
+}
