@@ -111,8 +111,8 @@ public enum DemoJob {
         popt.refine = o.proposalRefinement
         popt.threads = o.threads
         let ps = try ProposeJob.run(storePath: path("train.h5"), outputPath: props, options: popt, progress: progress("propose"))
-        let overlays = try ProposalOverlays.write(store: FeatureStore(path: path("train.h5")),
-                                                  proposals: ProposalsFile(path: props, store: FeatureStore(path: path("train.h5"))),
+        let trainStore = try FeatureStore(path: path("train.h5"))
+        let overlays = try ProposalOverlays.write(store: trainStore, proposals: ProposalsFile(path: props, store: trainStore),
                                                   to: path("proposal-overlays"), count: 8)
         files += [("train proposals", props), ("proposal overlays (PNG)", path("proposal-overlays"))]
         log(String(format: "propose: %.1f masks per image, %.0f images/s -> %@ (%d overlays)", ps.meanMasks, ps.imagesPerSecond, props, overlays.count))

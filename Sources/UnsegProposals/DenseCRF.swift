@@ -125,14 +125,19 @@ public final class DenseCRF: @unchecked Sendable {
         self.width = width
         self.config = config
         let n = height * width
-        var fg = [Float](repeating: 0, count: n * 2)
+        // The spatial kernel is filtered exactly (separable Gaussian) unless sxy is large; only the
+        // lattice fallback needs its 2-D position features.
+        let exact = SeparableGaussian.radius(sxy: config.gaussianSxy) <= SeparableGaussian.maxRadius
+        var fg = [Float](repeating: 0, count: exact ? 0 : n * 2)
         var fb = [Float](repeating: 0, count: n * 5)
         let gs = 1 / config.gaussianSxy, bs = 1 / config.bilateralSxy, cs = 1 / config.bilateralSrgb
         for y in 0..<height {
             for x in 0..<width {
                 let i = y * width + x
-                fg[2 * i] = Float(x) * gs
-                fg[2 * i + 1] = Float(y) * gs
+                if !exact {
+                    fg[2 * i] = Float(x) * gs
+                    fg[2 * i + 1] = Float(y) * gs
+                }
                 fb[5 * i] = Float(x) * bs
                 fb[5 * i + 1] = Float(y) * bs
                 fb[5 * i + 2] = Float(image[3 * i]) * cs
@@ -140,7 +145,6 @@ public final class DenseCRF: @unchecked Sendable {
                 fb[5 * i + 4] = Float(image[3 * i + 2]) * cs
             }
         }
-        let exact = SeparableGaussian.radius(sxy: config.gaussianSxy) <= SeparableGaussian.maxRadius
         for (name, f, d) in exact ? [("bilateral", fb, 5)] : [("gaussian", fg, 2), ("bilateral", fb, 5)] {
             let bound = PermutohedralLattice.keyBound(features: f, count: n, dimension: d)
             if !(bound < PermutohedralLattice.maxKeyBound) {
