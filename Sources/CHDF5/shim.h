@@ -36,4 +36,9 @@ static inline size_t unseg_H5T_VARIABLE(void) { return H5T_VARIABLE; }
 static inline hsize_t unseg_H5S_UNLIMITED(void) { return H5S_UNLIMITED; }
 
 /// Turn off HDF5's automatic printing of its error stack (errors are read from the stack instead).
-static inline void unseg_h5_silence(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
+/// A thread-safe HDF5 (Debian's is) keeps this setting per thread, so it is done once on every
+/// thread that calls HDF5 (a thread-local flag makes repeated calls free).
+static inline void unseg_h5_silence(void) {
+    static __thread int done = 0;
+    if (!done) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); done = 1; }
+}

@@ -42,7 +42,6 @@ public enum HDF5 {
 
     private static let initialized: Bool = {
         _ = H5open()
-        unseg_h5_silence()
         return true
     }()
 
@@ -53,7 +52,18 @@ public enum HDF5 {
         lock.lock()
         defer { lock.unlock() }
         _ = initialized
+        unseg_h5_silence()  // per thread in a thread-safe HDF5
         return try body()
+    }
+
+    /// Whether HDF5's automatic error printing is off on the calling thread (after `locked`).
+    static func automaticErrorPrintingIsOff() -> Bool {
+        locked {
+            var fn: H5E_auto2_t? = nil
+            var data: UnsafeMutableRawPointer? = nil
+            _ = H5Eget_auto2(unseg_H5E_DEFAULT(), &fn, &data)
+            return fn == nil
+        }
     }
 
     /// HDF5's current error stack as lines ("H5Fopen: unable to open file"), then clears it.

@@ -16,6 +16,29 @@ struct LCG {
 }
 
 @Suite struct HDF5Tests {
+    /// HDF5 keeps its error-printing setting per thread: a worker thread must not print
+    /// HDF5-DIAG stacks on stderr when a file fails to open (errors are read from the stack).
+    @Test func errorPrintingIsOffOnEveryThread() throws {
+        #expect(HDF5.automaticErrorPrintingIsOff())
+        let done = DispatchSemaphore(value: 0)
+        final class Box: @unchecked Sendable { var off = false; var message = "" }
+        let box = Box()
+        // The HDF5 signature followed by garbage: H5Fopen fails inside HDF5 (and would print).
+        let bad = tempPath("signature-only.h5")
+        var bytes: [UInt8] = [0x89, 0x48, 0x44, 0x46, 0x0d, 0x0a, 0x1a, 0x0a]
+        bytes += [UInt8](repeating: 7, count: 504)
+        try Data(bytes).write(to: URL(fileURLWithPath: bad))
+        let t = Thread {
+            box.off = HDF5.automaticErrorPrintingIsOff()
+            do { _ = try HDF5File.open(bad) } catch { box.message = "\(error)" }
+            done.signal()
+        }
+        t.start()
+        done.wait()
+        #expect(box.off, "automatic error printing is on in a new thread")
+        #expect(box.message.contains("signature-only.h5"), "\(box.message)")
+    }
+
     /// Random shapes (rank 1-4) and random hyperslabs: what is written is read back exactly.
     @Test(arguments: [UInt64(1), 2, 3])
     func hyperslabRoundTripsAreExact(seed: UInt64) throws {
