@@ -46,6 +46,10 @@ public struct SyntheticConfig: Sendable, Codable, Equatable {
     public var blurSigma: Float = 0.5
     /// Typical raw feature norm (DINO ViT-S/8 tokens after the final LayerNorm are tens).
     public var featureScale: Float = 30
+    /// Drift of a labelled instance's features with the cell's vertical position, along a
+    /// per-class unit direction: `+ depthDrift * (2t - 1) * classNorm * u_k` at row fraction `t`
+    /// (DINO tokens of one object change with its scale and depth; 0 = none).
+    public var depthDrift: Float = 1
 
     /// The defaults: 100 images of 320x320, patch 8, 384 channels, 27 classes, seed 0, split "train".
     public init() {}
@@ -65,7 +69,7 @@ public struct SyntheticConfig: Sendable, Codable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case imageCount, imageSize, patchSize, channels, classes, modesPerClass, seed, split
-        case noise, modeSpread, instanceSpread, nuisance, normSpread, blurSigma, featureScale
+        case noise, modeSpread, instanceSpread, nuisance, normSpread, blurSigma, featureScale, depthDrift
     }
 
     public init(from decoder: Decoder) throws {
@@ -86,6 +90,7 @@ public struct SyntheticConfig: Sendable, Codable, Equatable {
         normSpread = try c.decodeIfPresent(Float.self, forKey: .normSpread) ?? d.normSpread
         blurSigma = try c.decodeIfPresent(Float.self, forKey: .blurSigma) ?? d.blurSigma
         featureScale = try c.decodeIfPresent(Float.self, forKey: .featureScale) ?? d.featureScale
+        depthDrift = try c.decodeIfPresent(Float.self, forKey: .depthDrift) ?? d.depthDrift
     }
 
     /// Feature cells per image side, `imageSize / patchSize`.
@@ -123,6 +128,7 @@ public struct SyntheticConfig: Sendable, Codable, Equatable {
         try check("normSpread", normSpread, 0...3)
         try check("blurSigma", blurSigma, 0...10)
         try check("featureScale", featureScale, 1e-6...1e4)
+        try check("depthDrift", depthDrift, 0...10)
     }
 }
 
@@ -245,6 +251,7 @@ struct ClassStructure: Sendable {
     let voidDirection: [Float] // [C], features of unlabelled regions
     let nuisance: Matrix       // [nuisanceRank, C]
     let classNorm: [Float]     // [K], per-class norm factor
+    let drift: Matrix          // [K, C], unit directions of the depth drift
     let classColor: [SIMD3<Float>]     // [K]
     let modeColor: [SIMD3<Float>]      // [K*M] offsets
     let classTexture: [Float]  // [K] texture amplitude (0...255 units)
@@ -302,5 +309,10 @@ struct ClassStructure: Sendable {
         classTexture = (0..<k).map { cls in
             k == 27 ? SceneRoles.cityscapesTexture[cls] : rng.float(in: 3..<14)
         }
+        // A generator of its own, so that the structure above does not depend on it.
+        rng = SeededRandom(seed: SyntheticCorpus.mix(config.seed ^ 0x5EED_C1A5_5E50_0002))
+        var drift = Matrix(rows: k, cols: c)
+        for cls in 0..<k { drift.setRow(cls, unit()) }
+        self.drift = drift
     }
 }

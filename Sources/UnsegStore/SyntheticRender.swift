@@ -66,18 +66,28 @@ struct Renderer {
         }
         if config.blurSigma > 0 { frac = Renderer.blur3x3(frac, grid: h, width: r, sigma: config.blurSigma) }
 
-        // Mixture S = A' V, skipping the (many) zero fractions.
+        // Mixture S = A' V, skipping the (many) zero fractions, plus each labelled
+        // instance's depth drift depthDrift * (2t - 1) * classNorm * u_k at row fraction t.
         var feat = Matrix(rows: cells, cols: c)
+        let driftScale: [Float] = instances.map { $0.cls < 0 ? 0 : config.depthDrift * structure.classNorm[$0.cls] }
         frac.withUnsafeBufferPointer { f in
             v.withUnsafeBufferPointer { vp in
-                feat.data.withUnsafeMutableBufferPointer { out in
-                    for i in 0..<cells {
-                        let o = out.baseAddress! + i * c
-                        for k in 0..<r {
-                            let w = f[i * r + k]
-                            if w == 0 { continue }
-                            let src = vp.baseAddress! + k * c
-                            for j in 0..<c { o[j] += w * src[j] }
+                structure.drift.data.withUnsafeBufferPointer { dp in
+                    feat.data.withUnsafeMutableBufferPointer { out in
+                        for i in 0..<cells {
+                            let o = out.baseAddress! + i * c
+                            let t = 2 * (Float(i / h) + 0.5) / Float(h) - 1
+                            for k in 0..<r {
+                                let w = f[i * r + k]
+                                if w == 0 { continue }
+                                let src = vp.baseAddress! + k * c
+                                for j in 0..<c { o[j] += w * src[j] }
+                                let a = w * t * driftScale[k]
+                                if a != 0 {
+                                    let d = dp.baseAddress! + instances[k].cls * c
+                                    for j in 0..<c { o[j] += a * d[j] }
+                                }
+                            }
                         }
                     }
                 }
