@@ -28,6 +28,8 @@ extension Unseg {
         var checkpoint: String
         @Flag(help: "Continue from --checkpoint if it exists.")
         var resume = false
+        @Option(help: "Start PriMaPs-EM from the prototypes of this finished checkpoint (e.g. a Baseline fit): no PCA, no warm-up.")
+        var initFrom: String?
         @Option(help: "Override the recipe's seed.")
         var seed: UInt64?
         @Option(help: "Threads (default: all cores); results do not depend on it.")
@@ -47,10 +49,11 @@ extension Unseg {
                 if let s = seed { r.seed = s }
                 let clear = isatty(STDERR_FILENO) != 0 ? "\r\u{1B}[K" : ""
                 let log: (String) -> Void = { line in FileHandle.standardError.write((clear + line + "\n").data(using: .utf8)!) }
-                let opts = FitOptions(recipe: r, storePath: store, proposalsPath: proposals, valPath: val, valClassCount: valClasses,
+                var opts = FitOptions(recipe: r, storePath: store, proposalsPath: proposals, valPath: val, valClassCount: valClasses,
                                       checkpointPath: checkpoint, resume: resume, threads: threads,
                                       progress: TerminalProgress(label: "fit", unit: "step"), log: log,
                                       stepDelay: Double(debugStepDelayMs) / 1000)
+                opts.initFromPath = initFrom
                 let res = try FitJob.run(opts)
                 let ck = res.checkpoint
                 say("fit \(r.name): \(ck.warmupSteps) warm-up + \(ck.emSteps) EM steps" +

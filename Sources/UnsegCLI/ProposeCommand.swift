@@ -36,25 +36,18 @@ extension Unseg {
         @Option(help: "How many images get an overlay PNG.")
         var overlayCount: Int = 16
 
-        /// A bad option value. Not a `ValidationError`: the message is one paragraph (no usage dump)
-        /// and the exit code 1, like every other propose error.
-        struct BadOption: Error, CustomStringConvertible {
-            let description: String
-            init(_ message: String) { description = message + "; see `unseg propose --help`" }
-        }
-
         func validate() throws {
             guard ProposalMethod(rawValue: method) != nil else {
-                throw BadOption("--method must be one of \(ProposalMethod.allCases.map(\.rawValue).joined(separator: ", ")), got '\(method)'")
+                throw ValidationError("--method must be one of \(ProposalMethod.allCases.map(\.rawValue).joined(separator: ", ")), got '\(method)'")
             }
             guard RefinementMethod(rawValue: refine) != nil else {
-                throw BadOption("--refine must be one of \(RefinementMethod.allCases.map(\.rawValue).joined(separator: ", ")), got '\(refine)'")
+                throw ValidationError("--refine must be one of \(RefinementMethod.allCases.map(\.rawValue).joined(separator: ", ")), got '\(refine)'")
             }
-            guard threshold >= 0 && threshold <= 1 else { throw BadOption("--threshold must be in [0, 1], got \(threshold)") }
-            guard coverage > 0 && coverage <= 1 else { throw BadOption("--coverage must be in (0, 1], got \(coverage)") }
-            guard (1...255).contains(segments) else { throw BadOption("--segments must be in 1...255, got \(segments)") }
-            guard threads >= 1 else { throw BadOption("--threads must be >= 1, got \(threads)") }
-            guard overlayCount >= 0 else { throw BadOption("--overlay-count must be >= 0, got \(overlayCount)") }
+            guard threshold >= 0 && threshold <= 1 else { throw ValidationError("--threshold must be in [0, 1], got \(threshold)") }
+            guard coverage > 0 && coverage <= 1 else { throw ValidationError("--coverage must be in (0, 1], got \(coverage)") }
+            guard (1...255).contains(segments) else { throw ValidationError("--segments must be in 1...255, got \(segments)") }
+            guard threads >= 1 else { throw ValidationError("--threads must be >= 1, got \(threads)") }
+            guard overlayCount >= 0 else { throw ValidationError("--overlay-count must be >= 0, got \(overlayCount)") }
         }
 
         func run() throws {

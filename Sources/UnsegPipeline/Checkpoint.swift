@@ -68,6 +68,9 @@ public struct FitCheckpoint: Sendable, Equatable {
     public var featureHeight: Int
     public var featureWidth: Int
     public var channels: Int
+    /// The checkpoint whose prototypes started the EM stage (`unseg fit --init-from`), or nil
+    /// for PCA + warm-up. Attribute `init_from` when set.
+    public var initFrom: String? = nil
 
     public var warmupSteps: Int { warmupLoss.count }
     public var emSteps: Int { emLoss.count }
@@ -121,6 +124,7 @@ public struct FitCheckpoint: Sendable, Equatable {
         try f.setAttribute("feature_shape", .ints([featureHeight, featureWidth, channels]))
         try f.setAttribute("classes", running.classCount)
         try f.setAttribute("channels", channels)
+        if let src = initFrom { try f.setAttribute("init_from", src) }
         try writeModel(f, "running", running)
         try writeModel(f, "momentum", momentum)
         if let b = best { try writeModel(f, "best", b) }
@@ -199,7 +203,7 @@ public struct FitCheckpoint: Sendable, Equatable {
             }
             let rng: [UInt64] = try read1D(f, "rng_state", UInt64.self)
             guard rng.count == 4 else { throw StoreError(file: path, dataset: "/rng_state", "has \(rng.count) words, needs 4") }
-            return FitCheckpoint(
+            var ck = FitCheckpoint(
                 recipeYAML: try f.stringAttribute("recipe"), stage: stage, step: try f.intAttribute("step"),
                 epoch: try f.intAttribute("epoch"), batchInEpoch: try f.intAttribute("batch_in_epoch"),
                 running: running, momentum: momentum, adam: adam, momentumUpdates: try f.intAttribute("momentum_updates"),
@@ -207,6 +211,8 @@ public struct FitCheckpoint: Sendable, Equatable {
                 emLoss: try read1D(f, "history/loss", Double.self), valHistory: val, best: best, bestRecord: bestRecord,
                 storePath: try f.stringAttribute("store"), storeImages: try f.intAttribute("store_images"),
                 featureHeight: shape[0], featureWidth: shape[1], channels: shape[2])
+            if f.hasAttribute("init_from") { ck.initFrom = try f.stringAttribute("init_from") }
+            return ck
         } catch let e as HDF5Error {
             throw StoreError(file: path, dataset: e.object, "damaged or incomplete checkpoint: \(e.message)")
         }

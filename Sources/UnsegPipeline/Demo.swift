@@ -124,6 +124,9 @@ public enum DemoJob {
             if fm.fileExists(atPath: ckpt) { try fm.removeItem(atPath: ckpt) }
             var fo = FitOptions(recipe: r, storePath: path("train.h5"), proposalsPath: props, checkpointPath: ckpt)
             fo.threads = o.threads
+            // EM starts from the Baseline's prototypes: the same as fitting warm-up + EM in one run
+            // (bit-identical, tested), without redoing PCA and the warm-up.
+            if tag == "primaps-em" { fo.initFromPath = path("baseline.h5") }
             fo.progress = progress("fit \(tag)")
             let fit = try FitJob.run(fo)
             log(String(format: "fit %@: %d steps in %.1f s -> %@", tag, fit.stepsRun, fit.seconds, ckpt))

@@ -31,6 +31,10 @@ public struct FitOptions {
     /// Testing aid: return (stage not done) right after this global step, as if the process had been
     /// killed there (the checkpoint on disk is the last one written, possibly a few steps earlier).
     public var stopAfterStep: Int? = nil
+    /// Start PriMaPs-EM from the prototypes of this finished checkpoint (e.g. a Baseline fit) instead
+    /// of PCA + warm-up (the reference's `cluster_ckpt_path`). Used when the run starts; a resumed
+    /// run continues from its own checkpoint.
+    public var initFromPath: String? = nil
 
     public init(recipe: Recipe, storePath: String, proposalsPath: String? = nil, valPath: String? = nil,
                 valClassCount: Int? = nil, checkpointPath: String, resume: Bool = false, threads: Int = 1,
@@ -97,6 +101,16 @@ public enum FitJob {
             }
             resumedFrom = ck.step
             o.log?("resuming \(o.checkpointPath): stage \(ck.stage.rawValue), epoch \(ck.epoch), step \(ck.step)")
+            if let src = o.initFromPath, src != ck.initFrom {
+                o.log?("--init-from \(src) ignored: resuming \(o.checkpointPath), which started from \(ck.initFrom ?? "PCA + warm-up")")
+            }
+        } else if let src = o.initFromPath {
+            let model = try initialPrototypes(from: src, store: store, recipe: recipe)
+            o.log?("PriMaPs-EM starts from the prototypes of \(src) (no PCA, no warm-up)")
+            ck = initialCheckpoint(initial: model, recipe: recipe, store: store)
+            ck.initFrom = src
+            try enterEM(&ck, model: model, recipe: recipe, threads: o.threads)
+            try ck.write(to: o.checkpointPath)
         } else {
             o.log?("PCA initialisation on up to \(recipe.pcaSampleImages) images of \(o.storePath)")
             let initial = try pcaInitialisation(store: store, recipe: recipe)
@@ -112,7 +126,7 @@ public enum FitJob {
         let n = l.imageCount
         let batchLen = min(recipe.batchSize, n)
         let batches = n / batchLen
-        let totalSteps = (recipe.warmupEpochs + recipe.epochs) * batches
+        let totalSteps = ((ck.initFrom == nil ? recipe.warmupEpochs : 0) + recipe.epochs) * batches
         let startStep = ck.step
         let context = Loop(options: o, store: store, batchLen: batchLen, batches: batches, startStep: startStep,
                            totalSteps: totalSteps, proposals: proposals, validator: validator)
@@ -168,6 +182,22 @@ public enum FitJob {
         }
         let pca = try acc.finalize(components: recipe.classes)
         return CosineKMeansTrainer.pcaInitialisation(pca)
+    }
+
+    /// The prototypes a finished checkpoint gives `unseg predict` (momentum copy, its recipe's
+    /// selection), checked against `store` and `recipe`. Errors name the file and what to do.
+    static func initialPrototypes(from path: String, store: FeatureStore, recipe: Recipe) throws -> PrototypeModel {
+        let src = try FitCheckpoint.load(path: path)
+        try src.checkCompatible(with: store, checkpointPath: path)
+        guard src.stage == .done else {
+            throw StoreError(file: path, "is an unfinished fit (stage \(src.stage.rawValue), step \(src.step)); finish it with `unseg fit --resume --checkpoint \(path)` before starting from it")
+        }
+        let selection = (try? src.recipe.selection) ?? .last
+        let model = src.prototypes(copy: .momentum, selection: selection)
+        guard model.classCount == recipe.classes else {
+            throw RecipeError("classes: the recipe asks for \(recipe.classes) prototypes but \(path) has \(model.classCount); start from a checkpoint fitted with the same number of classes")
+        }
+        return model
     }
 
     static func initialCheckpoint(initial: PrototypeModel, recipe: Recipe, store: FeatureStore) -> FitCheckpoint {

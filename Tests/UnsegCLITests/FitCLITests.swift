@@ -102,5 +102,14 @@ import UnsegPipeline
         #expect(br.status == 1 && br.stderr.contains("unknown key 'batchsize'") && br.stderr.contains(badRecipe), "\(br.stderr)")
         let crf = try runUnseg(["predict", "--checkpoint", ck, "--store", val, "--out", dir + "/crf.h5", "--refine", "crf"])
         #expect(crf.status == 0, "\(crf.stderr)")
+        // --init-from: EM from the finished checkpoint's prototypes, no PCA or warm-up.
+        let ck2 = dir + "/ck2.h5"
+        try? FileManager.default.removeItem(atPath: ck2)
+        let again = try runUnseg(["fit", "--recipe", recipe, "--store", train, "--checkpoint", ck2, "--init-from", ck])
+        #expect(again.status == 0 && again.stdout.contains("0 warm-up + ") && again.stderr.contains("starts from the prototypes of \(ck)"),
+                "\(again.stdout)\n\(again.stderr)")
+        let notFound = try runUnseg(["fit", "--recipe", recipe, "--store", train, "--checkpoint", dir + "/ck3.h5", "--init-from", dir + "/nope.h5"])
+        #expect(notFound.status == 1 && notFound.stderr.contains("nope.h5") && !FileManager.default.fileExists(atPath: dir + "/ck3.h5"),
+                "\(notFound.stderr)")
     }
 }

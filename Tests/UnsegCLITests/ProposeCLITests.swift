@@ -44,7 +44,8 @@ private func writeSmallStore(_ path: String, n: Int = 3, images: Bool = true) th
         #expect(png.width > 3 * 32 && png.height > 32, "three panels side by side: \(png.width)x\(png.height)")
     }
 
-    /// Each bad input: exit code 1, one paragraph on stderr naming the problem, no output file.
+    /// Each bad input: a non-zero exit, an error on stderr naming the problem, no output file.
+    /// Bad option values are usage errors (exit 64 with the usage, like every command); bad files exit 1.
     @Test func proposeBadInputGivesOneParagraphAndExitCode1() throws {
         let dir = scratchDir("propose-bad")
         let noImages = dir + "/noimages.h5"
@@ -64,6 +65,11 @@ private func writeSmallStore(_ path: String, n: Int = 3, images: Bool = true) th
             for n in needles { #expect(msg.contains(n), "\(args): '\(n)' missing in: \(msg)") }
             #expect(!msg.contains("Fatal error") && !msg.contains("Stack dump"), "\(args): \(msg)")
             #expect(!FileManager.default.fileExists(atPath: out), "\(args): no output file")
+        }
+        // Bad option values: exit 64 (EX_USAGE), as for the other commands.
+        for args in [["--store", noImages, "--out", out, "--method", "kmeans"], ["--store", noImages, "--out", out, "--threads", "0"]] {
+            let r = try runUnseg(["propose"] + args)
+            #expect(r.status == 64 && r.stderr.contains("Usage: unseg propose"), "\(args): exit \(r.status) \(r.stderr)")
         }
         // Errors from run() (files) exit with 1 and one paragraph.
         for args in [["--store", dir + "/missing.h5", "--out", out], ["--store", noImages, "--out", out, "--refine", "guided"]] {

@@ -188,6 +188,52 @@ func smallRecipe(classes: Int = 4, warmup: Int = 1, epochs: Int = 3, batch: Int 
     }
 }
 
+@Suite struct InitFromTests {
+    /// `--init-from` a finished Baseline (warm-up only) and then EM ends bit-identical to one run
+    /// of warm-up + EM with the same recipe and seed: what `unseg demo` relies on.
+    @Test func emFromTheBaselineCheckpointEqualsOneRun() throws {
+        let train = scratch("init-train.h5")
+        try writePlantedStore(train, n: 10, seed: 6)
+        let r = smallRecipe(warmup: 2, epochs: 3, batch: 3)
+        let paths = ["init-full.h5", "init-base.h5", "init-em.h5"].map { scratch($0) }
+        for p in paths { try? FileManager.default.removeItem(atPath: p) }
+        let full = try FitJob.run(FitOptions(recipe: r, storePath: train, checkpointPath: paths[0])).checkpoint
+        _ = try FitJob.run(FitOptions(recipe: r.baseline, storePath: train, checkpointPath: paths[1]))
+        var o = FitOptions(recipe: r, storePath: train, checkpointPath: paths[2])
+        o.initFromPath = paths[1]
+        let res = try FitJob.run(o)
+        let em = res.checkpoint
+        #expect(em.momentum == full.momentum && em.running == full.running, "prototypes differ from one warm-up + EM run")
+        #expect(em.emLoss == full.emLoss && em.warmupLoss.isEmpty && res.stepsRun == em.emSteps)
+        #expect(try FitCheckpoint.load(path: paths[2]).initFrom == paths[1])
+        #expect(try FitCheckpoint.load(path: paths[0]).initFrom == nil)
+    }
+
+    @Test func initFromRejectsUnfinishedMismatchedAndForeignFiles() throws {
+        let train = scratch("initbad-train.h5")
+        try writePlantedStore(train, n: 10, seed: 6)
+        let unfinished = scratch("initbad-unfinished.h5"), five = scratch("initbad-five.h5")
+        for p in [unfinished, five] { try? FileManager.default.removeItem(atPath: p) }
+        var u = FitOptions(recipe: smallRecipe(warmup: 2, epochs: 0, batch: 3), storePath: train, checkpointPath: unfinished)
+        u.stopAfterStep = 2
+        _ = try FitJob.run(u)
+        _ = try FitJob.run(FitOptions(recipe: smallRecipe(classes: 5, warmup: 1, epochs: 0), storePath: train, checkpointPath: five))
+        func failure(from src: String) -> String {
+            let out = scratch("initbad-out.h5")
+            try? FileManager.default.removeItem(atPath: out)
+            var o = FitOptions(recipe: smallRecipe(), storePath: train, checkpointPath: out)
+            o.initFromPath = src
+            do { _ = try FitJob.run(o); return "accepted" } catch { return "\(error)" }
+        }
+        let a = failure(from: unfinished)
+        #expect(a.contains(unfinished) && a.contains("unfinished") && a.contains("--resume"), "\(a)")
+        let b = failure(from: five)
+        #expect(b.contains(five) && b.contains("4 prototypes") && b.contains("has 5"), "\(b)")
+        let c = failure(from: train)
+        #expect(c.contains(train) && c.contains("not a checkpoint"), "\(c)")
+    }
+}
+
 @Suite struct PredictExportTests {
     /// fit -> predict -> evaluate: the predictions file is what `unseg evaluate` reads, and its
     /// mIoU equals the fit's own validation mIoU of the same prototypes (same argmax, same matching).
