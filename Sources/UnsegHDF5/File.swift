@@ -89,10 +89,7 @@ public class HDF5Location: HDF5Object {
             let lcpl = H5Pcreate(unseg_H5P_LINK_CREATE())
             defer { H5Pclose(lcpl) }
             H5Pset_create_intermediate_group(lcpl, 1)
-            let gcpl = H5Pcreate(unseg_H5P_GROUP_CREATE())
-            defer { H5Pclose(gcpl) }
-            H5Pset_obj_track_times(gcpl, false)  // no timestamps: the same content gives the same bytes
-            let id = try HDF5.check(H5Gcreate2(handle.id, name, lcpl, gcpl, unseg_H5P_DEFAULT()),
+            let id = try HDF5.check(H5Gcreate2(handle.id, name, lcpl, unseg_H5P_DEFAULT(), unseg_H5P_DEFAULT()),
                                     file: filePath, object: childPath(name), "cannot create the group")
             return HDF5Group(handle: HDF5Handle(id, close: H5Gclose), filePath: filePath, objectPath: childPath(name))
         }
@@ -143,7 +140,8 @@ public class HDF5Location: HDF5Object {
             defer { H5Tclose(dtype) }
             let dcpl = H5Pcreate(unseg_H5P_DATASET_CREATE())
             defer { H5Pclose(dcpl) }
-            H5Pset_obj_track_times(dcpl, false)  // no timestamps: the same content gives the same bytes
+            H5Pset_obj_track_times(dcpl, false)  // no timestamps: the same content gives the same bytes (groups, in
+                                                 // HDF5's default file format, carry none; a test checks both)
             if let c = chunk {
                 let cd = c.map { hsize_t($0) }
                 try HDF5.check(H5Pset_chunk(dcpl, Int32(cd.count), cd), file: filePath, object: where_, "cannot set chunking \(c)")
@@ -211,10 +209,7 @@ public final class HDF5File: HDF5Location {
     /// Creates (or truncates) a file at `path`.
     public static func create(_ path: String) throws -> HDF5File {
         try HDF5.locked {
-            let fcpl = H5Pcreate(unseg_H5P_FILE_CREATE())
-            defer { H5Pclose(fcpl) }
-            H5Pset_obj_track_times(fcpl, false)  // the root group too
-            let id = H5Fcreate(path, unseg_H5F_ACC_TRUNC(), fcpl, unseg_H5P_DEFAULT())
+            let id = H5Fcreate(path, unseg_H5F_ACC_TRUNC(), unseg_H5P_DEFAULT(), unseg_H5P_DEFAULT())
             if id < 0 {
                 let dir = (path as NSString).deletingLastPathComponent
                 throw HDF5Error(file: path,

@@ -16,6 +16,27 @@ struct LCG {
 }
 
 @Suite struct HDF5Tests {
+    /// No object carries a timestamp (datasets are created without; groups, explicit or created on
+    /// the way to a nested dataset, have none in HDF5's default format): the same content written
+    /// a second apart has the same bytes.
+    @Test func sameContentSameBytesASecondApart() throws {
+        func fill(_ path: String) throws {
+            let f = try HDF5File.create(path)   // closed when the last handle goes, at return
+            try f.createDataset("history/loss", type: .float64, shape: [3]).write([1.0, 2.0, 3.0])
+            try f.createGroup("a/b")
+            try f.createDataset("a/b/c/x", type: .float32, shape: [2]).write([Float(1), 2])
+            try f.setAttribute("name", "t")
+        }
+        func write(_ path: String) throws -> Data {
+            try fill(path)
+            return try Data(contentsOf: URL(fileURLWithPath: path))
+        }
+        let first = try write(tempPath("stamp-1.h5"))
+        Thread.sleep(forTimeInterval: 1.1)
+        let second = try write(tempPath("stamp-2.h5"))
+        #expect(first == second)
+    }
+
     /// HDF5 keeps its error-printing setting per thread: a worker thread must not print
     /// HDF5-DIAG stacks on stderr when a file fails to open (errors are read from the stack).
     @Test func errorPrintingIsOffOnEveryThread() throws {
