@@ -3,15 +3,19 @@
 //
 // Layers (inner know nothing of outer):
 //   C shims (CBLAS, CLAPACKE, CHDF5, CPNG)
-//   UnsegLinAlg      Matrix, BLAS/LAPACK, seeded RNG, parallel-for
+//   UnsegLinAlg      Matrix, BLAS/LAPACK, seeded RNG, parallel-for, reductions (softmax, argmax), libm
+//   UnsegCore        kernels shared by every method: k-means, resampling, label protocols, file names
 //   UnsegHDF5        one owner per hid_t, errors from HDF5's stack, one global lock
+//   UnsegStore       every file format: feature store, proposals, predictions, checkpoints (only
+//                    this layer imports UnsegHDF5)
 //   UnsegImaging     PNG via libpng's simplified API, palettes, canvas, charts
-//   UnsegStore       feature-store schema, streaming reader, atomic writers, synthetic corpus
-//   UnsegEvaluation  confusion, linear assignment, metrics, label protocols
+//   UnsegEvaluation  confusion, linear assignment, metrics
 //   UnsegProposals   PriMaPs, spectral segments, median / guided filter / dense CRF
-//   UnsegClustering  k-means, prototypes, PriMaPs-EM
+//   UnsegClustering  prototypes, fit stages (PCA init, cosine k-means, PriMaPs-EM)
+//   UnsegSynthetic   the synthetic street-scene corpus (`unseg synth`, the demo)
 //   UnsegPipeline    store-level jobs that the CLI subcommands call
 //   unseg            the command-line tool
+//   UnsegFixtures    planted inputs for tests and benchmarks (not a product)
 import PackageDescription
 
 let swiftSettings: [SwiftSetting] = []
@@ -20,8 +24,8 @@ let package = Package(
     name: "unseg",
     products: [
         .library(name: "Unseg", targets: [
-            "UnsegLinAlg", "UnsegHDF5", "UnsegImaging", "UnsegStore",
-            "UnsegEvaluation", "UnsegProposals", "UnsegClustering", "UnsegPipeline",
+            "UnsegLinAlg", "UnsegCore", "UnsegHDF5", "UnsegImaging", "UnsegStore",
+            "UnsegEvaluation", "UnsegProposals", "UnsegClustering", "UnsegSynthetic", "UnsegPipeline",
         ]),
         .executable(name: "unseg", targets: ["UnsegCLI"]),
         .executable(name: "unseg-bench", targets: ["UnsegBench"]),
@@ -42,35 +46,41 @@ let package = Package(
 
         .target(name: "CUnsegKernels", cSettings: [.unsafeFlags(["-O3"])]),
         .target(name: "UnsegLinAlg", dependencies: ["CBLAS", "CLAPACKE", "CUnsegKernels"], swiftSettings: swiftSettings),
+        .target(name: "UnsegCore", dependencies: ["UnsegLinAlg"], swiftSettings: swiftSettings),
         .target(name: "UnsegHDF5", dependencies: ["CHDF5"], swiftSettings: swiftSettings),
-        .target(name: "UnsegImaging", dependencies: ["CPNG", "UnsegLinAlg"], swiftSettings: swiftSettings),
-        .target(name: "UnsegStore", dependencies: ["UnsegHDF5", "UnsegLinAlg"], swiftSettings: swiftSettings),
-        .target(name: "UnsegEvaluation", dependencies: ["UnsegLinAlg"], swiftSettings: swiftSettings),
-        .target(name: "UnsegProposals", dependencies: ["UnsegLinAlg"], swiftSettings: swiftSettings),
-        .target(name: "UnsegClustering", dependencies: ["UnsegLinAlg"], swiftSettings: swiftSettings),
+        .target(name: "UnsegImaging", dependencies: ["CPNG", "UnsegLinAlg", "UnsegCore"], swiftSettings: swiftSettings),
+        .target(name: "UnsegStore", dependencies: ["UnsegHDF5", "UnsegLinAlg", "UnsegCore"], swiftSettings: swiftSettings),
+        .target(name: "UnsegEvaluation", dependencies: ["UnsegLinAlg", "UnsegCore"], swiftSettings: swiftSettings),
+        .target(name: "UnsegProposals", dependencies: ["UnsegLinAlg", "UnsegCore"], swiftSettings: swiftSettings),
+        .target(name: "UnsegClustering", dependencies: ["UnsegLinAlg", "UnsegCore"], swiftSettings: swiftSettings),
+        .target(name: "UnsegSynthetic", dependencies: ["UnsegStore", "UnsegLinAlg", "UnsegCore"], swiftSettings: swiftSettings),
         .target(name: "UnsegPipeline",
-                dependencies: ["UnsegLinAlg", "UnsegHDF5", "UnsegStore", "UnsegImaging",
-                               "UnsegEvaluation", "UnsegProposals", "UnsegClustering",
+                dependencies: ["UnsegLinAlg", "UnsegCore", "UnsegStore", "UnsegImaging",
+                               "UnsegEvaluation", "UnsegProposals", "UnsegClustering", "UnsegSynthetic",
                                .product(name: "Yams", package: "Yams")],
+                swiftSettings: swiftSettings),
+        .target(name: "UnsegFixtures", dependencies: ["UnsegLinAlg", "UnsegCore", "UnsegProposals", "UnsegClustering"],
                 swiftSettings: swiftSettings),
         .executableTarget(name: "UnsegCLI",
                           dependencies: ["UnsegPipeline",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           swiftSettings: swiftSettings),
-        .executableTarget(name: "UnsegBench", dependencies: ["UnsegPipeline"], swiftSettings: swiftSettings),
+        .executableTarget(name: "UnsegBench", dependencies: ["UnsegPipeline", "UnsegFixtures"], swiftSettings: swiftSettings),
 
         // Helpers shared by the test targets (Python cross-checks, planted stores); not a product.
-        .target(name: "UnsegTestSupport", dependencies: ["UnsegStore", "UnsegLinAlg"], path: "Tests/UnsegTestSupport"),
+        .target(name: "UnsegTestSupport", dependencies: ["UnsegStore", "UnsegLinAlg", "UnsegCore", "UnsegFixtures"],
+                path: "Tests/UnsegTestSupport", swiftSettings: swiftSettings),
         .testTarget(name: "CShimTests", dependencies: ["CBLAS", "CLAPACKE", "CHDF5", "CPNG", "UnsegHDF5"]),
-        .testTarget(name: "UnsegLinAlgTests", dependencies: ["UnsegLinAlg"]),
+        .testTarget(name: "UnsegCoreTests", dependencies: ["UnsegCore", "UnsegLinAlg", "UnsegTestSupport"]),
+        .testTarget(name: "UnsegLinAlgTests", dependencies: ["UnsegLinAlg", "UnsegCore", "UnsegTestSupport"]),
         .testTarget(name: "UnsegHDF5Tests", dependencies: ["UnsegHDF5"]),
-        .testTarget(name: "UnsegImagingTests", dependencies: ["UnsegImaging"]),
-        .testTarget(name: "UnsegStoreTests", dependencies: ["UnsegStore", "UnsegTestSupport"]),
-        .testTarget(name: "UnsegEvaluationTests", dependencies: ["UnsegEvaluation", "UnsegTestSupport"]),
-        .testTarget(name: "UnsegProposalsTests", dependencies: ["UnsegProposals", "UnsegTestSupport"]),
-        .testTarget(name: "UnsegClusteringTests", dependencies: ["UnsegClustering"]),
-        .testTarget(name: "UnsegPipelineTests", dependencies: ["UnsegPipeline", "UnsegTestSupport"]),
-        .testTarget(name: "UnsegCLITests", dependencies: ["UnsegPipeline", "UnsegTestSupport"]),
+        .testTarget(name: "UnsegImagingTests", dependencies: ["UnsegImaging", "UnsegCore", "UnsegTestSupport"]),
+        .testTarget(name: "UnsegStoreTests", dependencies: ["UnsegStore", "UnsegSynthetic", "UnsegCore", "UnsegTestSupport"]),
+        .testTarget(name: "UnsegEvaluationTests", dependencies: ["UnsegEvaluation", "UnsegCore", "UnsegTestSupport"]),
+        .testTarget(name: "UnsegProposalsTests", dependencies: ["UnsegProposals", "UnsegCore", "UnsegFixtures", "UnsegTestSupport"]),
+        .testTarget(name: "UnsegClusteringTests", dependencies: ["UnsegClustering", "UnsegCore", "UnsegFixtures", "UnsegTestSupport"]),
+        .testTarget(name: "UnsegPipelineTests", dependencies: ["UnsegPipeline", "UnsegSynthetic", "UnsegTestSupport"]),
+        .testTarget(name: "UnsegCLITests", dependencies: ["UnsegPipeline", "UnsegSynthetic", "UnsegTestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )

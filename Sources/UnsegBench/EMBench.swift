@@ -1,3 +1,4 @@
+import UnsegFixtures
 import Foundation
 import UnsegClustering
 import UnsegLinAlg
@@ -16,7 +17,7 @@ func cpuTimes() -> (thread: Double, process: Double) {
 /// CPU time (thread / process) per step.
 func emBench(quick: Bool) throws {
     let batch = 32, k = 27, c = 384
-    let samples = PriMaPsEM.syntheticBatch(count: batch, h: 40, w: 40, H: 320, W: 320, channels: c, masks: 8, seed: 1)
+    let samples = EMFixtures.syntheticBatch(count: batch, h: 40, w: 40, H: 320, W: 320, channels: c, masks: 8, seed: 1)
     var rng = SeededRandom(seed: 2)
     let initial = PrototypeModel(directions: Matrix(rows: k, cols: c, data: (0..<(k * c)).map { _ in rng.gaussian() }))
     let repeats = quick ? 3 : 7

@@ -1,6 +1,7 @@
 import Foundation
 import UnsegLinAlg
 import UnsegProposals
+import UnsegFixtures
 
 /// CPU time of the calling thread, seconds (`CLOCK_THREAD_CPUTIME_ID`).
 func threadCPUTime() -> Double {

@@ -3,6 +3,7 @@ import UnsegHDF5
 import UnsegLinAlg
 import UnsegPipeline
 import UnsegStore
+import UnsegSynthetic
 
 extension Unseg {
     struct Synth: ParsableCommand {

@@ -1,3 +1,4 @@
+import UnsegLinAlg
 /// Settings of the Adam optimiser (Kingma and Ba, 2015), PyTorch's defaults otherwise.
 public struct AdamConfig: Sendable, Equatable, Codable {
     /// Step size; PriMaPs uses 5e-3 for both the warm-up and the EM stage.
@@ -64,15 +65,6 @@ public enum Adam {
 }
 
 extension Double {
-    @inlinable func pow(_ e: Double) -> Double { _pow(self, e) }
+    @inlinable func pow(_ e: Double) -> Double { LibM.pow(self, e) }
 }
 
-#if canImport(Glibc)
-import Glibc
-@inlinable func _pow(_ x: Double, _ y: Double) -> Double { Glibc.pow(x, y) }
-@inlinable func _logf(_ x: Float) -> Float { Glibc.logf(x) }
-#else
-import Darwin
-@inlinable func _pow(_ x: Double, _ y: Double) -> Double { Darwin.pow(x, y) }
-@inlinable func _logf(_ x: Float) -> Float { Darwin.logf(x) }
-#endif

@@ -1,14 +1,5 @@
 import UnsegLinAlg
-
-@inline(__always) func load8(_ p: UnsafePointer<Float>) -> SIMD8<Float> {
-    UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self)
-}
-@inline(__always) func load8(_ p: UnsafeMutablePointer<Float>) -> SIMD8<Float> {
-    UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self)
-}
-@inline(__always) func store8(_ v: SIMD8<Float>, _ p: UnsafeMutablePointer<Float>) {
-    UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD8<Float>.self)
-}
+import UnsegCore
 
 /// The vector type of the per-pixel kernels. 4 lanes: the build targets baseline x86-64 (SSE2),
 /// where a wider Swift SIMD type is just several SSE registers, and 4-lane padding of the class
@@ -236,7 +227,7 @@ enum EMKernels {
                     if lab == 255 { continue }
                     labelled += 1
                     let slot = so[lab]
-                    nll[slot] += Double(_logf(s) - zy)
+                    nll[slot] += Double(LibM.logf(s) - zy)
                     pixel[lab] -= 1
                     // Column adjoint: (softmax - onehot) to the two source columns of this row.
                     tch[slot] = true

@@ -1,3 +1,4 @@
+import UnsegCore
 import UnsegLinAlg
 
 /// One training image for PriMaPs-EM.
@@ -16,21 +17,6 @@ public struct EMSample: Sendable {
         self.labelHeight = labelHeight; self.labelWidth = labelWidth; self.masks = masks
     }
 
-    /// Nearest-neighbour upsampling of a feature-resolution mask map `[h*w]` to `[H*W]`,
-    /// PyTorch `mode="nearest"` convention: source index `floor(dst * in / out)`, clamped.
-    /// O(H W).
-    public static func upsampleMasksNearest(_ masks: [UInt8], h: Int, w: Int, H: Int, W: Int) -> [UInt8] {
-        precondition(masks.count == h * w, "upsampleMasksNearest: \(masks.count) values for a \(h)x\(w) grid")
-        var out = [UInt8](repeating: 0, count: H * W)
-        let sy = Double(h) / Double(H), sx = Double(w) / Double(W)
-        let xs = (0..<W).map { min(Int((Double($0) * sx).rounded(.down)), w - 1) }
-        for y in 0..<H {
-            let yy = min(Int((Double(y) * sy).rounded(.down)), h - 1)
-            for x in 0..<W { out[y * W + x] = masks[yy * w + xs[x]] }
-        }
-        return out
-    }
-
     /// Checks shapes against a model with `channels` channels; throws a message naming the image.
     func validate(channels: Int, index: Int) throws {
         if height <= 0 || width <= 0 || labelHeight <= 0 || labelWidth <= 0 {
@@ -43,7 +29,7 @@ public struct EMSample: Sendable {
             throw ClusteringError("image \(index): features have \(features.cols) channels but the prototypes were fitted on \(channels); use prototypes from the same backbone")
         }
         if masks.count != labelHeight * labelWidth {
-            throw ClusteringError("image \(index): mask map has \(masks.count) values but the label grid is \(labelHeight)x\(labelWidth) = \(labelHeight * labelWidth); upsample feature-resolution masks with EMSample.upsampleMasksNearest")
+            throw ClusteringError("image \(index): mask map has \(masks.count) values but the label grid is \(labelHeight)x\(labelWidth) = \(labelHeight * labelWidth); upsample feature-resolution masks with NearestResampler.resample")
         }
     }
 }
@@ -192,7 +178,7 @@ public enum PriMaPsEM {
             total += p.pixels; labelled += p.labelled
         }
         let meanSoft = softSum.map { $0 / Double(total) }
-        let w: [Float] = classWeights ?? meanSoft.map { Float(_pow(max(0, 1 - $0), gamma)) }
+        let w: [Float] = classWeights ?? meanSoft.map { Float(LibM.pow(max(0, 1 - $0), gamma)) }
         precondition(w.count == k, "class weights: \(w.count) for \(k) classes")
         var loss = 0.0
         for p in passes { for (si, lab) in p.slotLabels.enumerated() { loss += Double(w[lab]) * p.nllSum[si] } }
@@ -429,17 +415,3 @@ public struct EMTrainer: Sendable {
     }
 }
 
-extension PriMaPsEM {
-    /// A synthetic batch for benchmarks: `count` images of `[h*w, channels]` features uniform in
-    /// [-1, 1) and `H x W` mask maps of `masks` vertical stripes (stripe 0 background). Seeded.
-    public static func syntheticBatch(count: Int, h: Int = 40, w: Int = 40, H: Int = 320, W: Int = 320,
-                                      channels: Int = 384, masks: Int = 8, seed: UInt64 = 0) -> [EMSample] {
-        (0..<count).map { i in
-            var r = SeededRandom.stream(seed: seed, index: UInt64(i))
-            let f = Matrix(rows: h * w, cols: channels, data: (0..<(h * w * channels)).map { _ in r.float(in: -1..<1) })
-            var m = [UInt8](repeating: 0, count: H * W)
-            for y in 0..<H { for x in 0..<W { m[y * W + x] = UInt8(min(x * (masks + 1) / W, 255)) } }
-            return EMSample(features: f, height: h, width: w, labelHeight: H, labelWidth: W, masks: m)
-        }
-    }
-}

@@ -1,4 +1,5 @@
 import UnsegLinAlg
+import UnsegCore
 
 /// K class prototypes with scales: `logit_k(x) = g_k * (v_k . x) / |v_k|` (PyTorch's
 /// `weight_norm` parametrisation of a 1x1 convolution without bias, as in PriMaPs).

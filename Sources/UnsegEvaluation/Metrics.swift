@@ -1,4 +1,5 @@
 import Foundation
+import UnsegCore
 
 /// How clusters are matched to classes before scoring.
 public enum MatchingMode: String, Codable, CaseIterable, Sendable {

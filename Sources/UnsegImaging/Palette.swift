@@ -1,3 +1,5 @@
+import UnsegCore
+
 // Class palettes (id -> colour) and sequential colour maps (value in [0, 1] -> colour).
 
 /// Colours per class id. Id `ignoreIndex` (255 by convention) is drawn in `ignoreColor`;
@@ -26,18 +28,8 @@ public struct Palette: Equatable, Sendable {
         return i < colors.count ? colors[i] : Palette.vocColor(i)
     }
 
-    /// The PASCAL VOC colour of `id` (bit-interleaving: bit k of the id's 3-bit groups goes to
-    /// bit 7-k of r, g, b). id 0 is black, 1 dark red, 2 dark green, ... ; all 256 distinct.
-    public static func vocColor(_ id: Int) -> RGB {
-        var c = id, r = 0, g = 0, b = 0
-        for j in 0..<8 {
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        }
-        return RGB(UInt8(r), UInt8(g), UInt8(b))
-    }
+    /// The PASCAL VOC colour of `id` (`LabelProtocol.vocColor`, the one VOC palette of the project).
+    public static func vocColor(_ id: Int) -> RGB { LabelProtocol.vocColor(id) }
 
     /// The first `count` PASCAL VOC colours (deterministic, pairwise distinct for count <= 256).
     /// Note id 0 is black; use `distinct(count:)` when class 0 is a real class in an overlay.
@@ -68,18 +60,11 @@ public struct Palette: Equatable, Sendable {
         RGB(0, 60, 100), RGB(0, 80, 100), RGB(0, 0, 230), RGB(119, 11, 32),
     ])
 
-    /// Cityscapes' 27 classes of the unsupervised-segmentation protocol (road, sidewalk,
-    /// parking, rail track, building, wall, fence, guard rail, bridge, tunnel, pole, polegroup,
-    /// traffic light, traffic sign, vegetation, terrain, sky, person, rider, car, truck, bus,
-    /// caravan, trailer, train, motorcycle, bicycle) in the official colours.
-    public static let cityscapes27 = Palette(colors: [
-        RGB(128, 64, 128), RGB(244, 35, 232), RGB(250, 170, 160), RGB(230, 150, 140), RGB(70, 70, 70),
-        RGB(102, 102, 156), RGB(190, 153, 153), RGB(180, 165, 180), RGB(150, 100, 100), RGB(150, 120, 90),
-        RGB(153, 153, 153), RGB(153, 153, 153), RGB(250, 170, 30), RGB(220, 220, 0), RGB(107, 142, 35),
-        RGB(152, 251, 152), RGB(70, 130, 180), RGB(220, 20, 60), RGB(255, 0, 0), RGB(0, 0, 142),
-        RGB(0, 0, 70), RGB(0, 60, 100), RGB(0, 0, 90), RGB(0, 0, 110), RGB(0, 80, 100),
-        RGB(0, 0, 230), RGB(119, 11, 32),
-    ])
+    /// The colours of a label protocol's classes (cityscapes27: the official Cityscapes colours).
+    public static func of(_ p: LabelProtocol) -> Palette { Palette(colors: p.palette) }
+
+    /// Cityscapes' 27 classes of the unsupervised-segmentation protocol, official colours.
+    public static let cityscapes27 = Palette.of(.cityscapes27)
 
     /// Colours a label map: `[height, width]` ids -> `[height, width, 3]` RGB. O(pixels).
     public func colorize(_ labels: LabelMap) -> RGBImage {

@@ -87,7 +87,7 @@ public struct SeededRandom: RandomNumberGenerator, Sendable, Equatable {
         var u1 = double()
         while u1 <= 0 { u1 = double() }
         let u2 = double()
-        return Float((-2 * _log(u1)).squareRoot() * _cos(2 * Double.pi * u2))
+        return Float((-2 * LibM.log(u1)).squareRoot() * LibM.cos(2 * Double.pi * u2))
     }
 
     /// `true` with probability `p`.
@@ -121,12 +121,3 @@ public struct SeededRandom: RandomNumberGenerator, Sendable, Equatable {
     }
 }
 
-#if canImport(Glibc)
-import Glibc
-@inlinable func _log(_ x: Double) -> Double { Glibc.log(x) }
-@inlinable func _cos(_ x: Double) -> Double { Glibc.cos(x) }
-#else
-import Darwin
-@inlinable func _log(_ x: Double) -> Double { Darwin.log(x) }
-@inlinable func _cos(_ x: Double) -> Double { Darwin.cos(x) }
-#endif

@@ -4,6 +4,19 @@
 /// the sequential order); these use `SIMD16<Float>` accumulators, so results are
 /// deterministic for a given length but may differ from a sequential sum in the
 /// last bits.
+/// Unaligned 8-lane load from `p`.
+@inlinable @inline(__always) public func load8(_ p: UnsafePointer<Float>) -> SIMD8<Float> {
+    UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self)
+}
+/// Unaligned 8-lane load from `p`.
+@inlinable @inline(__always) public func load8(_ p: UnsafeMutablePointer<Float>) -> SIMD8<Float> {
+    UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self)
+}
+/// Unaligned 8-lane store of `v` to `p`.
+@inlinable @inline(__always) public func store8(_ v: SIMD8<Float>, _ p: UnsafeMutablePointer<Float>) {
+    UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD8<Float>.self)
+}
+
 public enum Reduce {
     /// Sum of `n` floats at `p`.
     @inlinable
@@ -69,6 +82,44 @@ public enum Reduce {
     /// Index of the largest element (first one on ties); -1 for an empty array.
     public static func argmax(_ a: [Float]) -> Int {
         a.withUnsafeBufferPointer { p in p.baseAddress.map { argmax($0, a.count) } ?? -1 }
+    }
+
+    /// Row-wise argmax of `[rows, cols]` row-major values (first index on ties), `[rows]`. O(rows cols).
+    public static func rowArgmax(_ m: [Float], rows: Int, cols: Int) -> [Int32] {
+        precondition(m.count >= rows * cols, "rowArgmax: \(m.count) values for [\(rows), \(cols)]")
+        var out = [Int32](repeating: 0, count: rows)
+        m.withUnsafeBufferPointer { p in
+            for i in 0..<rows { out[i] = Int32(argmax(p.baseAddress! + i * cols, cols)) }
+        }
+        return out
+    }
+
+    /// `q_i = softmax(x_i)` over the first `cols` entries of each of `rows` rows of stride `stride`
+    /// (max-subtracted, libm `expf`). `x` and `q` may be the same buffer. O(rows cols).
+    public static func softmaxRows(_ x: UnsafePointer<Float>, into q: UnsafeMutablePointer<Float>, rows: Int, cols: Int,
+                                   stride: Int) {
+        for i in 0..<rows {
+            let r = x + i * stride
+            let o = q + i * stride
+            var mx = r[0]
+            for l in 1..<max(cols, 1) where r[l] > mx { mx = r[l] }
+            var s: Float = 0
+            for l in 0..<cols { let e = LibM.expf(r[l] - mx); o[l] = e; s += e }
+            let inv = 1 / s
+            for l in 0..<cols { o[l] *= inv }
+        }
+    }
+
+    /// Row-wise softmax of `[rows, cols]` as a new array (see `softmaxRows`).
+    public static func softmax(_ x: [Float], rows: Int, cols: Int) -> [Float] {
+        precondition(x.count == rows * cols, "softmax: \(x.count) values for [\(rows), \(cols)]")
+        var out = [Float](repeating: 0, count: x.count)
+        x.withUnsafeBufferPointer { xb in
+            out.withUnsafeMutableBufferPointer { ob in
+                softmaxRows(xb.baseAddress!, into: ob.baseAddress!, rows: rows, cols: cols, stride: cols)
+            }
+        }
+        return out
     }
 }
 

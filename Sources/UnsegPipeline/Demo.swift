@@ -3,6 +3,7 @@ import UnsegEvaluation
 import UnsegLinAlg
 import UnsegProposals
 import UnsegStore
+import UnsegSynthetic
 
 extension Recipe {
     /// The built-in recipe of `unseg demo` (also in `Recipes/demo.yaml`; a test keeps them equal).

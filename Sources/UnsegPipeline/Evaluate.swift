@@ -3,6 +3,7 @@ import UnsegEvaluation
 import UnsegHDF5
 import UnsegLinAlg
 import UnsegStore
+import UnsegCore
 
 /// The outcome of evaluating a predictions file against a store's labels.
 public struct EvaluationReport: Sendable {

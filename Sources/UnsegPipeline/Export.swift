@@ -3,6 +3,7 @@ import UnsegEvaluation
 import UnsegImaging
 import UnsegLinAlg
 import UnsegStore
+import UnsegCore
 
 /// What `unseg export` does, as a library call (see `ExportJob.run`).
 public struct ExportOptions {
@@ -77,7 +78,7 @@ public enum ExportJob {
         for sub in ["labels", "color", "samples"] {
             try fm.createDirectory(atPath: o.outDir + "/" + sub, withIntermediateDirectories: true)
         }
-        let names = fileNames(try store.names())
+        let names = FileNames.stems(try store.names())
         let n = l.imageCount
         let sampleCount = min(max(o.sample, 0), n)
         let sampled = Set((0..<sampleCount).map { $0 * n / sampleCount })
@@ -168,21 +169,5 @@ public enum ExportJob {
             throw StoreError(file: path, "\"matching\" holds class \(bad); classes must be in 0..<\(hi) or -1 (unmatched)")
         }
         return m
-    }
-
-    /// File-system-safe, unique names: separators and control characters become `_`, empty
-    /// names and duplicates get the image index.
-    static func fileNames(_ raw: [String]) -> [String] {
-        var seen = Set<String>()
-        return raw.enumerated().map { i, name in
-            var s = String(name.map { c -> Character in
-                (c == "/" || c == "\\" || c == ":" || c.isNewline || (c.asciiValue.map { $0 < 32 } ?? false)) ? "_" : c
-            })
-            while s.hasPrefix(".") { s.removeFirst() }
-            if s.isEmpty { s = String(format: "%06d", i) }
-            if seen.contains(s) { s += "_\(i)" }
-            seen.insert(s)
-            return s
-        }
     }
 }

@@ -4,6 +4,7 @@ import UnsegEvaluation
 import UnsegLinAlg
 import UnsegProposals
 import UnsegStore
+import UnsegCore
 
 /// What `unseg fit` does, as a library call (see `FitJob.run`).
 public struct FitOptions {
@@ -388,7 +389,7 @@ final class ProposalProvider: @unchecked Sendable {
             }
             low = items.map { cache[$0.index]! }
         }
-        return low.map { EMSample.upsampleMasksNearest($0, h: l.gridHeight, w: l.gridWidth, H: l.imageHeight, W: l.imageWidth) }
+        return low.map { NearestResampler.resample($0, height: l.gridHeight, width: l.gridWidth, toHeight: l.imageHeight, toWidth: l.imageWidth) }
     }
 }
 

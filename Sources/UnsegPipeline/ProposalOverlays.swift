@@ -1,4 +1,5 @@
 import Foundation
+import UnsegCore
 import UnsegImaging
 import UnsegStore
 
@@ -17,7 +18,7 @@ public enum ProposalOverlays {
             throw StoreError(file: store.path, dataset: "/images", "missing; overlays need the RGB images in the store (drop --overlays)")
         }
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        let names = try store.names()
+        let stems = FileNames.stems(try store.names())
         let palette = Palette.distinct(count: 256)
         var written: [String] = []
         for i in 0..<min(count, l.imageCount) {
@@ -33,8 +34,7 @@ public enum ProposalOverlays {
                 titles.append("refined (\(proposals.refine))")
             }
             let picture = Composite.sideBySide(panels, titles: titles)
-            let safe = String(names[i].map { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" || $0 == "." ? $0 : "_" })
-            let path = (dir as NSString).appendingPathComponent((safe.isEmpty ? String(format: "%06d", i) : safe) + ".png")
+            let path = (dir as NSString).appendingPathComponent(stems[i] + ".png")
             try PNG.write(picture, to: path)
             written.append(path)
         }

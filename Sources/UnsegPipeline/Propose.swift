@@ -3,6 +3,7 @@ import UnsegHDF5
 import UnsegLinAlg
 import UnsegProposals
 import UnsegStore
+import UnsegCore
 
 /// Which proposal method `unseg propose` runs.
 public enum ProposalMethod: String, CaseIterable, Sendable {
@@ -309,8 +310,8 @@ public final class ProposalsFile: @unchecked Sendable {
     /// `(y * h / H, x * w / W)`, i.e. its patch when `H = h * patch`). O(H W).
     public func labelResolutionMasks(_ i: Int) throws -> [UInt8] {
         if let r = try refined(i) { return r }
-        return ProposalsFile.nearestUpsample(try masks(i), height: gridHeight, width: gridWidth,
-                                             toHeight: imageHeight, toWidth: imageWidth)
+        return NearestResampler.resample(try masks(i), height: gridHeight, width: gridWidth,
+                                         toHeight: imageHeight, toWidth: imageWidth)
     }
 
     /// Same as `labelResolutionMasks(i)`, first checking that `store` is the one this file was
@@ -322,22 +323,5 @@ public final class ProposalsFile: @unchecked Sendable {
             throw StoreError(file: path, "was opened for \(count) images of \(gridHeight)x\(gridWidth) cells / \(imageHeight)x\(imageWidth) pixels but the store \(store.path) has \(l.imageCount) images of \(l.gridHeight)x\(l.gridWidth) cells / \(l.imageHeight)x\(l.imageWidth) pixels; use the proposals made from this store")
         }
         return try labelResolutionMasks(i)
-    }
-
-    /// Nearest-neighbour upsampling of a `[h*w]` map to `[H*W]` (cell `(y h / H, x w / W)`).
-    public static func nearestUpsample(_ m: [UInt8], height h: Int, width w: Int, toHeight bigH: Int, toWidth bigW: Int) -> [UInt8] {
-        precondition(m.count == h * w, "nearestUpsample: map has \(m.count) values, grid is \(h)x\(w)")
-        var out = [UInt8](repeating: 0, count: bigH * bigW)
-        let cols = (0..<bigW).map { $0 * w / bigW }
-        m.withUnsafeBufferPointer { src in
-            out.withUnsafeMutableBufferPointer { dst in
-                for y in 0..<bigH {
-                    let row = src.baseAddress! + (y * h / bigH) * w
-                    let o = dst.baseAddress! + y * bigW
-                    for x in 0..<bigW { o[x] = row[cols[x]] }
-                }
-            }
-        }
-        return out
     }
 }

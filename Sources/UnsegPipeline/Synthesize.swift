@@ -1,6 +1,7 @@
 import Foundation
 import UnsegLinAlg
 import UnsegStore
+import UnsegSynthetic
 
 /// Writes a synthetic feature store (see Docs/synthetic-corpus.md for the generative model).
 public enum Synthesize {

@@ -346,7 +346,7 @@ public final class DenseCRF: @unchecked Sendable {
         unary.withUnsafeBufferPointer { u in
             for i in 0..<n { for l in 0..<labels { negUf[i * lp + l] = -u[i * labels + l] } }
         }
-        softmaxRows(negUf, into: qf, rows: n, labels: labels, stride: lp)
+        Reduce.softmaxRows(negUf, into: qf, rows: n, cols: labels, stride: lp)
         let wsG = gaussian.map { PermutohedralLattice.Workspace(vertexCount: $0.vertexCount, blocks: blocks) }
         let scaled = UnsafeMutablePointer<SIMD4<Float>>.allocate(capacity: total)
         let blurred = UnsafeMutablePointer<SIMD4<Float>>.allocate(capacity: total)
@@ -372,7 +372,7 @@ public final class DenseCRF: @unchecked Sendable {
                 }
                 bilateral.filter(q, blocks: blocks, inScale: bn.baseAddress!, into: acc, outScale: bn.baseAddress!,
                                  outWeight: config.bilateralCompat, accumulate: true, workspace: wsB)
-                softmaxRows(accf, into: qf, rows: n, labels: labels, stride: lp)
+                Reduce.softmaxRows(accf, into: qf, rows: n, cols: labels, stride: lp)
             }
         }}
         var out = [Float](repeating: 0, count: n * labels)
@@ -392,37 +392,7 @@ public final class DenseCRF: @unchecked Sendable {
     public func labels(probabilities: [Float], labels: Int) -> [Int32] {
         let q = infer(unary: DenseCRF.unary(fromProbabilities: probabilities, clip: config.probabilityClip),
                       labels: labels)
-        return rowArgmax(q, rows: height * width, cols: labels)
-    }
-}
-
-/// Row-wise argmax of `[rows, cols]` (ties: first index).
-func rowArgmax(_ m: [Float], rows: Int, cols: Int) -> [Int32] {
-    var out = [Int32](repeating: 0, count: rows)
-    m.withUnsafeBufferPointer { p in
-        for i in 0..<rows {
-            let r = p.baseAddress! + i * cols
-            var best = r[0], bi = 0
-            for j in 1..<max(cols, 1) where r[j] > best { best = r[j]; bi = j }
-            out[i] = Int32(bi)
-        }
-    }
-    return out
-}
-
-/// `q_i = softmax(x_i)` over the first `labels` entries of each row of stride `stride`
-/// (max-subtracted). `x` and `q` may be the same buffer.
-func softmaxRows(_ x: UnsafePointer<Float>, into q: UnsafeMutablePointer<Float>, rows: Int, labels: Int,
-                 stride: Int) {
-    for i in 0..<rows {
-        let r = x + i * stride
-        let o = q + i * stride
-        var mx = r[0]
-        for l in 1..<max(labels, 1) where r[l] > mx { mx = r[l] }
-        var s: Float = 0
-        for l in 0..<labels { let e = expf(r[l] - mx); o[l] = e; s += e }
-        let inv = 1 / s
-        for l in 0..<labels { o[l] *= inv }
+        return Reduce.rowArgmax(q, rows: height * width, cols: labels)
     }
 }
 

@@ -1,5 +1,6 @@
 import Foundation
 import UnsegLinAlg
+import UnsegCore
 
 /// Errors of mask refinement (bad input sizes or parameters).
 public enum RefinementError: Error, CustomStringConvertible, Equatable {
@@ -70,93 +71,16 @@ public enum Refine {
             .upsample(maps).data
         switch method {
         case .none:
-            return rowArgmax(up, rows: n, cols: k).map { UInt8($0) }
+            return Reduce.rowArgmax(up, rows: n, cols: k).map { UInt8($0) }
         case .guided:
             let filter = try GuidedFilter(image: image, height: bigH, width: bigW, config: guided)
-            let p = softmax(up, rows: n, cols: k)
-            return rowArgmax(filter.apply(channels: p, channels: k), rows: n, cols: k).map { UInt8($0) }
+            let p = Reduce.softmax(up, rows: n, cols: k)
+            return Reduce.rowArgmax(filter.apply(channels: p, channels: k), rows: n, cols: k).map { UInt8($0) }
         case .crf:
             let model = try DenseCRF(image: image, height: bigH, width: bigW, config: crf)
-            let p = softmax(up, rows: n, cols: k)
+            let p = Reduce.softmax(up, rows: n, cols: k)
             return model.labels(probabilities: p, labels: k).map { UInt8($0) }
         }
     }
-
-    /// Row-wise softmax of `[rows, cols]` (max-subtracted).
-    static func softmax(_ x: [Float], rows: Int, cols: Int) -> [Float] {
-        var out = [Float](repeating: 0, count: x.count)
-        x.withUnsafeBufferPointer { xb in
-            out.withUnsafeMutableBufferPointer { ob in
-                softmaxRows(xb.baseAddress!, into: ob.baseAddress!, rows: rows, labels: cols, stride: cols)
-            }
-        }
-        return out
-    }
 }
 
-/// Ready-made inputs for timing the refinement kernels (the benchmark calls `runCRF` /
-/// `runGuided`). Synthetic: a smooth RGB image with a few planted regions and noisy soft maps,
-/// generated from `seed` (deterministic).
-public struct RefinementBenchCase: Sendable {
-    public let height: Int
-    public let width: Int
-    public let labels: Int
-    /// `[H*W*3]` RGB image.
-    public let image: [UInt8]
-    /// `[H*W, labels]` probabilities (rows sum to 1).
-    public let probabilities: [Float]
-
-    /// A `side x side` image with `labels` channels.
-    public init(side: Int = 320, labels: Int, seed: UInt64 = 0) {
-        height = side
-        width = side
-        self.labels = labels
-        var rng = SeededRandom(seed: seed)
-        let n = side * side
-        // Planted regions: each pixel belongs to the nearest of `labels` random seeds (Voronoi).
-        var cx = [Float](), cy = [Float](), col = [[Float]]()
-        for _ in 0..<labels {
-            cx.append(rng.float() * Float(side)); cy.append(rng.float() * Float(side))
-            col.append([rng.float() * 255, rng.float() * 255, rng.float() * 255])
-        }
-        var img = [UInt8](repeating: 0, count: n * 3)
-        var prob = [Float](repeating: 0, count: n * labels)
-        for y in 0..<side {
-            for x in 0..<side {
-                var best = 0, bd = Float.infinity
-                for l in 0..<labels {
-                    let dx = Float(x) - cx[l], dy = Float(y) - cy[l]
-                    let d = dx * dx + dy * dy
-                    if d < bd { bd = d; best = l }
-                }
-                let i = y * side + x
-                for c in 0..<3 {
-                    img[3 * i + c] = UInt8(max(0, min(255, col[best][c] + 12 * rng.gaussian())))
-                }
-                var s: Float = 0
-                for l in 0..<labels {
-                    let v = expf((l == best ? 1.5 : 0) + rng.gaussian())
-                    prob[i * labels + l] = v
-                    s += v
-                }
-                for l in 0..<labels { prob[i * labels + l] /= s }
-            }
-        }
-        image = img
-        probabilities = prob
-    }
-
-    /// Builds the CRF for the image and runs inference; returns a checksum of the labels.
-    public func runCRF(iterations: Int = 10) throws -> Int {
-        let crf = try DenseCRF(image: image, height: height, width: width,
-                               config: DenseCRFConfig(iterations: iterations))
-        return crf.labels(probabilities: probabilities, labels: labels).reduce(0) { $0 &+ Int($1) }
-    }
-
-    /// Guided-filters every channel (default config) and returns a checksum of the argmax.
-    public func runGuided() throws -> Int {
-        let f = try GuidedFilter(image: image, height: height, width: width)
-        let out = f.apply(channels: probabilities, channels: labels)
-        return rowArgmax(out, rows: height * width, cols: labels).reduce(0) { $0 &+ Int($1) }
-    }
-}

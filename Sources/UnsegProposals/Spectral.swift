@@ -1,3 +1,4 @@
+import UnsegCore
 import UnsegLinAlg
 
 /// Settings of spectral eigen-segments (Deep Spectral Methods, Melas-Kyriazi et al., CVPR 2022).
@@ -92,8 +93,10 @@ public enum Spectral {
             let kk = vectors.rows - 1
             var pts = Matrix(rows: n, cols: kk)
             for e in 0..<kk { for i in 0..<n { pts.data[i * kk + e] = vectors.data[(e + 1) * n + i] } }
-            let assign = SegmentKMeans.cluster(pts, k: s, seed: config.seed, restarts: config.restarts,
-                                               maxIterations: config.maxIterations)
+            let fit = try KMeans.fit(pts, config: KMeansConfig(clusters: s, restarts: max(1, config.restarts),
+                                                               maxIterations: max(1, config.maxIterations),
+                                                               seed: config.seed))
+            let assign = fit.labels.map(Int.init)
             stats.estimatedFlops += Double(config.restarts * config.maxIterations * n * s * kk * 3)
             (labels, k) = numberSegments(assign, height: height, width: width)
         }

@@ -5,6 +5,7 @@ import UnsegImaging
 import UnsegLinAlg
 import UnsegProposals
 import UnsegStore
+import UnsegFixtures
 
 /// A store of `n` images of 8x8 planted feature cells (patch 4, 32x32 RGB images coloured by region).
 private func writeSmallStore(_ path: String, n: Int = 3, images: Bool = true) throws {
@@ -39,8 +40,8 @@ private func writeSmallStore(_ path: String, n: Int = 3, images: Bool = true) th
         """, args: [out])
         #expect(check.contains("unseg.proposals primaps crf (3, 8, 8) uint8 (3, 32, 32)"), "\(check)")
         let files = try FileManager.default.contentsOfDirectory(atPath: ov).sorted()
-        #expect(files == ["photo_0.png", "photo_1.png"], "\(files)")
-        let png = try PNG.readRGB(ov + "/photo_0.png")
+        #expect(files == ["photo 0.png", "photo 1.png"], "\(files)")
+        let png = try PNG.readRGB(ov + "/photo 0.png")
         #expect(png.width > 3 * 32 && png.height > 32, "three panels side by side: \(png.width)x\(png.height)")
     }
 

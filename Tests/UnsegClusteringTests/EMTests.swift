@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import UnsegLinAlg
 @testable import UnsegClustering
+import UnsegCore
 
 @Suite struct EMTests {
     // Planted problem: K = 3 classes in C = 8 channels; the last 3 channels carry strong per-cell
@@ -163,7 +164,7 @@ import UnsegLinAlg
         let masks: [UInt8] = [1, 1, 1, 2, 2, 0]
         #expect(PriMaPsEM.majorityVote(classMap: cls, masks: masks, classCount: 3) == [2, 2, 2, 0, 0, 255])
         // 2x2 -> 4x4 nearest.
-        let up = EMSample.upsampleMasksNearest([1, 2, 3, 0], h: 2, w: 2, H: 4, W: 4)
+        let up = NearestResampler.resample([1, 2, 3, 0], height: 2, width: 2, toHeight: 4, toWidth: 4)
         #expect(up == [1, 1, 2, 2, 1, 1, 2, 2, 3, 3, 0, 0, 3, 3, 0, 0])
     }
 

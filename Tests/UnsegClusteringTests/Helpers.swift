@@ -1,6 +1,7 @@
 import Foundation
 import UnsegLinAlg
 @testable import UnsegClustering
+import UnsegCore
 
 /// Random matrix with entries uniform in [lo, hi).
 func randomMatrix(_ rows: Int, _ cols: Int, seed: UInt64, lo: Float = -1, hi: Float = 1) -> Matrix {
@@ -95,7 +96,7 @@ func plantedBatch(count: Int, h: Int, w: Int, H: Int, W: Int, means: Matrix, noi
                 }
             }
         }
-        let quadUp = EMSample.upsampleMasksNearest(quad, h: h, w: w, H: H, W: W)
+        let quadUp = NearestResampler.resample(quad, height: h, width: w, toHeight: H, toWidth: W)
         truth.append(quadUp.map { UInt8(cls[Int($0) - 1]) })
         let masks = quadUp.map { (img % 2 == 1 && $0 == 4) ? UInt8(0) : $0 }
         samples.append(EMSample(features: f, height: h, width: w, labelHeight: H, labelWidth: W, masks: masks))

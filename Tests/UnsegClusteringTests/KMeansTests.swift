@@ -2,6 +2,8 @@ import Foundation
 import Testing
 import UnsegLinAlg
 @testable import UnsegClustering
+@testable import UnsegCore
+
 
 /// `perCluster` points around each of `centres` with Gaussian noise `sigma`, rows shuffled.
 func plantedClusters(centres: [[Float]], perCluster: Int, sigma: Float, seed: UInt64) -> (Matrix, [Int]) {
@@ -107,13 +109,13 @@ func plantedClusters(centres: [[Float]], perCluster: Int, sigma: Float, seed: UI
 
     @Test func validationMessages() {
         let x = randomMatrix(3, 2, seed: 1)
-        #expect(throws: ClusteringError("n_samples=3 should be >= n_clusters=5")) {
+        #expect(throws: KMeansError("n_samples=3 should be >= n_clusters=5")) {
             try KMeans.fit(x, config: KMeansConfig(clusters: 5))
         }
-        #expect(throws: ClusteringError("n_clusters=0 should be >= 1")) {
+        #expect(throws: KMeansError("n_clusters=0 should be >= 1")) {
             try KMeans.fit(x, config: KMeansConfig(clusters: 0))
         }
-        #expect(throws: ClusteringError("restarts=0 should be >= 1")) {
+        #expect(throws: KMeansError("restarts=0 should be >= 1")) {
             try KMeans.fit(x, config: KMeansConfig(clusters: 2, restarts: 0))
         }
         var bad = x

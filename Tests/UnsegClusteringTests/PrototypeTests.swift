@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import UnsegLinAlg
 @testable import UnsegClustering
+import UnsegCore
 
 @Suite struct FastMathTests {
     @Test func expMatchesDoubleReference() {

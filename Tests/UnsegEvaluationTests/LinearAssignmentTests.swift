@@ -150,21 +150,4 @@ import UnsegLinAlg
         #expect(e.rowIndices.isEmpty && e.rowForColumn == [-1, -1, -1, -1, -1] && e.total == 0)
     }
 
-    /// Timing of the release build, printed (never asserted). Run with UNSEG_EVAL_BENCH=1.
-    @Test(.enabled(if: ProcessInfo.processInfo.environment["UNSEG_EVAL_BENCH"] != nil))
-    func timing() throws {
-        var rng = SeededRandom(seed: 99)
-        for (r, c) in [(1000, 1000), (1000, 27), (27, 1000)] as [(Int, Int)] {
-            let cost = (0..<(r * c)).map { _ in rng.double() }
-            let t0 = Date()
-            let a = try LinearAssignment.solve(cost: cost, rows: r, cols: c, maximize: true)
-            let dt = Date().timeIntervalSince(t0)
-            checkValid(a, cost, rows: r, cols: c, context: "timing \(r)x\(c)")
-            print("linear assignment \(r)x\(c) random uniform, maximize: \(String(format: "%.1f", dt * 1000)) ms, total \(a.total)")
-        }
-        let intCost = (0..<(1000 * 1000)).map { _ in Double(rng.int(below: 10)) }
-        let t0 = Date()
-        _ = try LinearAssignment.solve(cost: intCost, rows: 1000, cols: 1000)
-        print("linear assignment 1000x1000 integers 0..9: \(String(format: "%.1f", Date().timeIntervalSince(t0) * 1000)) ms")
-    }
 }

@@ -3,6 +3,7 @@ import Testing
 import UnsegTestSupport
 import UnsegLinAlg
 @testable import UnsegEvaluation
+import UnsegCore
 
 @Suite struct ConfusionTests {
     @Test func handCountedPixels() throws {
@@ -317,29 +318,5 @@ import UnsegLinAlg
         #expect(try Evaluation.evaluate(
             try ConfusionMatrix.accumulate(predictions: cases[6].pred, labels: cases[6].lab, imageCount: 4,
                                            clusterCount: 10, classCount: 10, threads: 1)).skippedClasses == [8, 9])
-    }
-
-    /// Confusion throughput of the release build, printed (never asserted): 500 images
-    /// of 320x320. Run with UNSEG_EVAL_BENCH=1.
-    @Test(.enabled(if: ProcessInfo.processInfo.environment["UNSEG_EVAL_BENCH"] != nil))
-    func throughput() throws {
-        let images = 500, pixels = 320 * 320
-        let (pred, lab) = syntheticImages(seed: 1, imageCount: 20, pixels: pixels, k: 27, n: 27,
-                                          pCorrect: 0.7, ignoreRate: 0.1)
-        var allPred = [UInt8](), allLab = [UInt8]()
-        allPred.reserveCapacity(images * pixels); allLab.reserveCapacity(images * pixels)
-        for _ in 0..<(images / 20) { allPred += pred; allLab += lab }
-        for threads in [1, 2] {
-            let t0 = Date()
-            let c = try ConfusionMatrix.accumulate(predictions: allPred, labels: allLab, imageCount: images,
-                                                   clusterCount: 27, classCount: 27, threads: threads)
-            let dt = Date().timeIntervalSince(t0)
-            #expect(c.validPixels + c.ignoredPixels == Int64(images * pixels))
-            print("confusion 500 x 320x320, \(threads) thread(s): \(String(format: "%.1f", dt * 1000)) ms, \(String(format: "%.0f", Double(images * pixels) / dt / 1e6)) Mpixel/s")
-        }
-        let t0 = Date()
-        let r = try Evaluation.evaluateImages(predictions: allPred, rawLabels: allLab, imageCount: images, clusterCount: 27,
-                                              labelProtocol: try LabelProtocol.generic(classCount: 27), threads: 2)
-        print("evaluateImages (accumulate + hungarian), 2 threads: \(String(format: "%.1f", Date().timeIntervalSince(t0) * 1000)) ms, mIoU \(r.miou)")
     }
 }

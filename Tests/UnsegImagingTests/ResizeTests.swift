@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import UnsegImaging
+import UnsegCore
 
 /// Direct per-pixel reference for PyTorch bilinear, align_corners=False, in Double.
 func referenceBilinear(_ src: [Double], w: Int, h: Int, outW: Int, outH: Int) -> [Double] {
@@ -71,10 +72,10 @@ func referenceBilinear(_ src: [Double], w: Int, h: Int, outW: Int, outH: Int) ->
     }
 
     @Test func nearestHandCasesAndReference() {
-        #expect(Resize.nearestIndices(input: 4, output: 2) == [1, 3])
-        #expect(Resize.nearestIndices(input: 4, output: 2, mode: .legacyFloor) == [0, 2])
-        #expect(Resize.nearestIndices(input: 2, output: 4) == [0, 0, 1, 1])
-        #expect(Resize.nearestIndices(input: 3, output: 7) == [0, 0, 1, 1, 1, 2, 2])
+        #expect(NearestResampler.indices(input: 4, output: 2, mode: .halfPixel) == [1, 3])
+        #expect(NearestResampler.indices(input: 4, output: 2, mode: .legacyFloor) == [0, 2])
+        #expect(NearestResampler.indices(input: 2, output: 4, mode: .halfPixel) == [0, 0, 1, 1])
+        #expect(NearestResampler.indices(input: 3, output: 7, mode: .halfPixel) == [0, 0, 1, 1, 1, 2, 2])
         for seed: UInt64 in 1...8 {
             var rng = TestRNG(seed: seed)
             let w = 1 + rng.int(below: 10), h = 1 + rng.int(below: 10)

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import UnsegLinAlg
+import UnsegCore
 
 /// Naive Double reference for op(A) op(B).
 func referenceMatmul(_ a: Matrix, _ b: Matrix, transA: Bool, transB: Bool) -> [Double] {

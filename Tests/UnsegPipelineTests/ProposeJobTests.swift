@@ -5,6 +5,8 @@ import UnsegLinAlg
 @testable import UnsegPipeline
 import UnsegProposals
 import UnsegStore
+import UnsegCore
+import UnsegFixtures
 
 /// A store of `n` images with planted feature regions (`PlantedFeatures`, 16 channels) on a
 /// `grid x grid` feature grid, patch 4, RGB images coloured by region (plus noise) and labels = region.
@@ -104,7 +106,7 @@ func majorityPurity(masks: [[UInt8]], labels: [[UInt8]]) -> (Double, Int) {
             // regions on nearly all masked pixels (colours differ by > 100 per channel, noise 8).
             let labels = try s.labels(i)
             let (purity, _) = majorityPurity(masks: [r], labels: [labels])
-            let up = ProposalsFile.nearestUpsample(try p.masks(i), height: 8, width: 8, toHeight: 32, toWidth: 32)
+            let up = NearestResampler.resample(try p.masks(i), height: 8, width: 8, toHeight: 32, toWidth: 32)
             let (coarse, _) = majorityPurity(masks: [up], labels: [labels])
             // Measured (seeds 10-12): feature-resolution purity 0.83-0.87 (8x8 grids, the median
             // filter blurs small rectangles), refined 0.83-0.96 (guided) / 0.86-0.94 (crf). The
@@ -126,7 +128,7 @@ func majorityPurity(masks: [[UInt8]], labels: [[UInt8]]) -> (Double, Int) {
             #expect(up.count == 32 * 32)
             for y in 0..<32 { for x in 0..<32 { #expect(up[y * 32 + x] == m[(y / 4) * 8 + x / 4]) } }
         }
-        #expect(ProposalsFile.nearestUpsample([1, 2, 3, 4], height: 2, width: 2, toHeight: 4, toWidth: 4)
+        #expect(NearestResampler.resample([1, 2, 3, 4], height: 2, width: 2, toHeight: 4, toWidth: 4)
                 == [1, 1, 2, 2, 1, 1, 2, 2, 3, 3, 4, 4, 3, 3, 4, 4])
     }
 

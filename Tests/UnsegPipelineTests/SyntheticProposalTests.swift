@@ -3,6 +3,7 @@ import Testing
 import UnsegLinAlg
 import UnsegProposals
 import UnsegStore
+import UnsegSynthetic
 
 /// PriMaPs masks on the synthetic corpus are nearly pure: the planted classes are what the
 /// principal directions of one image separate.

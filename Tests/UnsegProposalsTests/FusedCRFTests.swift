@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import UnsegLinAlg
 @testable import UnsegProposals
+import UnsegFixtures
 
 /// The fused mean-field pass (`DenseCRF.infer`) against the unfused composition of lattice
 /// filters (`inferUnfused`), and the vectorised exp against `expf`.
@@ -20,7 +21,7 @@ import UnsegLinAlg
         let n = 24 * 24
         let sums = (0..<n).map { i in (0..<labels).reduce(Float(0)) { $0 + a[i * labels + $1] } }
         #expect(sums.allSatisfy { abs($0 - 1) < 1e-5 }, "seed \(seed): rows of Q sum to 1")
-        let am = rowArgmax(a, rows: n, cols: labels), bm = rowArgmax(b, rows: n, cols: labels)
+        let am = Reduce.rowArgmax(a, rows: n, cols: labels), bm = Reduce.rowArgmax(b, rows: n, cols: labels)
         let differ = zip(am, bm).filter { $0 != $1 }.count
         #expect(differ <= n / 1000, "seed \(seed): argmax differs on \(differ) of \(n) pixels")
     }

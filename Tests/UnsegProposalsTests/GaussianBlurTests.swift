@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import UnsegLinAlg
 @testable import UnsegProposals
+import UnsegFixtures
 
 /// Direct Gaussian sum over all in-image pixels within `radius` (Chebyshev, i.e. the separable
 /// square window; `radius = nil`: no truncation), Double: `sum_j exp(-|p_i - p_j|^2 / (2 s^2)) v_j`.

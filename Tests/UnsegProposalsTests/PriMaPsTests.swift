@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import UnsegLinAlg
 @testable import UnsegProposals
+import UnsegFixtures
 
 @Suite struct PriMaPsTests {
     // Planted rectangles with distinct mean directions (C = 64, orthogonal region directions, cross-region cosine ~0.2,

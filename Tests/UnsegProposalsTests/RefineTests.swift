@@ -2,6 +2,7 @@ import Testing
 import Foundation
 import UnsegLinAlg
 @testable import UnsegProposals
+import UnsegCore
 
 /// `log_softmax` over the channels of `[cells, k]`.
 private func logSoftmax(_ m: Matrix) -> Matrix {

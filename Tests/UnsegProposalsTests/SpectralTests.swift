@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import UnsegLinAlg
 @testable import UnsegProposals
+import UnsegFixtures
 
 @Suite struct SpectralTests {
     // Same planted data as the PriMaPs test (C = 64). k-means with as many segments as regions;

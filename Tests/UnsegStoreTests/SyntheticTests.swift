@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import UnsegLinAlg
 @testable import UnsegStore
+import UnsegSynthetic
 
 /// Small configs keep the suite fast in debug builds; label statistics use full-size
 /// 320x320 scenes with few channels (the scene does not depend on the channel count).

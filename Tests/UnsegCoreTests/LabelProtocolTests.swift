@@ -1,5 +1,6 @@
 import Testing
-@testable import UnsegEvaluation
+
+@testable import UnsegCore
 
 @Suite struct LabelProtocolTests {
     @Test func cocoStuffEveryFineIdExactlyOnce() throws {
@@ -59,7 +60,7 @@ import Testing
         #expect(g.palette[0] == RGB(0, 0, 0) && g.palette[1] == RGB(128, 0, 0) && g.palette[15] == RGB(192, 128, 128))
         #expect(Set((0..<256).map(LabelProtocol.vocColor)).count == 256)
         #expect(try LabelProtocol.generic(classCount: 21) == g)
-        #expect(throws: EvaluationError.self) { try LabelProtocol.generic(classCount: 0) }
-        #expect(throws: EvaluationError.self) { try LabelProtocol.named("generic300") }
+        #expect(throws: KernelError.self) { try LabelProtocol.generic(classCount: 0) }
+        #expect(throws: KernelError.self) { try LabelProtocol.named("generic300") }
     }
 }

@@ -1,3 +1,57 @@
+import UnsegLinAlg
+
+// The project's resampling kernels: one nearest-neighbour (label and mask maps) and one bilinear
+// (score maps, images) with its exact adjoint. Every module resizes through these.
+
+/// How nearest-neighbour resizing picks the source pixel.
+public enum NearestMode: Sendable {
+    /// floor((d + 0.5) * in / out): pixel centres aligned (PyTorch "nearest-exact", PIL NEAREST).
+    case halfPixel
+    /// floor(d * in / out): PyTorch's default "nearest" (and OpenCV INTER_NEAREST); the mode of
+    /// every mask upsampling in the pipeline (pixel `(y, x)` takes cell `(y h / H, x w / W)`, i.e.
+    /// its patch when `H = h * patch`).
+    case legacyFloor
+}
+
+/// Nearest-neighbour resampling of id maps (ids are copied, never mixed), in exact integer arithmetic.
+public enum NearestResampler {
+    /// Source index of each of `output` samples along an axis of `input` samples.
+    public static func indices(input: Int, output: Int, mode: NearestMode) -> [Int] {
+        (0..<output).map { d in
+            let s: Int
+            switch mode {
+            case .halfPixel: s = ((2 * d + 1) * input) / (2 * output)
+            case .legacyFloor: s = (d * input) / output
+            }
+            return min(s, input - 1)
+        }
+    }
+
+    /// Resamples a row-major `[h*w]` map of `bytesPerPixel`-byte pixels to `[H*W]`. O(H W).
+    public static func resample(_ m: [UInt8], height h: Int, width w: Int, toHeight bigH: Int, toWidth bigW: Int,
+                                bytesPerPixel b: Int = 1, mode: NearestMode = .legacyFloor) -> [UInt8] {
+        precondition(h > 0 && w > 0 && bigH > 0 && bigW > 0 && b > 0 && m.count == h * w * b,
+                     "nearest resample: \(m.count) values for a \(h)x\(w)x\(b) map -> \(bigH)x\(bigW)")
+        let xs = indices(input: w, output: bigW, mode: mode)
+        let ys = indices(input: h, output: bigH, mode: mode)
+        var out = [UInt8](repeating: 0, count: bigH * bigW * b)
+        m.withUnsafeBufferPointer { src in
+            out.withUnsafeMutableBufferPointer { dst in
+                for y in 0..<bigH {
+                    let row = src.baseAddress! + ys[y] * w * b
+                    let o = dst.baseAddress! + y * bigW * b
+                    if b == 1 {
+                        for x in 0..<bigW { o[x] = row[xs[x]] }
+                    } else {
+                        for x in 0..<bigW { for c in 0..<b { o[x * b + c] = row[xs[x] * b + c] } }
+                    }
+                }
+            }
+        }
+        return out
+    }
+}
+
 /// Bilinear resampling of channel-last maps, and its exact adjoint.
 ///
 /// Convention: PyTorch's `F.interpolate(mode="bilinear", align_corners=False)`:

@@ -1,5 +1,7 @@
 import Foundation
+import UnsegCore
 import UnsegLinAlg
+import UnsegStore
 
 // Feature and RGB rendering of a synthetic scene.
 //

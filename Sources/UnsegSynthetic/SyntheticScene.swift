@@ -1,4 +1,6 @@
+import UnsegCore
 import UnsegLinAlg
+import UnsegStore
 
 // Scene layout of the synthetic corpus: a street scene drawn with the
 // painter's algorithm into a per-pixel instance map (sky, skyline of buildings

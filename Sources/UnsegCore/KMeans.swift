@@ -63,13 +63,13 @@ public enum KMeans {
     /// values, invalid restarts / iterations / tolerance.
     public static func fit(_ x: Matrix, config: KMeansConfig) throws -> KMeansResult {
         let n = x.rows, d = x.cols, k = config.clusters
-        if k < 1 { throw ClusteringError("n_clusters=\(k) should be >= 1") }
-        if n < k { throw ClusteringError("n_samples=\(n) should be >= n_clusters=\(k)") }
-        if d < 1 { throw ClusteringError("samples have \(d) features; need at least 1") }
-        if config.restarts < 1 { throw ClusteringError("restarts=\(config.restarts) should be >= 1") }
-        if config.maxIterations < 1 { throw ClusteringError("max_iterations=\(config.maxIterations) should be >= 1") }
-        if !(config.tolerance >= 0) { throw ClusteringError("tolerance=\(config.tolerance) should be >= 0") }
-        if config.chunkRows < 1 { throw ClusteringError("chunk_rows=\(config.chunkRows) should be >= 1") }
+        if k < 1 { throw KMeansError("n_clusters=\(k) should be >= 1") }
+        if n < k { throw KMeansError("n_samples=\(n) should be >= n_clusters=\(k)") }
+        if d < 1 { throw KMeansError("samples have \(d) features; need at least 1") }
+        if config.restarts < 1 { throw KMeansError("restarts=\(config.restarts) should be >= 1") }
+        if config.maxIterations < 1 { throw KMeansError("max_iterations=\(config.maxIterations) should be >= 1") }
+        if !(config.tolerance >= 0) { throw KMeansError("tolerance=\(config.tolerance) should be >= 0") }
+        if config.chunkRows < 1 { throw KMeansError("chunk_rows=\(config.chunkRows) should be >= 1") }
         try checkFinite(x.data, "k-means input", cols: d)
         let data = config.metric == .cosine ? x.rowNormalized() : x
         let saved = BLAS.threads
@@ -136,7 +136,7 @@ public enum KMeans {
     static func plusPlusSeeds(_ x: Matrix, k: Int, rng: inout SeededRandom, threads: Int, chunk: Int) -> [Int] {
         let n = x.rows
         let xsq = x.rowNorms().map { $0 * $0 }
-        let trials = 2 + Int(_logDouble(Double(k)))
+        let trials = 2 + Int(LibM.log(Double(k)))
         var chosen = [rng.int(below: n)]
         var closest = distancesToRows(x, rows: chosen, xsq: xsq)
         var prefix = [Double](repeating: 0, count: n)
@@ -306,10 +306,3 @@ public enum KMeans {
     }
 }
 
-#if canImport(Glibc)
-import Glibc
-@inlinable func _logDouble(_ x: Double) -> Double { Glibc.log(x) }
-#else
-import Darwin
-@inlinable func _logDouble(_ x: Double) -> Double { Darwin.log(x) }
-#endif

@@ -1,5 +1,7 @@
 import Foundation
+import UnsegCore
 import UnsegLinAlg
+import UnsegStore
 
 // The synthetic corpus: street-scene-like label maps, RGB images and raw
 // ViT-like features generated from a seed. The generative model is described

@@ -39,7 +39,7 @@ public struct LabelProtocol: Equatable, Sendable {
 
     /// Looks a protocol up by name: a known name, or `generic<N>` (e.g. `generic21`).
     ///
-    /// Errors: `unknown-protocol` listing the known names.
+    /// Errors: `KernelError` listing the known names.
     public static func named(_ name: String) throws -> LabelProtocol {
         switch name {
         case "cityscapes27": return cityscapes27
@@ -49,7 +49,7 @@ public struct LabelProtocol: Equatable, Sendable {
             if name.hasPrefix("generic"), let n = Int(name.dropFirst("generic".count)), (1...255).contains(n) {
                 return try generic(classCount: n)
             }
-            throw EvaluationError("unknown-protocol",
+            throw KernelError(
                 "unknown label protocol '\(name)'; known: \(knownNames.joined(separator: ", ")), or genericN for N classes (1...255) with identity ids")
         }
     }
@@ -58,10 +58,10 @@ public struct LabelProtocol: Equatable, Sendable {
     /// ignore), names `class0, class1, ...`, and the PASCAL VOC bit-interleaved palette
     /// (deterministic, distinct for all 256 ids; equals VOC's colours for 21 classes).
     ///
-    /// Errors: `bad-count` unless `classCount` is in `1...255`.
+    /// Errors: `KernelError` unless `classCount` is in `1...255`.
     public static func generic(classCount: Int) throws -> LabelProtocol {
         guard (1...255).contains(classCount) else {
-            throw EvaluationError("bad-count", "generic protocol: classCount=\(classCount) must be in 1...255")
+            throw KernelError("generic protocol: classCount=\(classCount) must be in 1...255")
         }
         var lut = [UInt8](repeating: 255, count: 256)
         for c in 0..<classCount { lut[c] = UInt8(c) }
@@ -107,7 +107,7 @@ public struct LabelProtocol: Equatable, Sendable {
 
     /// Fine COCO-Stuff ids (0-based, 0...181) of each of the 27 coarse classes, as in
     /// the spec's table. Every fine id appears exactly once (checked by a test).
-    static let cocoStuffFineIds: [[Int]] = [
+    public static let cocoStuffFineIds: [[Int]] = [
         Array(71...76), Array(77...82), Array(51...60), Array(61...70), Array(83...90),
         Array(43...50), Array(25...32), Array(15...24), Array(9...14), [0], Array(33...42), Array(1...8),
         [101, 102],
