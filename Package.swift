@@ -79,7 +79,7 @@ let package = Package(
         .testTarget(name: "UnsegEvaluationTests", dependencies: ["UnsegEvaluation", "UnsegCore", "UnsegTestSupport"]),
         .testTarget(name: "UnsegProposalsTests", dependencies: ["UnsegProposals", "UnsegCore", "UnsegFixtures", "UnsegTestSupport"]),
         .testTarget(name: "UnsegClusteringTests", dependencies: ["UnsegClustering", "UnsegCore", "UnsegFixtures", "UnsegTestSupport"]),
-        .testTarget(name: "UnsegPipelineTests", dependencies: ["UnsegPipeline", "UnsegSynthetic", "UnsegTestSupport"]),
+        .testTarget(name: "UnsegPipelineTests", dependencies: ["UnsegPipeline", "UnsegSynthetic", "UnsegCore", "UnsegClustering", "UnsegTestSupport"]),
         .testTarget(name: "UnsegCLITests", dependencies: ["UnsegPipeline", "UnsegSynthetic", "UnsegTestSupport"]),
     ],
     swiftLanguageModes: [.v5]

@@ -1,5 +1,5 @@
 import Foundation
-import UnsegHDF5
+import UnsegStore
 import UnsegLinAlg
 import UnsegPipeline
 import UnsegStore
@@ -25,7 +25,7 @@ struct Bench {
             FileHandle.standardError.write("unseg-bench: unknown section '\(unknown)'; known: \(all.map(\.name).joined(separator: ", "))\n".data(using: .utf8)!)
             exit(1)
         }
-        print("unseg-bench: \(Parallel.coreCount) cores, OpenBLAS \(BLAS.coreName) kernels, \(BLAS.threads) BLAS threads, HDF5 \(HDF5.libraryVersion)\(quick ? ", quick mode" : "")")
+        print("unseg-bench: \(Parallel.coreCount) cores, OpenBLAS \(BLAS.coreName) kernels, \(BLAS.threads) BLAS threads, HDF5 \(hdf5LibraryVersion)\(quick ? ", quick mode" : "")")
         for s in chosen {
             print("\n== \(s.name): \(s.summary)")
             try s.run(quick)
@@ -135,7 +135,7 @@ func benchDir() -> String {
 }
 
 /// Writes a store of `n` images of 40x40x384 random features (no images/labels).
-func writeRandomStore(path: String, n: Int, type: HDF5ElementType, deflate: Int?) throws {
+func writeRandomStore(path: String, n: Int, type: FeatureType, deflate: Int?) throws {
     let meta = StoreMetadata(backbone: "bench", patchSize: 8, dataset: "bench", split: "bench")
     let w = try FeatureStoreWriter(path: path, metadata: meta, count: n, gridHeight: 40, gridWidth: 40, channels: 384,
                                    options: StoreWriteOptions(featureType: type, deflate: deflate, writeImages: false, writeLabels: false))
@@ -159,10 +159,10 @@ func storeBench(quick: Bool) throws {
     defer { try? FileManager.default.removeItem(atPath: dir) }
     let n = quick ? 200 : 500
     let memN = quick ? 200 : 2000
-    let featureBytes = { (t: HDF5ElementType) in 1600 * 384 * (t == .float16 ? 2 : 4) }
+    let featureBytes = { (t: FeatureType) in 1600 * 384 * (t == .float16 ? 2 : 4) }
     print("  \(n) images of 40x40x384; warm page cache for both reads; medians of \(quick ? 3 : 5) passes")
     print("  variant              store MB/s   img/s   plain read MB/s   ratio   file MiB")
-    for (type, deflate) in [(HDF5ElementType.float16, Int?.none), (.float16, 4), (.float32, nil), (.float32, 4)] {
+    for (type, deflate) in [(FeatureType.float16, Int?.none), (.float16, 4), (.float32, nil), (.float32, 4)] {
         let path = dir + "/s-\(type)-\(deflate ?? 0).h5"
         try writeRandomStore(path: path, n: n, type: type, deflate: deflate)
         let fileBytes = (try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0

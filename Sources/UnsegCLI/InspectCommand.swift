@@ -1,5 +1,6 @@
 import ArgumentParser
 import UnsegPipeline
+import UnsegStore
 
 extension Unseg {
     struct Inspect: ParsableCommand {
@@ -18,7 +19,7 @@ extension Unseg {
 
         func run() throws {
             try reportingErrors {
-                say(try UnsegPipeline.Inspect.report(path: file, sampleImages: images))
+                say(try UnsegStore.Inspect.report(path: file, sampleImages: images))
             }
         }
     }

@@ -1,5 +1,5 @@
 import ArgumentParser
-import UnsegHDF5
+
 import UnsegLinAlg
 import UnsegPipeline
 import UnsegStore

@@ -37,6 +37,16 @@ public struct CosineKMeansTrainerState: Sendable, Equatable {
     }
 }
 
+/// One image's contribution to a cosine k-means step.
+public struct CosineKMeansPart: Sendable {
+    /// Sum over the image's cells of the cosine to the nearest prototype.
+    public var cosSum: Double
+    /// `[K, C]` sums of the normalised features assigned to each prototype.
+    public var sums: [Float]
+    /// `[K]` cells assigned to each prototype.
+    public var counts: [Int]
+}
+
 /// Cosine k-means warm-up of the prototypes (the paper's "Baseline" when run longer).
 ///
 /// Features and prototypes L2-normalised (eps 1e-12); loss = minus the mean over all cells of
@@ -93,20 +103,34 @@ public struct CosineKMeansTrainer: Sendable {
     /// A random order of `count` items from the trainer's generator (checkpointed with the state).
     public mutating func epochOrder(count: Int) -> [Int] { rng.permutation(count) }
 
+    /// The ordered reduction of a step: contributions summed in image order (so the result does
+    /// not depend on where the per-image work ran). Returns the `[K, C]` sums, the counts, the
+    /// cell total and the cosine sum.
+    public static func reduce(_ parts: [CosineKMeansPart], classes k: Int, channels c: Int) -> (Matrix, [Int], Int, Double) {
+        var total = 0, cosSum = 0.0
+        var counts = [Int](repeating: 0, count: k)
+        var g = Matrix(rows: k, cols: c)
+        for p in parts {
+            cosSum += p.cosSum
+            for j in 0..<k { counts[j] += p.counts[j]; total += p.counts[j] }
+            for j in 0..<(k * c) { g.data[j] += p.sums[j] }
+        }
+        return (g, counts, total, cosSum)
+    }
+
     /// One Adam step on a batch of images' features (`[h*w, C]` each, any cell counts).
     /// O(cells C K) (one gemm per image). Throws on an empty batch or channel mismatch.
-    public mutating func step(batch: [Matrix]) throws -> CosineKMeansStepStats {
+    public mutating func step(batch: [Matrix], executor: (any ImageExecutor)? = nil) throws -> CosineKMeansStepStats {
         if batch.isEmpty { throw ClusteringError("warm-up step: the batch is empty; pass at least one image") }
         let k = model.classCount, c = model.channelCount
         for (i, f) in batch.enumerated() where f.cols != c {
             throw ClusteringError("image \(i): features have \(f.cols) channels but the prototypes have \(c); use prototypes from the same backbone")
         }
-        let savedBLAS = BLAS.threads
-        BLAS.threads = 1
-        defer { BLAS.threads = savedBLAS }
         let u = model.directions.rowNormalized()
-        struct Part { var cosSum: Double; var sums: [Float]; var counts: [Int] }
-        let parts: [Part] = Parallel.map(batch.count, threads: config.threads) { i in
+        let run = executor ?? LocalExecutor(threads: config.threads)
+        // Per-image work: nearest prototype of every cell, the cosine sum, per-prototype sums of
+        // the normalised features and counts.
+        let parts: [CosineKMeansPart] = run.map(batch.count) { i in
             let xn = batch[i].rowNormalized()
             let n = xn.rows
             let s = BLAS.matmul(xn, u, transB: true)
@@ -128,16 +152,10 @@ public struct CosineKMeansTrainer: Sendable {
                     }
                 }
             }
-            return Part(cosSum: cosSum, sums: sums, counts: counts)
+            return CosineKMeansPart(cosSum: cosSum, sums: sums, counts: counts)
         }
-        var total = 0, cosSum = 0.0
-        var counts = [Int](repeating: 0, count: k)
-        var g = Matrix(rows: k, cols: c)
-        for p in parts {
-            cosSum += p.cosSum
-            for j in 0..<k { counts[j] += p.counts[j]; total += p.counts[j] }
-            for j in 0..<(k * c) { g.data[j] += p.sums[j] }
-        }
+        let (g0, counts, total, cosSum) = Self.reduce(parts, classes: k, channels: c)
+        var g = g0
         if total == 0 { throw ClusteringError("warm-up step: the batch has no feature cells") }
         let scale = -1 / Float(total)
         for j in 0..<(k * c) { g.data[j] *= scale }

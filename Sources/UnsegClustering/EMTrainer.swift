@@ -150,7 +150,7 @@ public enum PriMaPsEM {
         precondition(labels.count == samples.count, "lossAndGradient: \(labels.count) label maps for \(samples.count) images")
         let k = model.classCount, kp = PaddedLogits.paddedWidth(k)
         let weights = model.effectiveWeights()
-        let passes: [EMKernels.ImagePass] = Parallel.map(samples.count, threads: threads) { i in
+        let passes: [EMKernels.ImagePass] = LocalExecutor(threads: threads).map(samples.count) { i in
             let s = samples[i]
             precondition(labels[i].count == s.labelHeight * s.labelWidth, "labels of image \(i) have \(labels[i].count) values")
             let table = ResampleTable(BilinearResampler(sourceHeight: s.height, sourceWidth: s.width,
@@ -163,13 +163,15 @@ public enum PriMaPsEM {
             }
         }
         return finish(model: model, samples: samples, passes: passes, flipped: [Bool](repeating: false, count: samples.count),
-                      gamma: gamma, classWeights: classWeights, threads: threads)
+                      gamma: gamma, classWeights: classWeights, executor: LocalExecutor(threads: threads))
     }
 
-    /// Phase 2: batch class weights, per-image low-resolution gradient and `G^T F` (parallel),
-    /// reduced in image order, then chained through the weight normalisation.
+    /// Phase 2: the ordered reduction of the phase-1 contributions (softmax sums, pixel counts,
+    /// per-label NLL sums, in image order) gives the batch class weights; then per-image
+    /// low-resolution gradients `G^T F` (per-image work again), reduced in image order, chained
+    /// through the weight normalisation.
     static func finish(model: PrototypeModel, samples: [EMSample], passes: [EMKernels.ImagePass], flipped: [Bool],
-                       gamma: Double, classWeights: [Float]?, threads: Int) -> EMLossGradient {
+                       gamma: Double, classWeights: [Float]?, executor: any ImageExecutor) -> EMLossGradient {
         let k = model.classCount, c = model.channelCount, kp = PaddedLogits.paddedWidth(k)
         var softSum = [Double](repeating: 0, count: k)
         var total = 0, labelled = 0
@@ -184,7 +186,7 @@ public enum PriMaPsEM {
         for p in passes { for (si, lab) in p.slotLabels.enumerated() { loss += Double(w[lab]) * p.nllSum[si] } }
         loss /= Double(total)
         let scale = Float(1 / Double(total))
-        let perImage: [[Float]] = Parallel.map(samples.count, threads: threads) { i in
+        let perImage: [[Float]] = executor.map(samples.count) { i in
             let s = samples[i]
             let hw = s.height * s.width
             var g = EMKernels.combineSlots(passes[i], weights: w, scale: scale, cells: hw, kp: kp)
@@ -330,12 +332,10 @@ public struct EMTrainer: Sendable {
     /// Measured (release, baseline x86-64 SSE2 build, 40x40x384 -> 320x320, K = 27): about
     /// 94 images/s on one thread; the exp of the softmax is about a quarter of the time.
     /// Throws (without changing the trainer) on an empty batch or shape mismatches.
-    public mutating func step(batch: [EMSample]) throws -> EMStepStats {
+    public mutating func step(batch: [EMSample], executor: (any ImageExecutor)? = nil) throws -> EMStepStats {
         if batch.isEmpty { throw ClusteringError("EM step: the batch is empty; pass at least one image") }
         for (i, s) in batch.enumerated() { try s.validate(channels: running.channelCount, index: i) }
-        let savedBLAS = BLAS.threads
-        BLAS.threads = 1
-        defer { BLAS.threads = savedBLAS }
+        let run = executor ?? LocalExecutor(threads: config.threads)
 
         let stepSeed = rng.next()
         let k = running.classCount, kp = PaddedLogits.paddedWidth(k)
@@ -345,7 +345,7 @@ public struct EMTrainer: Sendable {
             var r = SeededRandom.stream(seed: stepSeed, index: UInt64(i))
             return r.bernoulli(flipP)
         }
-        let passes: [EMKernels.ImagePass] = Parallel.map(batch.count, threads: config.threads) { i in
+        let passes: [EMKernels.ImagePass] = run.map(batch.count) { i in
             let s = batch[i]
             let h = s.height, w = s.width, H = s.labelHeight, W = s.labelWidth
             var feats = s.features
@@ -383,7 +383,7 @@ public struct EMTrainer: Sendable {
             }
         }
         let lg = PriMaPsEM.finish(model: running, samples: batch, passes: passes, flipped: flips,
-                                  gamma: config.gamma, classWeights: nil, threads: config.threads)
+                                  gamma: config.gamma, classWeights: nil, executor: run)
         var params = running.flatParameters
         Adam.update(params: &params, grads: lg.gradient, state: &adam, config: config.adam)
         running.flatParameters = params

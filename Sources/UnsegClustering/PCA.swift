@@ -46,6 +46,14 @@ public struct PCA: Sendable, Equatable {
     }
 }
 
+/// One image's part of a PCA (see `PCAAccumulator.contribution`).
+public struct PCAContribution: Sendable {
+    /// The image's rows minus the shared shift, `[n, C]`.
+    public var shifted: Matrix
+    /// `shifted^T shifted`, `[C, C]` (Float, as one ssyrk chunk of `add`).
+    public var gram: Matrix
+}
+
 /// Streams rows into a PCA: the lead can add a seeded sample chunk by chunk without holding it.
 ///
 /// Rows are shifted by the first chunk's mean before accumulation (sums and ssyrk Gram), which
@@ -87,6 +95,38 @@ public struct PCAAccumulator: Sendable {
             start = end
         }
         count += rows.rows
+    }
+
+    /// One image's contribution: its rows shifted by `shift` (`[n, C]`) and their Float Gram
+    /// matrix `[C, C]` (ssyrk; the O(n C^2) part, computed per image on any thread). Errors: channel
+    /// mismatch, non-finite values.
+    public static func contribution(_ rows: Matrix, shift: [Float]) throws -> PCAContribution {
+        let c = shift.count
+        if rows.cols != c {
+            throw ClusteringError("PCA sample rows have \(rows.cols) channels, expected \(c); sample every image from the same backbone")
+        }
+        try checkFinite(rows.data, "PCA sample", cols: c)
+        precondition(rows.rows <= 4096, "PCA contribution: one image at a time (\(rows.rows) rows)")
+        var part = rows
+        part.data.withUnsafeMutableBufferPointer { p in
+            for i in 0..<rows.rows { for j in 0..<c { p[i * c + j] -= shift[j] } }
+        }
+        var g = Matrix(rows: c, cols: c)
+        if rows.rows > 0 { BLAS.gramOfColumns(part, into: &g) }
+        return PCAContribution(shifted: part, gram: g)
+    }
+
+    /// The ordered reduction: adds contributions made with this accumulator's `shift`, in image
+    /// order. Gives exactly what `add` gives for the same images in the same order.
+    public mutating func merge(_ part: PCAContribution, shift: [Float]) {
+        if self.shift.isEmpty { self.shift = shift }
+        precondition(self.shift == shift, "PCA merge: contribution made with another shift")
+        let c = channels, n = part.shifted.rows
+        part.shifted.data.withUnsafeBufferPointer { p in
+            for i in 0..<n { for j in 0..<c { sums[j] += Double(p[i * c + j]) } }
+        }
+        if n > 0 { for j in 0..<(c * c) { gram[j] += Double(part.gram.data[j]) } }
+        count += n
     }
 
     /// The PCA of all rows added so far. Errors: fewer than 2 rows, `components` outside `1...C`.

@@ -72,9 +72,6 @@ public enum KMeans {
         if config.chunkRows < 1 { throw KMeansError("chunk_rows=\(config.chunkRows) should be >= 1") }
         try checkFinite(x.data, "k-means input", cols: d)
         let data = config.metric == .cosine ? x.rowNormalized() : x
-        let saved = BLAS.threads
-        if config.threads > 1 { BLAS.threads = 1 }
-        defer { BLAS.threads = saved }
         let tol = config.tolerance * meanColumnVariance(data)
         var best: KMeansResult? = nil
         for r in 0..<config.restarts {

@@ -1,5 +1,23 @@
 import CBLAS
 
+/// How a job uses the cores, chosen once per job (OpenBLAS's thread count is process-wide state).
+public enum BLASPolicy: Sendable {
+    /// Images in parallel on our threads, one BLAS thread each (every job of the pipeline: never
+    /// nest our threads inside BLAS threads). Results do not depend on the thread count: every
+    /// per-image result is computed on one thread and reductions run in image order.
+    case imagesInParallel
+    /// One large problem on all cores (a big sgemm, a benchmark of the BLAS itself).
+    case oneProblem
+
+    /// Sets OpenBLAS's thread count for this policy.
+    public func apply() {
+        switch self {
+        case .imagesInParallel: BLAS.threads = 1
+        case .oneProblem: BLAS.threads = Parallel.coreCount
+        }
+    }
+}
+
 /// Thin, checked wrappers over the linked CBLAS (OpenBLAS).
 ///
 /// Every wrapper checks shapes before the C call and traps with both shapes in

@@ -4,8 +4,8 @@ import Foundation
 ///
 /// Results are deterministic whatever the thread count as long as the body for
 /// item `i` only writes to slot `i` of its output and draws randomness from
-/// `SeededRandom.stream(seed:index:)`. BLAS is set to one thread inside the
-/// workers (never nest our threads inside BLAS threads) and restored after.
+/// `SeededRandom.stream(seed:index:)`. The job's `BLASPolicy.imagesInParallel` gives every
+/// worker one BLAS thread (never nest our threads inside BLAS threads).
 public enum Parallel {
     /// Cores available to this process.
     public static var coreCount: Int { ProcessInfo.processInfo.activeProcessorCount }
@@ -19,9 +19,6 @@ public enum Parallel {
             for i in 0..<count { body(i) }
             return
         }
-        let saved = BLAS.threads
-        BLAS.threads = 1
-        defer { BLAS.threads = saved }
         let next = Counter()
         withoutActuallyEscaping(body) { body in
             DispatchQueue.concurrentPerform(iterations: t) { _ in

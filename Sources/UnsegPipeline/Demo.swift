@@ -37,7 +37,7 @@ extension Recipe {
     public var baseline: Recipe {
         var r = self
         r.name = name + "-baseline"
-        r.epochs = 0
+        r.stages = r.stages.filter { $0 != .primapsEM }
         return r
     }
 }

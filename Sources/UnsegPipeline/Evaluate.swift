@@ -1,6 +1,5 @@
 import Foundation
 import UnsegEvaluation
-import UnsegHDF5
 import UnsegLinAlg
 import UnsegStore
 import UnsegCore
@@ -50,20 +49,13 @@ public enum EvaluateJob {
             throw StoreError(file: storePath, dataset: "/labels", "missing; evaluation needs ground-truth labels [N, H, W] uint8 in the store")
         }
         let proto = try labelProtocol(for: store, classCount: classCount)
-        let preds = try LabelMapsFile(path: predictionsPath, expect: .predictions)
+        let preds = try PredictionsFile(path: predictionsPath, store: store)
         let l = store.layout
-        let maps = try preds.map("predictions", count: l.imageCount, height: l.imageHeight, width: l.imageWidth, storePath: storePath)
-        guard preds.attributes.hasAttribute("count") else {
-            throw StoreError(file: predictionsPath, "missing root attribute 'count' (number of cluster or class ids); rewrite it with `unseg predict`")
-        }
-        let k = try preds.attributes.intAttribute("count")
-        guard (1...254).contains(k) else {
-            throw StoreError(file: predictionsPath, "attribute 'count' is \(k); it must be in 1...254 (255 means no prediction)")
-        }
+        let k = preds.count
         let done = Counter()
         let confusion = try ConfusionMatrix.accumulate(imageCount: l.imageCount, clusterCount: k, classCount: proto.classCount,
                                                        threads: threads) { i, partial in
-            let p = try maps.read(i)
+            let p = try preds.read(i)
             let y = try store.labels(i)
             try partial.accumulate(predictions: p, labels: y)
             progress?.update(done: done.increment() + 1, total: l.imageCount, note: nil)

@@ -49,11 +49,9 @@ public enum ExportJob {
     public static func run(_ o: ExportOptions) throws -> ExportSummary {
         let store = try FeatureStore(path: o.storePath)
         let l = store.layout
-        let preds = try LabelMapsFile(path: o.predictionsPath, expect: .predictions)
-        let maps = try preds.map("predictions", count: l.imageCount, height: l.imageHeight, width: l.imageWidth, storePath: o.storePath)
-        let attrs = preds.attributes
-        let count = attrs.hasAttribute("count") ? try attrs.intAttribute("count") : 255
-        let fileIDs = attrs.hasAttribute("ids") ? try attrs.stringAttribute("ids") : "clusters"
+        let preds = try PredictionsFile(path: o.predictionsPath, store: store)
+        let count = preds.count
+        let fileIDs = preds.ids.rawValue
         let proto: LabelProtocol? = store.metadata.labelProtocol.flatMap { try? LabelProtocol.named($0) }
         var lut = (0..<256).map { UInt8($0) }
         var ids = fileIDs
@@ -89,7 +87,7 @@ public enum ExportJob {
             // Reads stay on this thread (HDF5 is serialised anyway); encoding and writing run in parallel.
             var items: [(Int, [UInt8], [UInt8]?, [UInt8]?)] = []
             for i in start..<end {
-                let p = try maps.read(i).map { lut[Int($0)] }
+                let p = try preds.read(i).map { lut[Int($0)] }
                 let want = sampled.contains(i)
                 items.append((i, p, want && l.hasImages ? try store.image(i) : nil,
                               want && l.hasLabels ? try store.labels(i) : nil))

@@ -32,9 +32,9 @@ public struct FitOptions {
     /// Testing aid: return (stage not done) right after this global step, as if the process had been
     /// killed there (the checkpoint on disk is the last one written, possibly a few steps earlier).
     public var stopAfterStep: Int? = nil
-    /// Start PriMaPs-EM from the prototypes of this finished checkpoint (e.g. a Baseline fit) instead
-    /// of PCA + warm-up (the reference's `cluster_ckpt_path`). Used when the run starts; a resumed
-    /// run continues from its own checkpoint.
+    /// Start the recipe's last stage (PriMaPs-EM in the paper recipes) from the prototypes of this
+    /// finished checkpoint (e.g. a Baseline fit), skipping the stages before it (the reference's
+    /// `cluster_ckpt_path`). Used when the run starts; a resumed run continues from its own checkpoint.
     public var initFromPath: String? = nil
 
     public init(recipe: Recipe, storePath: String, proposalsPath: String? = nil, valPath: String? = nil,
@@ -61,20 +61,27 @@ public struct FitResult: Sendable {
     public var seconds: Double
 }
 
-/// `unseg fit`: PCA initialisation on a seeded sample of feature rows, cosine k-means warm-up,
-/// then PriMaPs-EM over the store, with atomic checkpoints and exact resumption.
+/// `unseg fit`: the recipe's stages in order (`pca-init`, `cosine-kmeans`, `primaps-em`), with
+/// atomic checkpoints and exact resumption.
+///
+/// Each stage is a `StageRunner`: it starts from the previous stage's prototypes (or from
+/// `--init-from`), runs its steps (per-image work through an `ImageExecutor`, an ordered
+/// reduction), and saves its state as a `StateRecord` in the checkpoint. The driver knows no
+/// stage: adding a method is a new runner and a recipe section.
 ///
 /// Determinism: the image order of epoch e of a stage is a permutation seeded by
 /// `FitSeeds.epochOrder(seed, stage, e)`; the flips come from the EM trainer's generator,
 /// whose state is in the checkpoint; a resumed run skips the batches its epoch already did. So a
 /// run killed at any moment and resumed ends with bit-identical prototypes, and the thread
-/// count changes nothing (every trainer reduces in image order).
+/// count changes nothing (every reduction runs in image order).
 public enum FitJob {
     /// Runs (or resumes) a fit. Errors: store / proposals / checkpoint problems as `StoreError`,
     /// recipe mismatches on resume as `RecipeError`, algorithm errors as `ClusteringError`.
     public static func run(_ o: FitOptions) throws -> FitResult {
         let started = Date()
         let recipe = o.recipe
+        try recipe.validate()
+        BLASPolicy.imagesInParallel.apply()
         let store = try FeatureStore(path: o.storePath)
         let l = store.layout
         guard l.imageCount >= 1 else { throw StoreError(file: o.storePath, dataset: "/features", "has no images; nothing to fit") }
@@ -83,6 +90,7 @@ public enum FitJob {
         }
         let proposals = try ProposalProvider(options: o, store: store)
         let validator = try o.valPath.map { try Validator(path: $0, classCount: o.valClassCount ?? recipe.classes, trainChannels: l.channels, threads: o.threads) }
+        let runners: [any StageRunner] = recipe.stages.map { runner(for: $0) }
 
         let exists = FileManager.default.fileExists(atPath: o.checkpointPath)
         if exists && !o.resume {
@@ -98,28 +106,34 @@ public enum FitJob {
                 throw StoreError(file: o.storePath, "has \(l.imageCount) images of \(l.gridHeight)x\(l.gridWidth) cells but the checkpoint \(o.checkpointPath) was fitted on \(ck.storeImages) of \(ck.featureHeight)x\(ck.featureWidth) (\(ck.storePath)); resume with the same store")
             }
             if ck.recipeYAML != recipe.yaml() {
-                throw RecipeError("the recipe differs from the one in \(o.checkpointPath) (see `unseg inspect`); resume with the same recipe and --seed, or start a new checkpoint")
+                throw RecipeError("the recipe differs from the one in \(o.checkpointPath): \(recipeDifferences(ck.recipeYAML, recipe.yaml())); resume with the same recipe and --seed, or start a new checkpoint")
             }
             resumedFrom = ck.step
-            o.log?("resuming \(o.checkpointPath): stage \(ck.stage.rawValue), epoch \(ck.epoch), step \(ck.step)")
+            o.log?("resuming \(o.checkpointPath): stage \(ck.stage?.rawValue ?? "done"), epoch \(ck.epoch), step \(ck.step)")
             if let src = o.initFromPath, src != ck.initFrom {
-                o.log?("--init-from \(src) ignored: resuming \(o.checkpointPath), which started from \(ck.initFrom ?? "PCA + warm-up")")
+                o.log?("--init-from \(src) ignored: resuming \(o.checkpointPath), which started from \(ck.initFrom ?? "its own first stage")")
             }
-        } else if let src = o.initFromPath {
-            let model = try initialPrototypes(from: src, store: store, recipe: recipe)
-            o.log?("PriMaPs-EM starts from the prototypes of \(src) (no PCA, no warm-up)")
-            ck = initialCheckpoint(initial: model, recipe: recipe, store: store)
-            ck.initFrom = src
-            try enterEM(&ck, model: model, recipe: recipe, threads: o.threads)
-            try ck.write(to: o.checkpointPath)
         } else {
-            o.log?("PCA initialisation on up to \(recipe.pcaSampleImages) images of \(o.storePath)")
-            let initial = try pcaInitialisation(store: store, recipe: recipe)
-            ck = initialCheckpoint(initial: initial, recipe: recipe, store: store)
-            if ck.stage == .em { try enterEM(&ck, model: initial, recipe: recipe, threads: o.threads) }
+            ck = FitCheckpoint(recipeYAML: recipe.yaml(), stage: nil, step: 0, epoch: 0, batchInEpoch: 0, states: [:],
+                               valHistory: [], best: nil, bestRecord: nil, storePath: store.path, storeImages: l.imageCount,
+                               featureHeight: l.gridHeight, featureWidth: l.gridWidth, channels: l.channels)
+            var first = 0
+            var model: PrototypeModel?
+            if let src = o.initFromPath {
+                let m = try initialPrototypes(from: src, store: store, recipe: recipe)
+                // The recipe's last stage starts from these prototypes; the stages before it are skipped.
+                first = recipe.stages.count - 1
+                o.log?("\(recipe.stages.indices.contains(first) ? recipe.stages[first].rawValue : "the fit") starts from the prototypes of \(src) (stages before it skipped)")
+                ck.initFrom = src
+                model = m
+            }
+            if first < runners.count {
+                ck.stage = recipe.stages[first]
+                ck.states[recipe.stages[first]] = try runners[first].initialState(from: model, recipe: recipe, threads: o.threads)
+            }
             try ck.write(to: o.checkpointPath)
         }
-        if ck.stage != .done && recipe.epochs > 0 {
+        if ck.stage != nil, recipe.runs(.primapsEM), recipe.epochs > 0 {
             o.log?((proposals.onTheFly ? "proposals: PriMaPs on the fly (threshold \(recipe.primapsThreshold))" : "proposals: \(o.proposalsPath!)")
                    + "; the M-step uses the clean stored features (a store has no backbone for photometric augmentation), horizontal flips only")
         }
@@ -127,18 +141,32 @@ public enum FitJob {
         let n = l.imageCount
         let batchLen = min(recipe.batchSize, n)
         let batches = n / batchLen
-        let totalSteps = ((ck.initFrom == nil ? recipe.warmupEpochs : 0) + recipe.epochs) * batches
+        let trainingEpochs = runners.enumerated().reduce(0) { acc, e in
+            (ck.initFrom != nil && e.offset < runners.count - 1) ? acc : acc + e.element.epochs(recipe)
+        }
+        let totalSteps = trainingEpochs * batches
         let startStep = ck.step
         let context = Loop(options: o, store: store, batchLen: batchLen, batches: batches, startStep: startStep,
-                           totalSteps: totalSteps, proposals: proposals, validator: validator)
+                           totalSteps: totalSteps, proposals: proposals, validator: validator,
+                           executor: LocalExecutor(threads: o.threads))
         defer { o.progress?.finish() }
         do {
-            while ck.stage != .done {
-                switch ck.stage {
-                case .warmup: try context.warmup(&ck)
-                case .em: try context.em(&ck)
-                case .done: break
+            while let kind = ck.stage {
+                guard let i = recipe.stages.firstIndex(of: kind) else {
+                    throw RecipeError("stages: the checkpoint is in stage '\(kind.rawValue)', which the recipe does not list")
                 }
+                let out = try runners[i].run(&ck, context: context)
+                o.log?("\(kind.rawValue) done after step \(ck.step)")
+                if i + 1 < runners.count {
+                    let next = recipe.stages[i + 1]
+                    ck.states[next] = try runners[i + 1].initialState(from: out, recipe: recipe, threads: o.threads)
+                    ck.stage = next
+                } else {
+                    ck.stage = nil
+                }
+                ck.epoch = 0
+                ck.batchInEpoch = 0
+                try ck.write(to: o.checkpointPath)
             }
         } catch is StopRequested {
             return FitResult(checkpoint: ck, prototypes: ck.momentum, selection: "stopped early (testing)",
@@ -159,29 +187,74 @@ public enum FitJob {
                          resumedFrom: resumedFrom, seconds: Date().timeIntervalSince(started))
     }
 
-    /// PCA of a seeded sample of feature rows (streamed image by image, bounded memory):
-    /// the first K principal directions, gains 1. Single-threaded BLAS so the result does not
-    /// depend on the thread count. O(rows C^2 + C^3).
-    public static func pcaInitialisation(store: FeatureStore, recipe: Recipe) throws -> PrototypeModel {
+    /// The keys whose values differ between two recipes' YAML forms ("primaps-em.epochs: 8 -> 9").
+    static func recipeDifferences(_ a: String, _ b: String) -> String {
+        func pairs(_ y: String) -> [String: String] {
+            var out: [String: String] = [:], section = ""
+            for line in y.split(separator: "\n") {
+                let text = line.split(separator: "#", maxSplits: 1).first.map(String.init) ?? ""
+                guard let colon = text.firstIndex(of: ":") else { continue }
+                let key = text[..<colon].trimmingCharacters(in: .whitespaces)
+                let value = text[text.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+                if !line.hasPrefix(" ") { section = value.isEmpty ? key + "." : "" }
+                let full = line.hasPrefix(" ") ? section + key : key
+                if !value.isEmpty { out[full] = value }
+            }
+            return out
+        }
+        let pa = pairs(a), pb = pairs(b)
+        let keys = Set(pa.keys).union(pb.keys).sorted().filter { pa[$0] != pb[$0] }
+        if keys.isEmpty { return "the text differs" }
+        return keys.map { "\($0): \(pa[$0] ?? "(none)") in the checkpoint, \(pb[$0] ?? "(none)") now" }.joined(separator: "; ")
+    }
+
+    static func runner(for kind: FitStageKind) -> any StageRunner {
+        switch kind {
+        case .pcaInit: return PCAInitRunner()
+        case .cosineKMeans: return CosineKMeansRunner()
+        case .primapsEM: return PriMaPsEMRunner()
+        }
+    }
+
+    /// PCA of a seeded sample of feature rows (streamed block by block, bounded memory): the
+    /// first K principal directions, gains 1. Per-image Gram matrices on all threads, merged in
+    /// image order, so the result does not depend on the thread count. O(rows C^2 + C^3).
+    public static func pcaInitialisation(store: FeatureStore, recipe: Recipe, threads: Int = 1) throws -> PrototypeModel {
         let l = store.layout
         let k = min(recipe.pcaSampleImages, l.imageCount)
         var rng = SeededRandom(seed: FitSeeds.pcaSample(recipe.seed))
         let images = rng.sample(k, from: l.imageCount).sorted()
-        let saved = BLAS.threads
-        BLAS.threads = 1
-        defer { BLAS.threads = saved }
         var acc = PCAAccumulator(channels: l.channels)
-        let stream = try StoreStream(store: store, subset: images, prefetch: 2)
+        let executor = LocalExecutor(threads: threads)
+        let stream = try StoreStream(store: store, subset: images, prefetch: 4 * max(threads, 1))
         let rows = recipe.pcaRowsPerImage
-        while let item = try stream.next() {
-            var f = item.features
-            if rows > 0 && rows < f.rows {
-                var r = SeededRandom.stream(seed: FitSeeds.pcaSample(recipe.seed), index: UInt64(item.index))
-                f = f.gatherRows(r.sample(rows, from: f.rows).sorted())
+        var shift: [Float] = []
+        while true {
+            let items = try stream.nextBatch(4 * max(threads, 1))
+            if items.isEmpty { break }
+            let sampled: [Matrix] = items.map { item in
+                var f = item.features
+                if rows > 0 && rows < f.rows {
+                    var r = SeededRandom.stream(seed: FitSeeds.pcaSample(recipe.seed), index: UInt64(item.index))
+                    f = f.gatherRows(r.sample(rows, from: f.rows).sorted())
+                }
+                return f
             }
-            try acc.add(f)
+            // The shift (the first sampled image's mean) is shared by every contribution.
+            if shift.isEmpty, let first = sampled.first(where: { $0.rows > 0 }) { shift = first.columnMeans() }
+            if shift.isEmpty { continue }
+            let s = shift
+            let parts = executor.map(sampled.count) { i in Result { try PCAAccumulator.contribution(sampled[i], shift: s) } }
+            for (item, p) in zip(items, parts) {
+                do { acc.merge(try p.get(), shift: s) } catch {
+                    throw StoreError(file: store.path, dataset: "/features", "image \(item.index): \(error)")
+                }
+            }
         }
-        let pca = try acc.finalize(components: recipe.classes)
+        let pca: PCA
+        do { pca = try acc.finalize(components: recipe.classes) } catch {
+            throw StoreError(file: store.path, dataset: "/features", "the PCA initialisation failed: \(error)")
+        }
         return CosineKMeansTrainer.pcaInitialisation(pca)
     }
 
@@ -190,8 +263,8 @@ public enum FitJob {
     static func initialPrototypes(from path: String, store: FeatureStore, recipe: Recipe) throws -> PrototypeModel {
         let src = try FitCheckpoint.load(path: path)
         try src.checkCompatible(with: store, checkpointPath: path)
-        guard src.stage == .done else {
-            throw StoreError(file: path, "is an unfinished fit (stage \(src.stage.rawValue), step \(src.step)); finish it with `unseg fit --resume --checkpoint \(path)` before starting from it")
+        guard src.isDone else {
+            throw StoreError(file: path, "is an unfinished fit (stage \(src.stage?.rawValue ?? "?"), step \(src.step)); finish it with `unseg fit --resume --checkpoint \(path)` before starting from it")
         }
         let selection = (try? src.recipe.selection) ?? .last
         let model = src.prototypes(copy: .momentum, selection: selection)
@@ -199,28 +272,6 @@ public enum FitJob {
             throw RecipeError("classes: the recipe asks for \(recipe.classes) prototypes but \(path) has \(model.classCount); start from a checkpoint fitted with the same number of classes")
         }
         return model
-    }
-
-    static func initialCheckpoint(initial: PrototypeModel, recipe: Recipe, store: FeatureStore) -> FitCheckpoint {
-        let l = store.layout
-        let warm = try! CosineKMeansTrainer(initial: initial, config: recipe.warmupConfig(threads: 1))
-        let s = warm.state
-        let stage: FitStage = recipe.warmupEpochs > 0 ? .warmup : (recipe.epochs > 0 ? .em : .done)
-        return FitCheckpoint(recipeYAML: recipe.yaml(), stage: stage, step: 0, epoch: 0, batchInEpoch: 0,
-                             running: s.model, momentum: s.model, adam: s.adam, momentumUpdates: 0, rngState: s.rngState,
-                             warmupLoss: [], emLoss: [], valHistory: [], best: nil, bestRecord: nil,
-                             storePath: store.path, storeImages: l.imageCount, featureHeight: l.gridHeight,
-                             featureWidth: l.gridWidth, channels: l.channels)
-    }
-
-    /// Moves a checkpoint to the start of the EM stage from `model` (both copies).
-    static func enterEM(_ ck: inout FitCheckpoint, model: PrototypeModel, recipe: Recipe, threads: Int) throws {
-        let t = try EMTrainer(initial: model, config: recipe.emConfig(threads: threads))
-        let s = t.state
-        ck.stage = recipe.epochs > 0 ? .em : .done
-        ck.epoch = 0; ck.batchInEpoch = 0
-        ck.running = s.running; ck.momentum = s.momentum; ck.adam = s.adam
-        ck.momentumUpdates = 0; ck.rngState = s.rngState
     }
 
     /// Removes temporary checkpoint files left by killed runs (`.NAME.tmp-PID-*` whose PID is gone).
@@ -238,7 +289,7 @@ public enum FitJob {
         }
     }
 
-    /// The training loop over epochs of one stage.
+    /// What the stages share: the store, the batch layout, checkpoints, validation, progress.
     struct Loop {
         let options: FitOptions
         let store: FeatureStore
@@ -248,6 +299,7 @@ public enum FitJob {
         let totalSteps: Int
         let proposals: ProposalProvider
         let validator: Validator?
+        let executor: any ImageExecutor
         var recipe: Recipe { options.recipe }
 
         /// The store indices of the remaining batches of the checkpoint's current epoch.
@@ -257,20 +309,22 @@ public enum FitJob {
             return Array(order[(ck.batchInEpoch * batchLen)..<(batches * batchLen)])
         }
 
+        /// Bookkeeping after every step: position, validation at epoch ends, checkpoints, progress.
         func afterStep(_ ck: inout FitCheckpoint, stageEpochs: Int, loss: Double, model: () -> PrototypeModel) throws {
             ck.step += 1
             ck.batchInEpoch += 1
             var epochEnded = false
+            let kind = ck.stage ?? .primapsEM
+            let label = kind == .cosineKMeans ? "warm-up" : (kind == .primapsEM ? "PriMaPs-EM" : kind.rawValue)
             if ck.batchInEpoch == batches {
                 ck.epoch += 1
                 ck.batchInEpoch = 0
                 epochEnded = true
-                var line = String(format: "%@ epoch %d/%d: loss %.4f", ck.stage == .warmup ? "warm-up" : "PriMaPs-EM",
-                                  ck.epoch, stageEpochs, loss)
+                var line = String(format: "%@ epoch %d/%d: loss %.4f", label, ck.epoch, stageEpochs, loss)
                 if let v = validator {
                     let m = model()
                     let r = try v.evaluate(m)
-                    let rec = ValRecord(stage: ck.stage, epoch: ck.epoch, miou: r.miou, accuracy: r.accuracy)
+                    let rec = ValRecord(stage: kind, epoch: ck.epoch, miou: r.miou, accuracy: r.accuracy)
                     ck.valHistory.append(rec)
                     if ck.bestRecord == nil || rec.miou > ck.bestRecord!.miou {
                         ck.bestRecord = rec
@@ -284,57 +338,103 @@ public enum FitJob {
                 try ck.write(to: options.checkpointPath)
             }
             options.progress?.update(done: ck.step - startStep, total: totalSteps - startStep,
-                                     note: String(format: "%@ ep %d loss %.4f", ck.stage == .warmup ? "warm-up" : "EM", ck.epoch + 1, loss))
+                                     note: String(format: "%@ ep %d loss %.4f", kind == .cosineKMeans ? "warm-up" : (kind == .primapsEM ? "EM" : kind.rawValue), ck.epoch + 1, loss))
             if options.stepDelay > 0 { Thread.sleep(forTimeInterval: options.stepDelay) }
             if let s = options.stopAfterStep, ck.step >= s { throw StopRequested() }
         }
+    }
+}
 
-        func warmup(_ ck: inout FitCheckpoint) throws {
-            let state = CosineKMeansTrainerState(model: ck.running, adam: ck.adam, step: ck.warmupSteps, epoch: ck.epoch,
-                                                 rngState: ck.rngState, lossHistory: ck.warmupLoss)
-            var t = try CosineKMeansTrainer(state: state, config: recipe.warmupConfig(threads: options.threads))
-            while ck.epoch < recipe.warmupEpochs {
-                let stream = try StoreStream(store: store, subset: remainingOrder(ck, stage: 0), prefetch: batchLen)
-                while true {
-                    let items = try stream.nextBatch(batchLen)
-                    if items.isEmpty { break }
-                    let st = try t.step(batch: items.map(\.features))
-                    let s = t.state
-                    ck.running = s.model; ck.momentum = s.model; ck.adam = s.adam; ck.rngState = s.rngState
-                    ck.warmupLoss = s.lossHistory
-                    try afterStep(&ck, stageEpochs: recipe.warmupEpochs, loss: st.loss) { t.model }
-                }
-            }
-            options.log?("warm-up done after \(ck.warmupSteps) steps")
-            try FitJob.enterEM(&ck, model: t.model, recipe: recipe, threads: options.threads)
-            try ck.write(to: options.checkpointPath)
-        }
+/// One stage of a fit, as the driver sees it. A new method is a new runner (and a recipe
+/// section); the driver, the checkpoint and `--resume` / `--init-from` need no change.
+protocol StageRunner {
+    var kind: FitStageKind { get }
+    /// Epochs of training steps (0 for one-pass stages such as the PCA).
+    func epochs(_ recipe: Recipe) -> Int
+    /// The stage's fresh state, starting from the previous stage's prototypes (nil for a first stage).
+    func initialState(from model: PrototypeModel?, recipe: Recipe, threads: Int) throws -> StateRecord
+    /// Runs (or resumes from `ck.states[kind]`) the stage to its end; returns its prototypes.
+    func run(_ ck: inout FitCheckpoint, context: FitJob.Loop) throws -> PrototypeModel
+}
 
-        func em(_ ck: inout FitCheckpoint) throws {
-            let state = EMTrainerState(running: ck.running, momentum: ck.momentum, adam: ck.adam, step: ck.emSteps,
-                                       epoch: ck.epoch, momentumUpdates: ck.momentumUpdates, rngState: ck.rngState,
-                                       lossHistory: ck.emLoss)
-            var t = try EMTrainer(state: state, config: recipe.emConfig(threads: options.threads))
-            let l = store.layout
-            while ck.epoch < recipe.epochs {
-                let stream = try StoreStream(store: store, subset: remainingOrder(ck, stage: 1), prefetch: batchLen)
-                while true {
-                    let items = try stream.nextBatch(batchLen)
-                    if items.isEmpty { break }
-                    let masks = try proposals.masks(for: items)
-                    let batch = zip(items, masks).map { item, m in
-                        EMSample(features: item.features, height: l.gridHeight, width: l.gridWidth,
-                                 labelHeight: l.imageHeight, labelWidth: l.imageWidth, masks: m)
-                    }
-                    let st = try t.step(batch: batch)
-                    let s = t.state
-                    ck.running = s.running; ck.momentum = s.momentum; ck.adam = s.adam; ck.rngState = s.rngState
-                    ck.momentumUpdates = s.momentumUpdates; ck.emLoss = s.lossHistory
-                    try afterStep(&ck, stageEpochs: recipe.epochs, loss: st.loss) { t.momentum }
-                }
-            }
-            ck.stage = .done
+/// `pca-init`: the PCA of a seeded sample of rows (state: the model).
+struct PCAInitRunner: StageRunner {
+    var kind: FitStageKind { .pcaInit }
+    func epochs(_ recipe: Recipe) -> Int { 0 }
+    func initialState(from model: PrototypeModel?, recipe: Recipe, threads: Int) throws -> StateRecord {
+        var r = StateRecord()
+        r.set("done", 0)
+        return r
+    }
+    func run(_ ck: inout FitCheckpoint, context c: FitJob.Loop) throws -> PrototypeModel {
+        if let r = ck.states[.pcaInit], (try? r.int("done")) == 1 { return try PrototypeModel(record: r, at: "model") }
+        c.options.log?("PCA initialisation on up to \(c.recipe.pcaSampleImages) images of \(c.store.path)")
+        let m = try FitJob.pcaInitialisation(store: c.store, recipe: c.recipe, threads: c.options.threads)
+        var r = StateRecord()
+        m.save(into: &r, at: "model")
+        r.set("done", 1)
+        ck.states[.pcaInit] = r
+        return m
+    }
+}
+
+/// `cosine-kmeans`: the warm-up trainer over epochs of batches.
+struct CosineKMeansRunner: StageRunner {
+    var kind: FitStageKind { .cosineKMeans }
+    func epochs(_ recipe: Recipe) -> Int { recipe.warmupEpochs }
+    func initialState(from model: PrototypeModel?, recipe: Recipe, threads: Int) throws -> StateRecord {
+        guard let m = model else {
+            throw RecipeError("stages: cosine-kmeans needs initial prototypes; list pca-init before it or pass --init-from")
         }
+        return try CosineKMeansTrainer(initial: m, config: recipe.warmupConfig(threads: threads)).state.record
+    }
+    func run(_ ck: inout FitCheckpoint, context c: FitJob.Loop) throws -> PrototypeModel {
+        let state = try CosineKMeansTrainerState(record: ck.states[.cosineKMeans]!)
+        var t = try CosineKMeansTrainer(state: state, config: c.recipe.warmupConfig(threads: c.options.threads))
+        while ck.epoch < c.recipe.warmupEpochs {
+            let stream = try StoreStream(store: c.store, subset: c.remainingOrder(ck, stage: 0), prefetch: c.batchLen)
+            while true {
+                let items = try stream.nextBatch(c.batchLen)
+                if items.isEmpty { break }
+                let st = try t.step(batch: items.map(\.features), executor: c.executor)
+                ck.states[.cosineKMeans] = t.state.record
+                try c.afterStep(&ck, stageEpochs: c.recipe.warmupEpochs, loss: st.loss) { t.model }
+            }
+        }
+        return t.model
+    }
+}
+
+/// `primaps-em`: PriMaPs-EM over epochs of batches with their mask proposals.
+struct PriMaPsEMRunner: StageRunner {
+    var kind: FitStageKind { .primapsEM }
+    func epochs(_ recipe: Recipe) -> Int { recipe.epochs }
+    func initialState(from model: PrototypeModel?, recipe: Recipe, threads: Int) throws -> StateRecord {
+        guard let m = model else {
+            throw RecipeError("stages: primaps-em needs initial prototypes; list pca-init (and cosine-kmeans) before it or pass --init-from")
+        }
+        return try EMTrainer(initial: m, config: recipe.emConfig(threads: threads)).state.record
+    }
+    func run(_ ck: inout FitCheckpoint, context c: FitJob.Loop) throws -> PrototypeModel {
+        let state = try EMTrainerState(record: ck.states[.primapsEM]!)
+        var t = try EMTrainer(state: state, config: c.recipe.emConfig(threads: c.options.threads))
+        let l = c.store.layout
+        while ck.epoch < c.recipe.epochs {
+            let stream = try StoreStream(store: c.store, subset: c.remainingOrder(ck, stage: 1), prefetch: c.batchLen)
+            while true {
+                let items = try stream.nextBatch(c.batchLen)
+                if items.isEmpty { break }
+                let masks = try c.proposals.masks(for: items)
+                let batch = zip(items, masks).map { item, m in
+                    EMSample(features: item.features, height: l.gridHeight, width: l.gridWidth,
+                             labelHeight: l.imageHeight, labelWidth: l.imageWidth, masks: m)
+                }
+                let st = try t.step(batch: batch, executor: c.executor)
+                ck.states[.primapsEM] = t.state.record
+                try c.afterStep(&ck, stageEpochs: c.recipe.epochs, loss: st.loss) { t.momentum }
+            }
+        }
+        return t.momentum
     }
 }
 

@@ -1,6 +1,5 @@
 import Foundation
 import UnsegClustering
-import UnsegHDF5
 import UnsegLinAlg
 import UnsegProposals
 import UnsegStore

@@ -11,7 +11,7 @@ public struct RecipeError: Error, CustomStringConvertible, Sendable {
 }
 
 /// Where the PriMaPs masks of the EM stage come from.
-public enum ProposalsSource: String, Sendable, CaseIterable, Equatable {
+public enum ProposalsSource: String, Sendable, CaseIterable, Equatable, Codable {
     /// A proposals file written by `unseg propose` (`--proposals P.h5`, required).
     case file
     /// Computed on the fly with PriMaPs (threshold `primaps_threshold`) when no file is given;
@@ -20,7 +20,7 @@ public enum ProposalsSource: String, Sendable, CaseIterable, Equatable {
 }
 
 /// How the final prototypes are chosen.
-public enum ModelSelection: String, Sendable, CaseIterable, Equatable {
+public enum ModelSelection: String, Sendable, CaseIterable, Equatable, Codable {
     /// The prototypes after the last step (default: no use of the validation split).
     case last
     /// The momentum prototypes of the epoch with the best validation mIoU (the reference's
@@ -29,66 +29,130 @@ public enum ModelSelection: String, Sendable, CaseIterable, Equatable {
 }
 
 /// Optional refinement of predictions.
-public enum PredictRefinement: String, Sendable, CaseIterable, Equatable {
+public enum PredictRefinement: String, Sendable, CaseIterable, Equatable, Codable {
     case none
     /// Dense CRF on the softmax of the label-resolution logits with the store's `/images`.
     case crf
 }
 
-/// Every hyperparameter of a fit (PCA init, cosine k-means warm-up, PriMaPs-EM) and of
-/// predicting with its result. Loaded from YAML (`Recipes/*.yaml`) with strict checking:
-/// unknown keys and out-of-range values are errors naming the key and what is allowed.
-/// `yaml()` prints a recipe back; `Recipe.parse(r.yaml()) == r`.
-public struct Recipe: Equatable, Sendable {
+/// The stages a fit can run, in the order the recipe lists them.
+public enum FitStageKind: String, Sendable, CaseIterable, Equatable, Codable {
+    /// PCA of a seeded sample of feature rows: the first K principal directions (gains 1).
+    case pcaInit = "pca-init"
+    /// Cosine k-means warm-up of the prototypes (Adam); alone after PCA: the paper's "Baseline".
+    case cosineKMeans = "cosine-kmeans"
+    /// PriMaPs-EM: pseudo-labels from the momentum prototypes voted inside mask proposals.
+    case primapsEM = "primaps-em"
+}
+
+/// Every hyperparameter of a fit and of predicting with its result, one section per stage.
+///
+/// Loaded from YAML (`Recipes/*.yaml`) through `Codable` (Yams) with strict checking: unknown and
+/// duplicate keys are errors naming the key and the allowed ones; out-of-range values name the
+/// key and the range. Missing keys take the reference's settings. `yaml()` prints a recipe back
+/// with comments; `Recipe.parse(r.yaml()) == r`.
+public struct Recipe: Equatable, Sendable, Codable {
     /// Free-form name, e.g. "cityscapes27-dino_vits8".
     public var name: String = "unnamed"
     /// Number of class prototypes K (27 Cityscapes / COCO-Stuff, 3 Potsdam).
     public var classes: Int = 27
-    /// Images sampled (seeded) for the PCA initialisation (reference: about 93 batches of 32).
-    public var pcaSampleImages: Int = 2976
-    /// Feature cells taken per sampled image (0 = all cells).
-    public var pcaRowsPerImage: Int = 0
-    /// Epochs of cosine k-means warm-up (reference 2; longer gives the paper's "Baseline").
-    public var warmupEpochs: Int = 2
-    /// Adam learning rate of the warm-up.
-    public var warmupLearningRate: Double = 5e-3
-    /// Epochs of PriMaPs-EM (reference 50).
-    public var epochs: Int = 50
-    /// Images per step of both stages (reference 32). The last partial batch of an epoch is dropped.
-    public var batchSize: Int = 32
-    /// Adam learning rate of the EM stage.
-    public var learningRate: Double = 5e-3
-    /// Focal exponent of the class weights `(1 - mean softmax)^gamma`.
-    public var gamma: Double = 2
-    /// Momentum (EMA) update every this many EM steps.
-    public var momentumEvery: Int = 10
-    /// Cap of the EMA decay `min(1 - 1/n, cap)`.
-    public var momentumDecayCap: Double = 0.98
-    /// Probability of a horizontal flip per image and step.
-    public var flipProbability: Double = 0.5
-    /// Where the masks come from.
-    public var proposals: ProposalsSource = .primaps
-    /// PriMaPs similarity threshold psi for on-the-fly proposals.
-    public var primapsThreshold: Double = 0.4
-    /// Write the checkpoint every this many steps (and at every epoch end and at the end).
-    public var checkpointEvery: Int = 50
     /// Seed of everything random in the run (PCA sample, epoch orders, flips).
     public var seed: UInt64 = 0
+    /// Images per step of every training stage (reference 32). The last partial batch of an epoch is dropped.
+    public var batchSize: Int = 32
+    /// Write the checkpoint every this many steps (and at every epoch end and at the end).
+    public var checkpointEvery: Int = 50
     /// Which prototypes are the result.
     public var selection: ModelSelection = .last
-    /// Which copy `unseg predict` uses by default.
-    public var predictCopy: PrototypeCopy = .momentum
-    /// Refinement `unseg predict` applies by default.
-    public var predictRefine: PredictRefinement = .none
+    /// The stages, in order.
+    public var stages: [FitStageKind] = FitStageKind.allCases
+
+    /// `pca-init` settings.
+    public struct PCAInit: Equatable, Sendable, Codable {
+        public init() {}
+        /// Images sampled (seeded) for the PCA (reference: about 93 batches of 32).
+        public var sampleImages: Int = 2976
+        /// Feature cells taken per sampled image (0 = all cells).
+        public var rowsPerImage: Int = 0
+        enum CodingKeys: String, CodingKey, CaseIterable { case sampleImages = "sample_images", rowsPerImage = "rows_per_image" }
+    }
+    /// `cosine-kmeans` settings.
+    public struct CosineKMeans: Equatable, Sendable, Codable {
+        public init() {}
+        /// Epochs of the warm-up (reference 2; longer gives the paper's "Baseline").
+        public var epochs: Int = 2
+        /// Adam learning rate.
+        public var learningRate: Double = 5e-3
+        enum CodingKeys: String, CodingKey, CaseIterable { case epochs, learningRate = "learning_rate" }
+    }
+    /// `primaps-em` settings.
+    public struct PriMaPsEM: Equatable, Sendable, Codable {
+        public init() {}
+        /// Epochs (reference 50).
+        public var epochs: Int = 50
+        /// Adam learning rate.
+        public var learningRate: Double = 5e-3
+        /// Focal exponent of the class weights `(1 - mean softmax)^gamma`.
+        public var gamma: Double = 2
+        /// Momentum (EMA) update every this many steps.
+        public var momentumEvery: Int = 10
+        /// Cap of the EMA decay `min(1 - 1/n, cap)`.
+        public var momentumDecayCap: Double = 0.98
+        /// Probability of a horizontal flip per image and step.
+        public var flipProbability: Double = 0.5
+        /// Where the masks come from.
+        public var proposals: ProposalsSource = .primaps
+        /// PriMaPs similarity threshold psi for on-the-fly proposals.
+        public var primapsThreshold: Double = 0.4
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case epochs, learningRate = "learning_rate", gamma, momentumEvery = "momentum_every"
+            case momentumDecayCap = "momentum_decay_cap", flipProbability = "flip_probability", proposals
+            case primapsThreshold = "primaps_threshold"
+        }
+    }
+    /// `predict` settings (what `unseg predict` does by default with the result).
+    public struct Predict: Equatable, Sendable, Codable {
+        public init() {}
+        /// Which copy of the final stage's prototypes.
+        public var copy: PrototypeCopy = .momentum
+        /// Refinement.
+        public var refine: PredictRefinement = .none
+        enum CodingKeys: String, CodingKey, CaseIterable { case copy, refine }
+    }
+
+    public var pcaInit = PCAInit()
+    public var cosineKMeans = CosineKMeans()
+    public var primapsEM = PriMaPsEM()
+    public var predict = Predict()
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case name, classes, seed, batchSize = "batch_size", checkpointEvery = "checkpoint_every", selection, stages
+        case pcaInit = "pca-init", cosineKMeans = "cosine-kmeans", primapsEM = "primaps-em", predict
+    }
 
     public init() {}
 
-    /// The keys of the YAML form, in printing order.
-    public static let keys = ["name", "classes", "pca_sample_images", "pca_rows_per_image", "warmup_epochs",
-                              "warmup_learning_rate", "epochs", "batch_size", "learning_rate", "gamma",
-                              "momentum_every", "momentum_decay_cap", "flip_probability", "proposals",
-                              "primaps_threshold", "checkpoint_every", "seed", "selection", "predict_copy",
-                              "predict_refine"]
+    // MARK: flat accessors (the settings by their old names, for code that reads one value)
+
+    public var pcaSampleImages: Int { get { pcaInit.sampleImages } set { pcaInit.sampleImages = newValue } }
+    public var pcaRowsPerImage: Int { get { pcaInit.rowsPerImage } set { pcaInit.rowsPerImage = newValue } }
+    public var warmupEpochs: Int { get { cosineKMeans.epochs } set { cosineKMeans.epochs = newValue } }
+    public var warmupLearningRate: Double { get { cosineKMeans.learningRate } set { cosineKMeans.learningRate = newValue } }
+    public var epochs: Int { get { primapsEM.epochs } set { primapsEM.epochs = newValue } }
+    public var learningRate: Double { get { primapsEM.learningRate } set { primapsEM.learningRate = newValue } }
+    public var gamma: Double { get { primapsEM.gamma } set { primapsEM.gamma = newValue } }
+    public var momentumEvery: Int { get { primapsEM.momentumEvery } set { primapsEM.momentumEvery = newValue } }
+    public var momentumDecayCap: Double { get { primapsEM.momentumDecayCap } set { primapsEM.momentumDecayCap = newValue } }
+    public var flipProbability: Double { get { primapsEM.flipProbability } set { primapsEM.flipProbability = newValue } }
+    public var proposals: ProposalsSource { get { primapsEM.proposals } set { primapsEM.proposals = newValue } }
+    public var primapsThreshold: Double { get { primapsEM.primapsThreshold } set { primapsEM.primapsThreshold = newValue } }
+    public var predictCopy: PrototypeCopy { get { predict.copy } set { predict.copy = newValue } }
+    public var predictRefine: PredictRefinement { get { predict.refine } set { predict.refine = newValue } }
+
+    /// Whether the recipe runs `kind`.
+    public func runs(_ kind: FitStageKind) -> Bool { stages.contains(kind) }
+
+    // MARK: loading
 
     /// Loads a recipe file. Errors name the file and the key.
     public static func load(path: String) throws -> Recipe {
@@ -101,93 +165,166 @@ public struct Recipe: Equatable, Sendable {
         }
     }
 
-    /// Parses recipe YAML. Missing keys take the defaults (the reference's settings).
+    /// The allowed keys of each mapping of the YAML form (nil key: the top level).
+    static let allowedKeys: [String: [String]] = [
+        "": CodingKeys.allCases.map(\.rawValue),
+        "pca-init": PCAInit.CodingKeys.allCases.map(\.rawValue),
+        "cosine-kmeans": CosineKMeans.CodingKeys.allCases.map(\.rawValue),
+        "primaps-em": PriMaPsEM.CodingKeys.allCases.map(\.rawValue),
+        "predict": Predict.CodingKeys.allCases.map(\.rawValue),
+    ]
+
+    /// Parses recipe YAML: keys checked first (unknown, duplicate), then decoded, then ranges.
     public static func parse(_ text: String) throws -> Recipe {
-        let node: Any?
-        do { node = try Yams.load(yaml: text) } catch {
+        let node: Node?
+        do { node = try Yams.compose(yaml: text) } catch {
             throw RecipeError("not valid YAML: \(error)")
         }
         guard let node else { return Recipe() }
-        guard let dict = node as? [String: Any] else {
-            throw RecipeError("a recipe is a mapping of keys to values (key: value per line), got \(type(of: node))")
+        guard let top = node.mapping else {
+            throw RecipeError("a recipe is a mapping of keys to values (key: value per line), got \(node.scalar?.string ?? "a sequence")")
         }
-        for key in dict.keys.sorted() where !keys.contains(key) {
-            throw RecipeError("unknown key '\(key)'; allowed keys: \(keys.joined(separator: ", "))")
+        try checkKeys(top, section: "")
+        for (k, v) in top {
+            guard let key = k.string else { continue }
+            if allowedKeys[key] != nil {
+                guard let m = v.mapping else {
+                    throw RecipeError("\(key): expected a section (indented 'key: value' lines), got '\(v.scalar?.string ?? "a sequence")'")
+                }
+                try checkKeys(m, section: key)
+                for (k2, v2) in m { try checkValue(key + "." + (k2.string ?? ""), v2) }
+            } else {
+                try checkValue(key, v)
+            }
         }
-        var r = Recipe()
-        func int(_ key: String, _ range: ClosedRange<Int>, _ dst: inout Int) throws {
-            guard let v = dict[key] else { return }
-            let i: Int?
-            switch v {
-            case let x as Int: i = x
-            case let x as Double where x.rounded() == x && abs(x) < 1e15: i = Int(x)
-            case let s as String: i = Int(s)
-            default: i = nil
-            }
-            guard let n = i, range.contains(n) else {
-                throw RecipeError("\(key): \(v) is not allowed; expected an integer in \(range.lowerBound)...\(range.upperBound == Int.max ? "" : String(range.upperBound))")
-            }
-            dst = n
+        let r: Recipe
+        do { r = try YAMLDecoder().decode(Recipe.self, from: text) } catch let e as RecipeError {
+            throw e
+        } catch let DecodingError.typeMismatch(_, ctx), let DecodingError.dataCorrupted(ctx) {
+            throw RecipeError("\(path(ctx.codingPath)): \(ctx.debugDescription.prefix(200))")
+        } catch {
+            throw RecipeError("cannot decode the recipe: \(error)")
         }
-        func double(_ key: String, _ lo: Double, _ hi: Double, loOpen: Bool, hiOpen: Bool, _ dst: inout Double) throws {
-            guard let v = dict[key] else { return }
-            let d: Double?
-            switch v {
-            case let x as Double: d = x
-            case let x as Int: d = Double(x)
-            case let s as String: d = Double(s)
-            default: d = nil
-            }
-            let range = "\(loOpen ? "(" : "[")\(lo), \(hi.isInfinite ? "inf" : "\(hi)")\(hiOpen ? ")" : "]")"
-            guard let x = d, x.isFinite || (x.isInfinite && !hiOpen),
-                  loOpen ? x > lo : x >= lo, hiOpen ? x < hi : x <= hi else {
-                throw RecipeError("\(key): \(v) is not allowed; expected a number in \(range)")
-            }
-            dst = x
-        }
-        func choice<E: RawRepresentable & CaseIterable>(_ key: String, _ dst: inout E) throws where E.RawValue == String {
-            guard let v = dict[key] else { return }
-            guard let s = v as? String, let e = E(rawValue: s) else {
-                throw RecipeError("\(key): '\(v)' is not allowed; expected one of \(E.allCases.map(\.rawValue).joined(separator: ", "))")
-            }
-            dst = e
-        }
-        if let v = dict["name"] {
-            guard let s = v as? String ?? (v as? CustomStringConvertible)?.description, !s.isEmpty else {
-                throw RecipeError("name: expected a non-empty string")
-            }
-            r.name = s
-        }
-        try int("classes", 1...254, &r.classes)
-        try int("pca_sample_images", 1...Int.max, &r.pcaSampleImages)
-        try int("pca_rows_per_image", 0...Int.max, &r.pcaRowsPerImage)
-        try int("warmup_epochs", 0...100_000, &r.warmupEpochs)
-        try double("warmup_learning_rate", 0, 1, loOpen: true, hiOpen: false, &r.warmupLearningRate)
-        try int("epochs", 0...100_000, &r.epochs)
-        try int("batch_size", 1...4096, &r.batchSize)
-        try double("learning_rate", 0, 1, loOpen: true, hiOpen: false, &r.learningRate)
-        try double("gamma", 0, 100, loOpen: false, hiOpen: false, &r.gamma)
-        try int("momentum_every", 1...1_000_000, &r.momentumEvery)
-        try double("momentum_decay_cap", 0, 1, loOpen: false, hiOpen: true, &r.momentumDecayCap)
-        try double("flip_probability", 0, 1, loOpen: false, hiOpen: false, &r.flipProbability)
-        try choice("proposals", &r.proposals)
-        try double("primaps_threshold", 0, 1, loOpen: false, hiOpen: false, &r.primapsThreshold)
-        try int("checkpoint_every", 1...Int.max, &r.checkpointEvery)
-        var seed = 0
-        try int("seed", 0...Int.max, &seed)
-        r.seed = UInt64(seed)
-        try choice("selection", &r.selection)
-        if let v = dict["predict_copy"] {
-            guard let s = v as? String, let c = PrototypeCopy(rawValue: s) else {
-                throw RecipeError("predict_copy: '\(v)' is not allowed; expected one of momentum, running")
-            }
-            r.predictCopy = c
-        }
-        try choice("predict_refine", &r.predictRefine)
+        try r.validate()
         return r
     }
 
-    /// The recipe as YAML, every key in `keys` order with a comment; `parse(yaml())` gives it back.
+    static func path(_ keys: [CodingKey]) -> String {
+        keys.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
+    }
+
+    /// What each value must look like (checked on the YAML before decoding, so every error
+    /// names the key and what is allowed).
+    enum ValueKind { case int, number, string, choice([String]), stageList }
+    static let valueKinds: [String: ValueKind] = [
+        "name": .string, "classes": .int, "seed": .int, "batch_size": .int, "checkpoint_every": .int,
+        "selection": .choice(ModelSelection.allCases.map(\.rawValue)), "stages": .stageList,
+        "pca-init.sample_images": .int, "pca-init.rows_per_image": .int,
+        "cosine-kmeans.epochs": .int, "cosine-kmeans.learning_rate": .number,
+        "primaps-em.epochs": .int, "primaps-em.learning_rate": .number, "primaps-em.gamma": .number,
+        "primaps-em.momentum_every": .int, "primaps-em.momentum_decay_cap": .number,
+        "primaps-em.flip_probability": .number, "primaps-em.proposals": .choice(ProposalsSource.allCases.map(\.rawValue)),
+        "primaps-em.primaps_threshold": .number,
+        "predict.copy": .choice(["momentum", "running"]), "predict.refine": .choice(PredictRefinement.allCases.map(\.rawValue)),
+    ]
+
+    static func checkValue(_ key: String, _ v: Node) throws {
+        guard let kind = valueKinds[key] else { return }
+        let text = v.scalar?.string
+        switch kind {
+        case .int:
+            guard let t = text, Int(t) != nil else { throw RecipeError("\(key): '\(text ?? "a list")' is not allowed; expected an integer") }
+        case .number:
+            guard let t = text, Double(t) != nil else { throw RecipeError("\(key): '\(text ?? "a list")' is not allowed; expected a number") }
+        case .string:
+            guard text != nil else { throw RecipeError("\(key): expected a string") }
+        case .choice(let allowed):
+            guard let t = text, allowed.contains(t) else {
+                throw RecipeError("\(key): '\(text ?? "a list")' is not allowed; expected one of \(allowed.joined(separator: ", "))")
+            }
+        case .stageList:
+            let all = FitStageKind.allCases.map(\.rawValue)
+            guard let items = v.sequence else {
+                throw RecipeError("\(key): expected a list such as [\(all.joined(separator: ", "))]")
+            }
+            for item in items where !all.contains(item.string ?? "") {
+                throw RecipeError("\(key): '\(item.string ?? "?")' is not a stage; stages are \(all.joined(separator: ", "))")
+            }
+        }
+    }
+
+    static func checkKeys(_ m: Node.Mapping, section: String) throws {
+        let allowed = allowedKeys[section] ?? []
+        var seen = Set<String>()
+        let place = section.isEmpty ? "" : section + "."
+        for (k, _) in m {
+            guard let key = k.string else { throw RecipeError("\(place)\(k): keys must be plain names") }
+            guard allowed.contains(key) else {
+                throw RecipeError("unknown key '\(place)\(key)'; allowed keys\(section.isEmpty ? "" : " of " + section): \(allowed.joined(separator: ", "))")
+            }
+            guard seen.insert(key).inserted else {
+                throw RecipeError("duplicate key '\(place)\(key)'; give each key once")
+            }
+        }
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        name = try c.decodeIfPresent(String.self, forKey: .name) ?? name
+        classes = try c.decodeIfPresent(Int.self, forKey: .classes) ?? classes
+        seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? seed
+        batchSize = try c.decodeIfPresent(Int.self, forKey: .batchSize) ?? batchSize
+        checkpointEvery = try c.decodeIfPresent(Int.self, forKey: .checkpointEvery) ?? checkpointEvery
+        selection = try c.decodeIfPresent(ModelSelection.self, forKey: .selection) ?? selection
+        stages = try c.decodeIfPresent([FitStageKind].self, forKey: .stages) ?? stages
+        pcaInit = try c.decodeIfPresent(PCAInit.self, forKey: .pcaInit) ?? pcaInit
+        cosineKMeans = try c.decodeIfPresent(CosineKMeans.self, forKey: .cosineKMeans) ?? cosineKMeans
+        primapsEM = try c.decodeIfPresent(PriMaPsEM.self, forKey: .primapsEM) ?? primapsEM
+        predict = try c.decodeIfPresent(Predict.self, forKey: .predict) ?? predict
+    }
+
+    /// Range checks; errors name the key, the value and what is allowed.
+    public func validate() throws {
+        func int(_ key: String, _ v: Int, _ range: ClosedRange<Int>) throws {
+            guard range.contains(v) else {
+                throw RecipeError("\(key): \(v) is not allowed; expected an integer in \(range.lowerBound)...\(range.upperBound == Int.max ? "" : String(range.upperBound))")
+            }
+        }
+        func num(_ key: String, _ v: Double, _ lo: Double, _ hi: Double, loOpen: Bool, hiOpen: Bool) throws {
+            let ok = v.isFinite && (loOpen ? v > lo : v >= lo) && (hiOpen ? v < hi : v <= hi)
+            guard ok else {
+                throw RecipeError("\(key): \(v) is not allowed; expected a number in \(loOpen ? "(" : "[")\(lo), \(hi)\(hiOpen ? ")" : "]")")
+            }
+        }
+        guard !name.isEmpty else { throw RecipeError("name: expected a non-empty string") }
+        try int("classes", classes, 1...254)
+        guard seed <= UInt64(Int.max) else { throw RecipeError("seed: \(seed) is not allowed; expected an integer in 0...\(Int.max)") }
+        try int("batch_size", batchSize, 1...4096)
+        try int("checkpoint_every", checkpointEvery, 1...Int.max)
+        guard !stages.isEmpty else {
+            throw RecipeError("stages: the list is empty; name at least one of \(FitStageKind.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        guard Set(stages).count == stages.count else { throw RecipeError("stages: \(stages.map(\.rawValue)) names a stage twice") }
+        let order = FitStageKind.allCases
+        guard stages == order.filter(stages.contains) else {
+            throw RecipeError("stages: \(stages.map(\.rawValue).joined(separator: ", ")) are out of order; stages run in the order \(order.map(\.rawValue).joined(separator: ", "))")
+        }
+        try int("pca-init.sample_images", pcaInit.sampleImages, 1...Int.max)
+        try int("pca-init.rows_per_image", pcaInit.rowsPerImage, 0...Int.max)
+        try int("cosine-kmeans.epochs", cosineKMeans.epochs, 0...100_000)
+        try num("cosine-kmeans.learning_rate", cosineKMeans.learningRate, 0, 1, loOpen: true, hiOpen: false)
+        try int("primaps-em.epochs", primapsEM.epochs, 0...100_000)
+        try num("primaps-em.learning_rate", primapsEM.learningRate, 0, 1, loOpen: true, hiOpen: false)
+        try num("primaps-em.gamma", primapsEM.gamma, 0, 100, loOpen: false, hiOpen: false)
+        try int("primaps-em.momentum_every", primapsEM.momentumEvery, 1...1_000_000)
+        try num("primaps-em.momentum_decay_cap", primapsEM.momentumDecayCap, 0, 1, loOpen: false, hiOpen: true)
+        try num("primaps-em.flip_probability", primapsEM.flipProbability, 0, 1, loOpen: false, hiOpen: false)
+        try num("primaps-em.primaps_threshold", primapsEM.primapsThreshold, 0, 1, loOpen: false, hiOpen: false)
+    }
+
+    // MARK: printing
+
+    /// The recipe as YAML, every key with a comment; `parse(yaml())` gives it back.
     public func yaml() -> String {
         func num(_ d: Double) -> String {
             // Shortest round-tripping decimal; YAML reads it back as a float.
@@ -201,24 +338,29 @@ public struct Recipe: Equatable, Sendable {
         var out = ""
         out += "name: \(quoted(name))\n"
         out += "classes: \(classes)                  # class prototypes K\n"
-        out += "pca_sample_images: \(pcaSampleImages)       # images sampled for the PCA initialisation\n"
-        out += "pca_rows_per_image: \(pcaRowsPerImage)         # cells per sampled image, 0 = all\n"
-        out += "warmup_epochs: \(warmupEpochs)            # cosine k-means warm-up\n"
-        out += "warmup_learning_rate: \(num(warmupLearningRate))\n"
-        out += "epochs: \(epochs)                  # PriMaPs-EM\n"
-        out += "batch_size: \(batchSize)\n"
-        out += "learning_rate: \(num(learningRate))\n"
-        out += "gamma: \(num(gamma))                  # class weights (1 - mean softmax)^gamma\n"
-        out += "momentum_every: \(momentumEvery)           # EMA update every N steps\n"
-        out += "momentum_decay_cap: \(num(momentumDecayCap))   # d = min(1 - 1/n, cap)\n"
-        out += "flip_probability: \(num(flipProbability))\n"
-        out += "proposals: \(proposals.rawValue)            # file (unseg propose) | primaps (on the fly)\n"
-        out += "primaps_threshold: \(num(primapsThreshold))\n"
-        out += "checkpoint_every: \(checkpointEvery)         # steps\n"
         out += "seed: \(seed)\n"
+        out += "batch_size: \(batchSize)               # images per step of every training stage\n"
+        out += "checkpoint_every: \(checkpointEvery)         # steps\n"
         out += "selection: \(selection.rawValue)             # last | best-val (best-val leaks the val split)\n"
-        out += "predict_copy: \(predictCopy.rawValue)       # momentum | running\n"
-        out += "predict_refine: \(predictRefine.rawValue)         # none | crf\n"
+        out += "stages: [\(stages.map(\.rawValue).joined(separator: ", "))]\n"
+        out += "pca-init:\n"
+        out += "  sample_images: \(pcaInit.sampleImages)       # images sampled for the PCA\n"
+        out += "  rows_per_image: \(pcaInit.rowsPerImage)         # cells per sampled image, 0 = all\n"
+        out += "cosine-kmeans:\n"
+        out += "  epochs: \(cosineKMeans.epochs)\n"
+        out += "  learning_rate: \(num(cosineKMeans.learningRate))\n"
+        out += "primaps-em:\n"
+        out += "  epochs: \(primapsEM.epochs)\n"
+        out += "  learning_rate: \(num(primapsEM.learningRate))\n"
+        out += "  gamma: \(num(primapsEM.gamma))                # class weights (1 - mean softmax)^gamma\n"
+        out += "  momentum_every: \(primapsEM.momentumEvery)         # EMA update every N steps\n"
+        out += "  momentum_decay_cap: \(num(primapsEM.momentumDecayCap)) # d = min(1 - 1/n, cap)\n"
+        out += "  flip_probability: \(num(primapsEM.flipProbability))\n"
+        out += "  proposals: \(primapsEM.proposals.rawValue)          # file (unseg propose) | primaps (on the fly)\n"
+        out += "  primaps_threshold: \(num(primapsEM.primapsThreshold))\n"
+        out += "predict:\n"
+        out += "  copy: \(predict.copy.rawValue)             # momentum | running\n"
+        out += "  refine: \(predict.refine.rawValue)               # none | crf\n"
         return out
     }
 
@@ -249,5 +391,41 @@ public enum FitSeeds {
     /// (seed, stage, epoch) only, so a resumed run visits the same images in the same order.
     public static func epochOrder(_ seed: UInt64, stage: Int, epoch: Int) -> UInt64 {
         derive(seed, (UInt64(stage + 16) << 40) | UInt64(epoch))
+    }
+}
+
+// Missing keys of a section take the defaults (the reference's settings).
+extension Recipe.PCAInit {
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        sampleImages = try c.decodeIfPresent(Int.self, forKey: .sampleImages) ?? sampleImages
+        rowsPerImage = try c.decodeIfPresent(Int.self, forKey: .rowsPerImage) ?? rowsPerImage
+    }
+}
+extension Recipe.CosineKMeans {
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        epochs = try c.decodeIfPresent(Int.self, forKey: .epochs) ?? epochs
+        learningRate = try c.decodeIfPresent(Double.self, forKey: .learningRate) ?? learningRate
+    }
+}
+extension Recipe.PriMaPsEM {
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        epochs = try c.decodeIfPresent(Int.self, forKey: .epochs) ?? epochs
+        learningRate = try c.decodeIfPresent(Double.self, forKey: .learningRate) ?? learningRate
+        gamma = try c.decodeIfPresent(Double.self, forKey: .gamma) ?? gamma
+        momentumEvery = try c.decodeIfPresent(Int.self, forKey: .momentumEvery) ?? momentumEvery
+        momentumDecayCap = try c.decodeIfPresent(Double.self, forKey: .momentumDecayCap) ?? momentumDecayCap
+        flipProbability = try c.decodeIfPresent(Double.self, forKey: .flipProbability) ?? flipProbability
+        proposals = try c.decodeIfPresent(ProposalsSource.self, forKey: .proposals) ?? proposals
+        primapsThreshold = try c.decodeIfPresent(Double.self, forKey: .primapsThreshold) ?? primapsThreshold
+    }
+}
+extension Recipe.Predict {
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        copy = try c.decodeIfPresent(PrototypeCopy.self, forKey: .copy) ?? copy
+        refine = try c.decodeIfPresent(PredictRefinement.self, forKey: .refine) ?? refine
     }
 }

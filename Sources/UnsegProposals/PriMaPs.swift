@@ -106,9 +106,6 @@ public enum PriMaPs {
     /// - Throws: the first error (lowest index) of any image.
     public static func proposeBatch(_ features: [Matrix], height: Int, width: Int,
                                     config: PriMaPsConfig = PriMaPsConfig(), threads: Int) throws -> [MaskProposals] {
-        let saved = BLAS.threads
-        if threads <= 1 { BLAS.threads = 1 }
-        defer { if threads <= 1 { BLAS.threads = saved } }
         return try Parallel.tryMap(features.count, threads: threads) { i in
             try propose(features: features[i], height: height, width: width, config: config)
         }

@@ -1,5 +1,6 @@
 import Foundation
 import UnsegHDF5
+import UnsegCore
 import UnsegLinAlg
 
 /// The identity of a feature store (root attributes of the schema, version 1).
@@ -14,16 +15,28 @@ public struct StoreMetadata: Sendable, Equatable, Codable {
     /// Label protocol the `/labels` follow ("cityscapes27", ...); nil when none.
     public var labelProtocol: String?
     public var classNames: [String]?
+    /// What the values of `/labels` are (root attribute `label_ids`; `class` when absent).
+    public var labelIDs: LabelIDs
 
     public init(backbone: String, patchSize: Int, dataset: String, split: String,
-                labelProtocol: String? = nil, classNames: [String]? = nil) {
+                labelProtocol: String? = nil, classNames: [String]? = nil, labelIDs: LabelIDs = .class) {
         self.backbone = backbone
         self.patchSize = patchSize
         self.dataset = dataset
         self.split = split
         self.labelProtocol = labelProtocol
         self.classNames = classNames
+        self.labelIDs = labelIDs
     }
+}
+
+/// What the values of a store's `/labels` are.
+public enum LabelIDs: String, Sendable, Equatable, Codable, CaseIterable {
+    /// The protocol's class ids 0..<n, 255 = ignore (the default).
+    case `class`
+    /// The dataset's own ids (Cityscapes labelIds, COCO-Stuff fine ids, Potsdam 6-class ids): the
+    /// reader maps them through the protocol's table, so every consumer sees class ids.
+    case raw
 }
 
 /// Everything about an open store that the algorithms need to know, checked against the schema.
@@ -34,7 +47,7 @@ public struct StoreLayout: Sendable, Equatable {
     public var gridWidth: Int
     public var channels: Int
     /// `.float16` or `.float32`.
-    public var featureType: HDF5ElementType
+    public var featureType: FeatureType
     /// Image resolution `H x W` when `/images` or `/labels` exist; else the grid times the patch size.
     public var imageHeight: Int
     public var imageWidth: Int
@@ -61,6 +74,8 @@ public final class FeatureStore: @unchecked Sendable {
     let features: HDF5Dataset
     let images: HDF5Dataset?
     let labels: HDF5Dataset?
+    /// Raw id -> class id table applied on read when `label_ids = raw`.
+    let rawToClass: [UInt8]?
 
     /// Opens and validates the store at `path`. Errors name the file, the dataset and what to do.
     public init(path: String) throws {
@@ -115,14 +130,28 @@ public final class FeatureStore: @unchecked Sendable {
         guard patch > 0 else { throw fail(nil, "patch_size is \(patch); it must be a positive integer") }
 
         func optString(_ name: String) throws -> String? { file.hasAttribute(name) ? try file.stringAttribute(name) : nil }
+        let idsName = try optString("label_ids") ?? LabelIDs.class.rawValue
+        guard let ids = LabelIDs(rawValue: idsName) else {
+            throw fail(nil, "label_ids is '\(idsName)'; it must be 'class' (labels hold the protocol's class ids) or 'raw' (the dataset's own ids, mapped through the protocol)")
+        }
         let meta = StoreMetadata(
             backbone: try optString("backbone") ?? "unknown",
             patchSize: patch,
             dataset: try optString("dataset") ?? "unknown",
             split: try optString("split") ?? "unknown",
             labelProtocol: try optString("protocol"),
-            classNames: file.hasAttribute("class_names") ? try file.stringArrayAttribute("class_names") : nil)
+            classNames: file.hasAttribute("class_names") ? try file.stringArrayAttribute("class_names") : nil,
+            labelIDs: ids)
         metadata = meta
+        if ids == .raw {
+            guard let name = meta.labelProtocol, LabelProtocol.knownNames.contains(name),
+                  let proto = try? LabelProtocol.named(name) else {
+                throw fail(nil, "label_ids is 'raw' but the store names \(meta.labelProtocol.map { "the protocol '\($0)'" } ?? "no protocol"); raw ids can only be mapped through a known protocol (\(LabelProtocol.knownNames.joined(separator: ", "))); set the 'protocol' attribute or write class ids with label_ids = 'class'")
+            }
+            rawToClass = proto.rawToClass
+        } else {
+            rawToClass = nil
+        }
 
         var imgH = h * patch, imgW = w * patch
         var imagesDS: HDF5Dataset?
@@ -169,7 +198,8 @@ public final class FeatureStore: @unchecked Sendable {
         }
         images = imagesDS
         labels = labelsDS
-        layout = StoreLayout(imageCount: n, gridHeight: h, gridWidth: w, channels: c, featureType: feats.elementType,
+        layout = StoreLayout(imageCount: n, gridHeight: h, gridWidth: w, channels: c,
+                             featureType: feats.elementType == .float16 ? .float16 : .float32,
                              imageHeight: imgH, imageWidth: imgW, hasImages: imagesDS != nil, hasLabels: labelsDS != nil,
                              hasNames: hasNames)
     }
@@ -221,13 +251,19 @@ public final class FeatureStore: @unchecked Sendable {
         return try wrap("/images") { try ds.read(UInt8.self, start: [i, 0, 0, 0], count: [1, layout.imageHeight, layout.imageWidth, 3]) }
     }
 
-    /// Image `i`'s labels `[H*W]` (255 = ignore). Errors when the store has no `/labels`.
+    /// Image `i`'s labels `[H*W]` as the protocol's class ids (255 = ignore): raw ids
+    /// (`label_ids = raw`) are mapped through the protocol here, so no consumer sees them.
+    /// Errors when the store has no `/labels`.
     public func labels(_ i: Int) throws -> [UInt8] {
         try checkIndex(i)
         guard let ds = labels else {
             throw StoreError(file: path, dataset: "/labels", "missing; evaluation needs ground-truth labels [N, H, W] uint8 in the store")
         }
-        return try wrap("/labels") { try ds.read(UInt8.self, start: [i, 0, 0], count: [1, layout.imageHeight, layout.imageWidth]) }
+        var y = try wrap("/labels") { try ds.read(UInt8.self, start: [i, 0, 0], count: [1, layout.imageHeight, layout.imageWidth]) }
+        if let lut = rawToClass {
+            lut.withUnsafeBufferPointer { t in y.withUnsafeMutableBufferPointer { p in for j in 0..<p.count { p[j] = t[Int(p[j])] } } }
+        }
+        return y
     }
 
     /// One name per image: `/names` when present, else "000000", "000001", ...
@@ -243,7 +279,4 @@ public final class FeatureStore: @unchecked Sendable {
             throw StoreError(file: path, dataset: ds, e.message + (e.stack.last.map { " (HDF5: \($0))" } ?? ""))
         }
     }
-
-    /// Root attributes and datasets for `unseg inspect`.
-    public var hdf5File: HDF5File { file }
 }

@@ -24,14 +24,14 @@ public final class LabelMapsWriter {
     private var datasets: [String: (HDF5Dataset, MapSpec)] = [:]
 
     /// - attributes: root attributes besides `format` and `version` (method, parameters, source store, ...).
-    public init(path: String, format: LabelMapsFormat, maps: [MapSpec], attributes: [(String, HDF5AttributeValue)]) throws {
+    public init(path: String, format: LabelMapsFormat, maps: [MapSpec], attributes: [(String, AttributeValue)]) throws {
         self.path = path
         do {
             let out = try AtomicHDF5File(path: path)
             let f = out.file!
             try f.setAttribute("format", format.rawValue)
             try f.setAttribute("version", 1)
-            for (k, v) in attributes { try f.setAttribute(k, v) }
+            try f.write(attributes)
             for m in maps {
                 let ds = try f.createDataset(m.name, type: .uint8, shape: [m.count, m.height, m.width],
                                              chunk: [1, max(m.height, 1), max(m.width, 1)], deflate: 4, shuffle: false)
@@ -56,8 +56,8 @@ public final class LabelMapsWriter {
     }
 
     /// Sets a root attribute after creation (e.g. a summary computed at the end).
-    public func setAttribute(_ name: String, _ value: HDF5AttributeValue) throws {
-        do { try output?.file?.setAttribute(name, value) } catch let e as HDF5Error { throw StoreError(file: path, e.message) }
+    public func setAttribute(_ name: String, _ value: AttributeValue) throws {
+        do { try output?.file?.setAttribute(name, value.hdf5) } catch let e as HDF5Error { throw StoreError(file: path, e.message) }
     }
 
     public func commit() throws {
@@ -74,9 +74,13 @@ public final class LabelMapsWriter {
 }
 
 /// Reads a label-maps output (predictions or proposals), checked against the store it belongs to.
+///
+/// `@unchecked Sendable`: owns an HDF5 file handle; every use goes through the HDF5 lock.
 public final class LabelMapsFile: @unchecked Sendable {
     public let path: String
     public let format: LabelMapsFormat
+    /// Root attributes (method, parameters, source store, statistics).
+    public let attributes: Attributes
     let file: HDF5File
 
     public init(path: String, expect: LabelMapsFormat) throws {
@@ -88,10 +92,8 @@ public final class LabelMapsFile: @unchecked Sendable {
             throw StoreError(file: path, "\(what), not '\(expect.rawValue)'; pass a file written by `unseg \(expect == .predictions ? "predict" : "propose")`")
         }
         format = f
+        do { attributes = try file.readAttributes(path: path) } catch let e as HDF5Error { throw storeError(e, file: path) }
     }
-
-    /// Root attributes.
-    public var attributes: HDF5File { file }
 
     /// Opens map `name`, checking it is uint8 `[N, H, W]` with `N`, `H`, `W` as given.
     public func map(_ name: String, count: Int, height: Int, width: Int, storePath: String) throws -> LabelMapDataset {
@@ -118,6 +120,8 @@ public final class LabelMapsFile: @unchecked Sendable {
 }
 
 /// One `[N, H, W]` uint8 map dataset, read one image at a time.
+///
+/// `@unchecked Sendable`: holds an HDF5 dataset handle; every read goes through the HDF5 lock.
 public struct LabelMapDataset: @unchecked Sendable {
     public let path: String
     public let name: String

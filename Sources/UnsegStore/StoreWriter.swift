@@ -5,12 +5,12 @@ import UnsegLinAlg
 /// Options for writing a feature store.
 public struct StoreWriteOptions: Sendable {
     /// `.float16` (half the bytes, what extraction tools write) or `.float32`.
-    public var featureType: HDF5ElementType = .float16
+    public var featureType: FeatureType = .float16
     /// gzip level (1...9) with the shuffle filter on every dataset, or nil for none.
     public var deflate: Int? = nil
     public var writeImages = true
     public var writeLabels = true
-    public init(featureType: HDF5ElementType = .float16, deflate: Int? = nil, writeImages: Bool = true, writeLabels: Bool = true) {
+    public init(featureType: FeatureType = .float16, deflate: Int? = nil, writeImages: Bool = true, writeLabels: Bool = true) {
         self.featureType = featureType
         self.deflate = deflate
         self.writeImages = writeImages
@@ -34,9 +34,6 @@ public final class FeatureStoreWriter {
 
     public init(path: String, metadata: StoreMetadata, count: Int, gridHeight: Int, gridWidth: Int, channels: Int,
                 options: StoreWriteOptions = StoreWriteOptions()) throws {
-        guard options.featureType == .float16 || options.featureType == .float32 else {
-            throw StoreError(file: path, dataset: "/features", "feature type must be float16 or float32, not \(options.featureType)")
-        }
         self.path = path
         self.count = count
         self.gridHeight = gridHeight
@@ -57,8 +54,9 @@ public final class FeatureStoreWriter {
             try f.setAttribute("split", metadata.split)
             if let p = metadata.labelProtocol { try f.setAttribute("protocol", p) }
             if let c = metadata.classNames { try f.setAttribute("class_names", c) }
+            try f.setAttribute("label_ids", metadata.labelIDs.rawValue)
             let shuffle = options.deflate != nil
-            features = try f.createDataset("features", type: options.featureType, shape: [count, gridHeight, gridWidth, channels],
+            features = try f.createDataset("features", type: options.featureType.hdf5, shape: [count, gridHeight, gridWidth, channels],
                                             chunk: [1, gridHeight, gridWidth, channels], deflate: options.deflate, shuffle: shuffle)
             if options.writeImages {
                 images = try f.createDataset("images", type: .uint8, shape: [count, imageHeight, imageWidth, 3],

@@ -8,13 +8,16 @@ import UnsegPipeline
     static let recipe = """
     name: "kill-test"
     classes: 4
-    pca_sample_images: 12
-    warmup_epochs: 2
-    epochs: 6
     batch_size: 4
-    momentum_every: 2
     checkpoint_every: 2
     seed: 11
+    pca-init:
+      sample_images: 12
+    cosine-kmeans:
+      epochs: 2
+    primaps-em:
+      epochs: 6
+      momentum_every: 2
     """
 
     /// Starts `unseg args`, waits until its checkpoint reports at least `step` steps, SIGKILLs it.
@@ -54,16 +57,16 @@ import UnsegPipeline
         let slow = ["--debug-step-delay-ms", "25", "--threads", "2"]
         let s1 = try killRun(base + ["--checkpoint", ck] + slow, checkpoint: ck, atStep: 5)
         let mid = try FitCheckpoint.load(path: ck)
-        #expect(mid.stage == .warmup && s1 >= 5, "first kill in the warm-up: stage \(mid.stage), step \(s1)")
+        #expect(mid.stage == .cosineKMeans && s1 >= 5, "first kill in the warm-up: stage \(mid.stage), step \(s1)")
         let s2 = try killRun(base + ["--checkpoint", ck, "--resume"] + slow, checkpoint: ck, atStep: 27)
         let mid2 = try FitCheckpoint.load(path: ck)
-        #expect(mid2.stage == .em && s2 >= 27 && mid2.step < 48, "second kill in the EM stage: step \(mid2.step)")
+        #expect(mid2.stage == .primapsEM && s2 >= 27 && mid2.step < 48, "second kill in the EM stage: step \(mid2.step)")
         let done = try runUnseg(base + ["--checkpoint", ck, "--resume"])
         #expect(done.status == 0 && done.stdout.contains("resumed at step"), "\(done.stdout)\n\(done.stderr)")
         let a = try FitCheckpoint.load(path: ref), b = try FitCheckpoint.load(path: ck)
-        #expect(a.stage == .done && b.stage == .done)
+        #expect(a.isDone && b.isDone)
         #expect(a.momentum == b.momentum, "momentum prototypes differ after kill + resume")
-        #expect(a.running == b.running && a.adam == b.adam && a.emLoss == b.emLoss && a.warmupLoss == b.warmupLoss)
+        #expect(a.running == b.running && a.states == b.states && a.emLoss == b.emLoss && a.warmupLoss == b.warmupLoss)
         // No temporary files of the killed runs are left behind.
         let leftovers = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.contains(".tmp-") }
         #expect(leftovers.isEmpty, "\(leftovers)")
@@ -81,7 +84,7 @@ import UnsegPipeline
         let ck = dir + "/ck.h5"
         try? FileManager.default.removeItem(atPath: ck)
         let fit = try runUnseg(["fit", "--recipe", recipe, "--store", train, "--val", val, "--checkpoint", ck])
-        #expect(fit.status == 0 && fit.stdout.contains("val after em epoch 2: mIoU"), "\(fit.stdout)\n\(fit.stderr)")
+        #expect(fit.status == 0 && fit.stdout.contains("val after primaps-em epoch 2: mIoU"), "\(fit.stdout)\n\(fit.stderr)")
         #expect(fit.stderr.contains("PriMaPs-EM epoch 1/2") && !fit.stderr.contains("\u{1B}"), "\(fit.stderr)")
         let pred = dir + "/pred.h5"
         let p = try runUnseg(["predict", "--checkpoint", ck, "--store", val, "--out", pred])

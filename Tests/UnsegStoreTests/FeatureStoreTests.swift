@@ -7,7 +7,7 @@ import UnsegLinAlg
 
 /// Writes a small store with known contents: features[i][cell][c] = i + cell/1000 + c/1e6-ish (float16-exact values).
 func writeKnownStore(_ path: String, n: Int = 5, h: Int = 4, w: Int = 3, c: Int = 8, patch: Int = 2,
-                     type: HDF5ElementType = .float16, deflate: Int? = nil) throws {
+                     type: FeatureType = .float16, deflate: Int? = nil) throws {
     let meta = StoreMetadata(backbone: "test", patchSize: patch, dataset: "unit", split: "train",
                              labelProtocol: "potsdam3", classNames: ["a", "b", "c"])
     let wr = try FeatureStoreWriter(path: path, metadata: meta, count: n, gridHeight: h, gridWidth: w, channels: c,
@@ -22,8 +22,8 @@ func writeKnownStore(_ path: String, n: Int = 5, h: Int = 4, w: Int = 3, c: Int 
 }
 
 @Suite struct FeatureStoreTests {
-    @Test(arguments: [(HDF5ElementType.float16, Int?.none), (.float16, 4), (.float32, nil), (.float32, 6)])
-    func writeThenReadRoundTrips(type: HDF5ElementType, deflate: Int?) throws {
+    @Test(arguments: [(FeatureType.float16, Int?.none), (.float16, 4), (.float32, nil), (.float32, 6)])
+    func writeThenReadRoundTrips(type: FeatureType, deflate: Int?) throws {
         let path = tempPath("rt-\(type)-\(deflate ?? 0).h5")
         try writeKnownStore(path, type: type, deflate: deflate)
         let s = try FeatureStore(path: path)

@@ -1,5 +1,6 @@
 import Foundation
 import UnsegHDF5
+import UnsegCore
 import UnsegLinAlg
 import UnsegStore
 

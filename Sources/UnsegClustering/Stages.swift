@@ -1,0 +1,115 @@
+import UnsegCore
+import UnsegLinAlg
+
+// The seam between a fit's per-image work and its reductions.
+//
+// Every fit stage does a step in the same shape: per-image work (pure, on any thread, any
+// process) produces one contribution per image; the contributions of the batch come back in
+// global image order; an ordered reduction turns them into the update. `ImageExecutor` is where
+// the per-image work runs: `LocalExecutor` runs it on this process's threads; a distributed
+// executor runs each process's share and gathers the contributions in image order, so the
+// reduction, and with it every byte of the result, does not depend on where the work ran.
+
+/// Runs the per-image work of one step and returns one result per image, in image order.
+public protocol ImageExecutor: Sendable {
+    /// `body(i)` for `i` in `0..<count`; the results in index order. `body` only reads shared
+    /// state and writes its own result.
+    func map<T>(_ count: Int, _ body: (Int) -> T) -> [T]
+}
+
+/// Per-image work on this process's threads (one BLAS thread each, see `Parallel`).
+public struct LocalExecutor: ImageExecutor {
+    public let threads: Int
+    public init(threads: Int) { self.threads = max(1, threads) }
+    public func map<T>(_ count: Int, _ body: (Int) -> T) -> [T] { Parallel.map(count, threads: threads, body) }
+}
+
+// MARK: saved state of the stages (StateRecord, written by the store layer into checkpoints)
+
+extension PrototypeModel {
+    /// `directions` `[K, C]` and `gains` `[K]` under `prefix/`.
+    public func save(into r: inout StateRecord, at prefix: String) {
+        r.set(prefix + "/directions", directions.data, shape: [classCount, channelCount])
+        r.set(prefix + "/gains", gains)
+    }
+
+    /// The model saved by `save(into:at:)`; errors name the entry.
+    public init(record r: StateRecord, at prefix: String) throws {
+        let (d, shape) = try r.floats(prefix + "/directions")
+        guard shape.count == 2, shape[0] >= 1, shape[1] >= 1, shape[0] * shape[1] == d.count else {
+            throw ClusteringError("saved prototypes '\(prefix)/directions' have shape \(shape); expected [K, C]")
+        }
+        let (g, _) = try r.floats(prefix + "/gains")
+        guard g.count == shape[0] else {
+            throw ClusteringError("saved prototypes '\(prefix)/gains' have \(g.count) entries for \(shape[0]) prototypes")
+        }
+        if let bad = Finite.describeFirstNonFinite(d, cols: shape[1]) {
+            throw ClusteringError("saved prototypes '\(prefix)/directions' \(bad); the checkpoint is damaged; fit again")
+        }
+        if let bad = Finite.describeFirstNonFinite(g, cols: 1) {
+            throw ClusteringError("saved prototypes '\(prefix)/gains' \(bad); the checkpoint is damaged; fit again")
+        }
+        self.init(directions: Matrix(rows: shape[0], cols: shape[1], data: d), gains: g)
+    }
+}
+
+extension AdamState {
+    public func save(into r: inout StateRecord, at prefix: String) {
+        r.set(prefix + "/m", m)
+        r.set(prefix + "/v", v)
+        r.set(prefix + "/step", step)
+    }
+    public init(record r: StateRecord, at prefix: String) throws {
+        let m = try r.floats(prefix + "/m").values, v = try r.floats(prefix + "/v").values
+        guard m.count == v.count else { throw ClusteringError("saved Adam state: m has \(m.count) entries, v \(v.count)") }
+        self.init(m: m, v: v, step: try r.int(prefix + "/step"))
+    }
+}
+
+func saveRNG(_ s: [UInt64], into r: inout StateRecord) { r.set("rng_state", s) }
+func loadRNG(_ r: StateRecord) throws -> [UInt64] {
+    let w = try r.words("rng_state")
+    guard w.count == 4 else { throw ClusteringError("saved generator state has \(w.count) words, needs 4") }
+    return w
+}
+
+extension CosineKMeansTrainerState {
+    /// The state as a record: `model/*`, `adam/*`, `rng_state`, `step`, `epoch`, `loss`.
+    public var record: StateRecord {
+        var r = StateRecord()
+        model.save(into: &r, at: "model")
+        adam.save(into: &r, at: "adam")
+        saveRNG(rngState, into: &r)
+        r.set("step", step)
+        r.set("epoch", epoch)
+        r.set("loss", lossHistory)
+        return r
+    }
+    public init(record r: StateRecord) throws {
+        self.init(model: try PrototypeModel(record: r, at: "model"), adam: try AdamState(record: r, at: "adam"),
+                  step: try r.int("step"), epoch: try r.int("epoch"), rngState: try loadRNG(r),
+                  lossHistory: try r.doubles("loss"))
+    }
+}
+
+extension EMTrainerState {
+    /// The state as a record: `running/*`, `momentum/*`, `adam/*`, `rng_state`, `step`, `epoch`,
+    /// `momentum_updates`, `loss`.
+    public var record: StateRecord {
+        var r = StateRecord()
+        running.save(into: &r, at: "running")
+        momentum.save(into: &r, at: "momentum")
+        adam.save(into: &r, at: "adam")
+        saveRNG(rngState, into: &r)
+        r.set("step", step)
+        r.set("epoch", epoch)
+        r.set("momentum_updates", momentumUpdates)
+        r.set("loss", lossHistory)
+        return r
+    }
+    public init(record r: StateRecord) throws {
+        self.init(running: try PrototypeModel(record: r, at: "running"), momentum: try PrototypeModel(record: r, at: "momentum"),
+                  adam: try AdamState(record: r, at: "adam"), step: try r.int("step"), epoch: try r.int("epoch"),
+                  momentumUpdates: try r.int("momentum_updates"), rngState: try loadRNG(r), lossHistory: try r.doubles("loss"))
+    }
+}

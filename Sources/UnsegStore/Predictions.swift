@@ -1,0 +1,73 @@
+
+/// What the ids in a predictions file are.
+public enum PredictionIDs: String, Sendable {
+    /// Cluster ids 0..<count, to be matched to classes by evaluation.
+    case clusters
+    /// Class ids of the store's protocol (already matched).
+    case classes
+}
+
+extension LabelMapsWriter {
+    /// A predictions file for `store`: `/predictions` uint8 `[N, H, W]` (255 = no prediction),
+    /// with `ids` (clusters or classes), `count` (how many ids) and where they came from.
+    public static func predictions(path: String, store: FeatureStore, ids: PredictionIDs, count: Int,
+                                   attributes: [(String, AttributeValue)] = []) throws -> LabelMapsWriter {
+        let l = store.layout
+        return try LabelMapsWriter(path: path, format: .predictions,
+                                   maps: [MapSpec(name: "predictions", count: l.imageCount, height: l.imageHeight, width: l.imageWidth)],
+                                   attributes: [("ids", .string(ids.rawValue)), ("count", .int(count)),
+                                                ("store", .string(store.path))] + attributes)
+    }
+}
+
+/// A predictions file (`unseg predict`), checked against the store it is evaluated or exported with.
+///
+/// `@unchecked Sendable`: reads go through the HDF5 lock.
+public final class PredictionsFile: @unchecked Sendable {
+    public let path: String
+    /// What the ids are (attribute `ids`).
+    public let ids: PredictionIDs
+    /// How many ids (attribute `count`): values are `0..<count` or 255 (no prediction).
+    public let count: Int
+    /// Every root attribute (method, checkpoint, prototypes, refine, ...).
+    public let attributes: Attributes
+    let map: LabelMapDataset
+
+    /// Opens `path` and checks it against `store` (image count and size).
+    public init(path: String, store: FeatureStore) throws {
+        self.path = path
+        let file = try LabelMapsFile(path: path, expect: .predictions)
+        let a = file.attributes
+        attributes = a
+        guard a.has("count") else {
+            throw StoreError(file: path, "missing root attribute 'count' (number of cluster or class ids); rewrite it with `unseg predict`")
+        }
+        let k = try a.int("count")
+        guard (1...254).contains(k) else {
+            throw StoreError(file: path, "attribute 'count' is \(k); it must be in 1...254 (255 means no prediction)")
+        }
+        count = k
+        let idName = try a.optionalString("ids") ?? PredictionIDs.clusters.rawValue
+        guard let i = PredictionIDs(rawValue: idName) else {
+            throw StoreError(file: path, "attribute 'ids' is '\(idName)'; expected 'clusters' or 'classes'")
+        }
+        ids = i
+        let l = store.layout
+        map = try file.map("predictions", count: l.imageCount, height: l.imageHeight, width: l.imageWidth, storePath: store.path)
+    }
+
+    /// Image `i`'s ids `[H*W]`. Errors (naming the image) on an id outside `0..<count` other than 255.
+    public func read(_ i: Int) throws -> [UInt8] {
+        let p = try map.read(i)
+        let bad: Int? = p.withUnsafeBufferPointer { b in
+            var worst = -1
+            for v in b where v != 255 && Int(v) >= count { worst = max(worst, Int(v)) }
+            return worst >= 0 ? worst : nil
+        }
+        if let v = bad {
+            throw StoreError(file: path, dataset: "/predictions",
+                             "image \(i) holds id \(v) but the file declares \(count) ids (0..<\(count), 255 = none); the file is damaged or was edited; predict again")
+        }
+        return p
+    }
+}

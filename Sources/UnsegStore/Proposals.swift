@@ -1,0 +1,102 @@
+import UnsegCore
+
+/// Reads a proposals file written by `ProposeJob` / `unseg propose`, checked against its store.
+///
+/// Thread-safe (reads go through the HDF5 lock). Typical use by the fitting code:
+/// ```
+/// let props = try ProposalsFile(path: "P.h5", store: store)
+/// let m = try props.labelResolutionMasks(i)   // [H*W], 0 = background, 1...K
+/// ```
+///
+/// `@unchecked Sendable`: reads go through the HDF5 lock.
+public final class ProposalsFile: @unchecked Sendable {
+    public let path: String
+    /// Number of images `N`.
+    public let count: Int
+    /// Feature grid `h x w` of `/masks`.
+    public let gridHeight: Int
+    public let gridWidth: Int
+    /// Image size `H x W` (of `/refined` when present, else of the store it was checked against).
+    public let imageHeight: Int
+    public let imageWidth: Int
+    /// The method that made the masks (`method` attribute), e.g. "primaps".
+    public let method: String
+    /// The refinement (`refine` attribute): "none", "guided" or "crf".
+    public let refine: String
+    /// Whether `/refined` `[N, H, W]` is present.
+    public var hasRefined: Bool { refinedMaps != nil }
+
+    let file: LabelMapsFile
+    let masksMap: LabelMapDataset
+    let refinedMaps: LabelMapDataset?
+
+    /// Opens `path` and checks it against `store`: same image count, `/masks` on the store's
+    /// feature grid, `/refined` (if any) at the store's image size.
+    /// - Throws: `StoreError` naming the proposals file, the dataset and the size that
+    ///   disagrees ("/masks has 4 images but the store S.h5 has 6"; "maps are 8x8 but the store
+    ///   S.h5 needs 10x10"), or that the file is not a proposals file.
+    public convenience init(path: String, store: FeatureStore) throws {
+        let l = store.layout
+        try self.init(path: path, count: l.imageCount, grid: (l.gridHeight, l.gridWidth),
+                      image: (l.imageHeight, l.imageWidth), storePath: store.path)
+    }
+
+    /// Opens `path` and checks it against the given sizes (`storePath` only for messages).
+    public init(path: String, count: Int, grid: (height: Int, width: Int), image: (height: Int, width: Int),
+                storePath: String) throws {
+        self.path = path
+        file = try LabelMapsFile(path: path, expect: .proposals)
+        masksMap = try file.map("masks", count: count, height: grid.height, width: grid.width, storePath: storePath)
+        refinedMaps = file.contains("refined")
+            ? try file.map("refined", count: count, height: image.height, width: image.width, storePath: storePath) : nil
+        self.count = count
+        gridHeight = grid.height
+        gridWidth = grid.width
+        imageHeight = image.height
+        imageWidth = image.width
+        let a = file.attributes
+        method = try a.optionalString("method") ?? "unknown"
+        refine = try a.optionalString("refine") ?? (refinedMaps == nil ? "none" : "unknown")
+    }
+
+    /// Root attributes (method, parameters, statistics).
+    public var attributes: Attributes { file.attributes }
+
+    private func check(_ i: Int) throws {
+        guard i >= 0 && i < count else {
+            throw StoreError(file: path, dataset: "/masks", "image index \(i) is out of range 0..<\(count)")
+        }
+    }
+
+    /// Image `i`'s masks at feature resolution `[h*w]` row-major (0 = background, 1...K).
+    public func masks(_ i: Int) throws -> [UInt8] {
+        try check(i)
+        return try masksMap.read(i)
+    }
+
+    /// Image `i`'s refined masks `[H*W]`, or nil when the file holds no `/refined`.
+    public func refined(_ i: Int) throws -> [UInt8]? {
+        try check(i)
+        return try refinedMaps?.read(i)
+    }
+
+    /// Image `i`'s masks at label (image) resolution `[H*W]`: `/refined` when present, else the
+    /// feature-resolution masks upsampled by nearest neighbour (pixel `(y, x)` takes cell
+    /// `(y * h / H, x * w / W)`, i.e. its patch when `H = h * patch`). O(H W).
+    public func labelResolutionMasks(_ i: Int) throws -> [UInt8] {
+        if let r = try refined(i) { return r }
+        return NearestResampler.resample(try masks(i), height: gridHeight, width: gridWidth,
+                                         toHeight: imageHeight, toWidth: imageWidth)
+    }
+
+    /// Same as `labelResolutionMasks(i)`, first checking that `store` is the one this file was
+    /// opened against (image count and sizes); throws a `StoreError` naming the mismatch otherwise.
+    public func labelResolutionMasks(_ i: Int, store: FeatureStore) throws -> [UInt8] {
+        let l = store.layout
+        guard l.imageCount == count, l.gridHeight == gridHeight, l.gridWidth == gridWidth,
+              l.imageHeight == imageHeight, l.imageWidth == imageWidth else {
+            throw StoreError(file: path, "was opened for \(count) images of \(gridHeight)x\(gridWidth) cells / \(imageHeight)x\(imageWidth) pixels but the store \(store.path) has \(l.imageCount) images of \(l.gridHeight)x\(l.gridWidth) cells / \(l.imageHeight)x\(l.imageWidth) pixels; use the proposals made from this store")
+        }
+        return try labelResolutionMasks(i)
+    }
+}
