@@ -1,6 +1,5 @@
 import Foundation
 import Testing
-import UnsegHDF5
 import UnsegLinAlg
 @testable import UnsegPipeline
 import UnsegProposals
@@ -75,14 +74,14 @@ func majorityPurity(masks: [[UInt8]], labels: [[UInt8]]) -> (Double, Int) {
             #expect(m.allSatisfy { Int($0) <= k }, "image \(i): mask values must be in 0...\(k)")
             #expect(k >= 1)
         }
-        let f = try HDF5File.open(a)
-        #expect(try f.stringAttribute("format") == "unseg.proposals")
-        #expect(try f.stringAttribute("method") == "primaps" && f.stringAttribute("refine") == "none")
-        #expect(try f.doubleAttribute("threshold") == 0.4 && f.doubleAttribute("coverage") == 0.95)
-        #expect(try f.stringAttribute("solver") == "lanczos" && f.stringAttribute("store") == store)
-        #expect(try f.intAttribute("mask_count_max") == s1.maskCounts.max()!)
-        #expect(try f.intAttribute("mask_count_total") == s1.maskCounts.reduce(0, +))
-        #expect(try f.intAttribute("images") == 5)
+        let f = try LabelMapsFile(path: a, expect: .proposals).attributes
+        #expect(try f.string("format") == "unseg.proposals")
+        #expect(try f.string("method") == "primaps" && f.string("refine") == "none")
+        #expect(try f.double("threshold") == 0.4 && f.double("coverage") == 0.95)
+        #expect(try f.string("solver") == "lanczos" && f.string("store") == store)
+        #expect(try f.int("mask_count_max") == s1.maskCounts.max()!)
+        #expect(try f.int("mask_count_total") == s1.maskCounts.reduce(0, +))
+        #expect(try f.int("images") == 5)
     }
 
     @Test(arguments: [RefinementMethod.guided, .crf])
@@ -93,15 +92,15 @@ func majorityPurity(masks: [[UInt8]], labels: [[UInt8]]) -> (Double, Int) {
         let s = try FeatureStore(path: store)
         let p = try ProposalsFile(path: out, store: s)
         #expect(p.hasRefined && p.refine == method.rawValue && p.method == "primaps")
-        let f = try HDF5File.open(out)
-        if method == .crf { #expect(try f.intAttribute("crf_iterations") == 10 && f.doubleAttribute("crf_bilateral_srgb") == 3) }
-        if method == .guided { #expect(try f.intAttribute("guided_radius") == 9 && f.doubleAttribute("guided_eps") == 0.001) }
+        let f = try LabelMapsFile(path: out, expect: .proposals).attributes
+        if method == .crf { #expect(try f.int("crf_iterations") == 10 && f.double("crf_bilateral_srgb") == 3) }
+        if method == .guided { #expect(try f.int("guided_radius") == 9 && f.double("guided_eps") == 0.001) }
         for i in 0..<3 {
             let r = try #require(try p.refined(i))
             #expect(r.count == 32 * 32)
             #expect(try p.labelResolutionMasks(i, store: s) == r)
             let k = Int(try p.masks(i).max()!)
-            #expect(r.allSatisfy { Int($0) <= max(k, Int(try! f.intAttribute("mask_count_max"))) })
+            #expect(r.allSatisfy { Int($0) <= max(k, Int(try! f.int("mask_count_max"))) })
             // Refinement follows the coloured regions: the refined map is pure w.r.t. the planted
             // regions on nearly all masked pixels (colours differ by > 100 per channel, noise 8).
             let labels = try s.labels(i)
@@ -174,8 +173,8 @@ func majorityPurity(masks: [[UInt8]], labels: [[UInt8]]) -> (Double, Int) {
         o.spectral.mode = .segments(count: 4)
         let s = try ProposeJob.run(storePath: store, outputPath: out, options: o)
         #expect(s.maskCounts.allSatisfy { $0 <= 3 })
-        let f = try HDF5File.open(out)
-        #expect(try f.stringAttribute("method") == "spectral" && f.intAttribute("segments") == 4)
+        let f = try LabelMapsFile(path: out, expect: .proposals).attributes
+        #expect(try f.string("method") == "spectral" && f.int("segments") == 4)
         o.spectral.mode = .segments(count: 100)
         let e = #expect(throws: StoreError.self) { _ = try ProposeJob.run(storePath: store, outputPath: scratch("pj-sp2.h5"), options: o) }
         #expect(e?.description.contains("64 cells") == true, "\(String(describing: e))")
