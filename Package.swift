@@ -82,5 +82,5 @@ let package = Package(
         .testTarget(name: "UnsegPipelineTests", dependencies: ["UnsegPipeline", "UnsegSynthetic", "UnsegCore", "UnsegClustering", "UnsegTestSupport"]),
         .testTarget(name: "UnsegCLITests", dependencies: ["UnsegPipeline", "UnsegSynthetic", "UnsegStore", "UnsegCore", "UnsegTestSupport"]),
     ],
-    swiftLanguageModes: [.v5]
+    swiftLanguageModes: [.v6]
 )

@@ -1,3 +1,4 @@
+import CUnsegKernels
 import Foundation
 import UnsegStore
 import UnsegLinAlg
@@ -10,7 +11,7 @@ import UnsegStore
 @main
 struct Bench {
     static func main() throws {
-        setvbuf(stdout, nil, _IOLBF, 0)
+        unseg_line_buffer_stdout()
         var args = Array(CommandLine.arguments.dropFirst())
         let quick = args.contains("--quick")
         args.removeAll { $0.hasPrefix("--") }

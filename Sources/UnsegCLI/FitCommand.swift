@@ -48,7 +48,7 @@ extension Unseg {
                 var r = try Recipe.load(path: recipe)
                 if let s = seed { r.seed = s }
                 let clear = isatty(STDERR_FILENO) != 0 ? "\r\u{1B}[K" : ""
-                let log: (String) -> Void = { line in FileHandle.standardError.write((clear + line + "\n").data(using: .utf8)!) }
+                let log: @Sendable (String) -> Void = { line in FileHandle.standardError.write((clear + line + "\n").data(using: .utf8)!) }
                 var opts = FitOptions(recipe: r, storePath: store, proposalsPath: proposals, valPath: val, valClassCount: valClasses,
                                       checkpointPath: checkpoint, resume: resume, threads: threads,
                                       progress: TerminalProgress(label: "fit", unit: "step"), log: log,

@@ -33,5 +33,5 @@ func reportingErrors(_ body: () throws -> Void) throws {
 /// Prints to stdout and flushes (so output interleaves correctly with stderr progress).
 func say(_ s: String) {
     print(s)
-    fflush(stdout)
+    fflush(nil)   // flushes every output stream (stdout among them)
 }

@@ -14,14 +14,14 @@ import UnsegLinAlg
 public protocol ImageExecutor: Sendable {
     /// `body(i)` for `i` in `0..<count`; the results in index order. `body` only reads shared
     /// state and writes its own result.
-    func map<T>(_ count: Int, _ body: (Int) -> T) -> [T]
+    func map<T: Sendable>(_ count: Int, _ body: @Sendable (Int) -> T) -> [T]
 }
 
 /// Per-image work on this process's threads (one BLAS thread each, see `Parallel`).
 public struct LocalExecutor: ImageExecutor {
     public let threads: Int
     public init(threads: Int) { self.threads = max(1, threads) }
-    public func map<T>(_ count: Int, _ body: (Int) -> T) -> [T] { Parallel.map(count, threads: threads, body) }
+    public func map<T: Sendable>(_ count: Int, _ body: @Sendable (Int) -> T) -> [T] { Parallel.map(count, threads: threads, body) }
 }
 
 // MARK: saved state of the stages (StateRecord, written by the store layer into checkpoints)

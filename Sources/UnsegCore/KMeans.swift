@@ -191,9 +191,10 @@ public enum KMeans {
         partInertia.withUnsafeMutableBufferPointer { ip in
         partSums.withUnsafeMutableBufferPointer { sp in
         partCounts.withUnsafeMutableBufferPointer { np in
-            let X = xp.baseAddress!, C = cp.baseAddress!
-            let L = lp.baseAddress!, D = dp.baseAddress!, I = ip.baseAddress!
-            let S = accumulate ? sp.baseAddress : nil, N = accumulate ? np.baseAddress : nil
+            // Workers write disjoint rows / chunk slots of these buffers (see `Parallel`).
+            nonisolated(unsafe) let X = xp.baseAddress!, C = cp.baseAddress!
+            nonisolated(unsafe) let L = lp.baseAddress!, D = dp.baseAddress!, I = ip.baseAddress!
+            nonisolated(unsafe) let S = accumulate ? sp.baseAddress : nil, N = accumulate ? np.baseAddress : nil
             Parallel.forEach(chunks, threads: threads) { ci in
                 let r0 = ci * chunk, r1 = min(n, r0 + chunk), rows = r1 - r0
                 let dots = UnsafeMutablePointer<Float>.allocate(capacity: rows * k)

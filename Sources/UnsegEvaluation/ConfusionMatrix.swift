@@ -205,7 +205,7 @@ public struct ConfusionMatrix: Equatable, Sendable {
     /// Errors: `bad-count` for K or n outside `1...255`; otherwise the error thrown by
     /// `body` for the lowest image index (each chunk stops at its first error).
     public static func accumulate(imageCount: Int, clusterCount: Int, classCount: Int, threads: Int,
-                                  _ body: (Int, inout ConfusionMatrix) throws -> Void) throws -> ConfusionMatrix {
+                                  _ body: @Sendable (Int, inout ConfusionMatrix) throws -> Void) throws -> ConfusionMatrix {
         let empty = try ConfusionMatrix(clusterCount: clusterCount, classCount: classCount)
         guard imageCount > 0 else { return empty }
         let t = max(1, threads)
@@ -240,9 +240,11 @@ public struct ConfusionMatrix: Equatable, Sendable {
                 "confusion matrix: \(predictions.count) predictions and \(labels.count) labels for \(imageCount) images; both must be imageCount x pixelsPerImage")
         }
         let per = predictions.count / imageCount
-        return try predictions.withUnsafeBufferPointer { pb in
-            try labels.withUnsafeBufferPointer { lb in
-                try accumulate(imageCount: imageCount, clusterCount: clusterCount, classCount: classCount,
+        return try predictions.withUnsafeBufferPointer { pbuf in
+            try labels.withUnsafeBufferPointer { lbuf in
+                // Read-only views shared by the workers for the duration of the call.
+                nonisolated(unsafe) let pb = pbuf, lb = lbuf
+                return try accumulate(imageCount: imageCount, clusterCount: clusterCount, classCount: classCount,
                                threads: threads) { i, partial in
                     try partial.accumulate(predictions: UnsafeBufferPointer(rebasing: pb[(i * per)..<((i + 1) * per)]),
                                            labels: UnsafeBufferPointer(rebasing: lb[(i * per)..<((i + 1) * per)]),

@@ -2,7 +2,7 @@ import CHDF5
 import Foundation
 
 /// An open dataset: shape, element type, storage layout, hyperslab reads and writes.
-public final class HDF5Dataset: HDF5Object {
+public final class HDF5Dataset: HDF5Object, Sendable {
     public let handle: HDF5Handle
     public let filePath: String
     public let objectPath: String

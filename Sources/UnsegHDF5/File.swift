@@ -11,7 +11,10 @@ public protocol HDF5Object: AnyObject {
 }
 
 /// A group-like location: the file's root group or a group in it.
-public class HDF5Location: HDF5Object {
+///
+/// `@unchecked Sendable`: owns a C handle; every HDF5 call on it runs under the global HDF5 lock
+/// (non-final, so the compiler cannot check the conformance itself; all stored properties are `let`).
+public class HDF5Location: HDF5Object, @unchecked Sendable {
     public let handle: HDF5Handle
     public let filePath: String
     public let objectPath: String

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// Work over independent items (images) on several threads.
 ///
@@ -13,7 +14,10 @@ public enum Parallel {
     /// Runs `body(i)` for `i` in `0..<count` on up to `threads` threads (dynamic
     /// scheduling: each thread takes the next index). Blocks until all are done.
     /// With `threads <= 1` it runs in order on the calling thread.
-    public static func forEach(_ count: Int, threads: Int, _ body: (Int) -> Void) {
+    ///
+    /// Concurrency: `body` is `@Sendable` (checked by the compiler): it may only capture values
+    /// that are safe to share; each call writes only its own result.
+    public static func forEach(_ count: Int, threads: Int, _ body: @Sendable (Int) -> Void) {
         let t = min(max(threads, 1), count)
         if t <= 1 {
             for i in 0..<count { body(i) }
@@ -32,32 +36,37 @@ public enum Parallel {
     }
 
     /// `forEach` that collects one result per index, in index order.
-    public static func map<T>(_ count: Int, threads: Int, _ body: (Int) -> T) -> [T] {
-        var out = [T?](repeating: nil, count: count)
-        out.withUnsafeMutableBufferPointer { buf in
-            let base = buf.baseAddress!
-            forEach(count, threads: threads) { i in (base + i).pointee = body(i) }
-        }
-        return out.map { $0! }
+    public static func map<T: Sendable>(_ count: Int, threads: Int, _ body: @Sendable (Int) -> T) -> [T] {
+        let out = Slots<T>(count)
+        forEach(count, threads: threads) { i in out.set(i, body(i)) }
+        return out.values()
     }
 
     /// `map` whose body may throw; the first error (lowest index) is rethrown after all finish.
-    public static func tryMap<T>(_ count: Int, threads: Int, _ body: (Int) throws -> T) throws -> [T] {
-        let results: [Result<T, Error>] = map(count, threads: threads) { i in Result { try body(i) } }
+    public static func tryMap<T: Sendable>(_ count: Int, threads: Int, _ body: @Sendable (Int) throws -> T) throws -> [T] {
+        let results: [Result<T, any Error>] = map(count, threads: threads) { i in Result { try body(i) } }
         return try results.map { try $0.get() }
     }
 }
 
+/// One result slot per index, written by the workers of one `forEach` and read after all of
+/// them finished.
+final class Slots<T: Sendable>: Sendable {
+    private let storage: Mutex<[T?]>
+    init(_ count: Int) { storage = Mutex([T?](repeating: nil, count: count)) }
+    func set(_ i: Int, _ v: T) { storage.withLock { $0[i] = v } }
+    func values() -> [T] { storage.withLock { $0.map { $0! } } }
+}
+
 /// A lock-protected counter (work distribution, progress across worker threads).
-public final class Counter: @unchecked Sendable {
-    private var value = 0
-    private let lock = NSLock()
+public final class Counter: Sendable {
+    private let value = Mutex(0)
     public init() {}
     /// Returns the current value and adds one.
     public func increment() -> Int {
-        lock.lock(); defer { lock.unlock() }
-        let v = value
-        value += 1
-        return v
+        value.withLock { v in
+            defer { v += 1 }
+            return v
+        }
     }
 }

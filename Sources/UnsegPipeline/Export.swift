@@ -6,7 +6,7 @@ import UnsegStore
 import UnsegCore
 
 /// What `unseg export` does, as a library call (see `ExportJob.run`).
-public struct ExportOptions {
+public struct ExportOptions: Sendable {
     public var predictionsPath: String
     public var storePath: String
     /// Output directory (created if needed).
@@ -92,18 +92,19 @@ public enum ExportJob {
                 items.append((i, p, want && l.hasImages ? try store.image(i) : nil,
                               want && l.hasLabels ? try store.labels(i) : nil))
             }
-            _ = try Parallel.tryMap(items.count, threads: o.threads) { j in
-                let (i, p, image, gt) = items[j]
+            let batch = items, idKind = ids, outDir = o.outDir
+            _ = try Parallel.tryMap(batch.count, threads: o.threads) { j in
+                let (i, p, image, gt) = batch[j]
                 let map = LabelMap(width: l.imageWidth, height: l.imageHeight, pixels: p)
-                try PNG.write(map, to: o.outDir + "/labels/\(names[i]).png")
-                try PNG.writeIndexed(map, palette: palette, to: o.outDir + "/color/\(names[i]).png")
+                try PNG.write(map, to: outDir + "/labels/\(names[i]).png")
+                try PNG.writeIndexed(map, palette: palette, to: outDir + "/color/\(names[i]).png")
                 if sampled.contains(i) {
                     var panels: [RGBImage] = []
                     var titles: [String] = []
                     if let img = image {
                         panels.append(RGBImage(width: l.imageWidth, height: l.imageHeight, pixels: img)); titles.append("image")
                     }
-                    panels.append(palette.colorize(map)); titles.append(ids == "classes" ? "prediction" : "clusters")
+                    panels.append(palette.colorize(map)); titles.append(idKind == "classes" ? "prediction" : "clusters")
                     if let g = gt {
                         panels.append(gtPalette.colorize(LabelMap(width: l.imageWidth, height: l.imageHeight, pixels: g)))
                         titles.append("ground truth")

@@ -7,7 +7,7 @@ import UnsegStore
 import UnsegCore
 
 /// What `unseg fit` does, as a library call (see `FitJob.run`).
-public struct FitOptions {
+public struct FitOptions: Sendable {
     public var recipe: Recipe
     /// Training feature store.
     public var storePath: String
@@ -26,7 +26,7 @@ public struct FitOptions {
     public var threads: Int
     public var progress: ProgressSink?
     /// One line per event (stage changes, epochs with their metrics, checkpoints on resume).
-    public var log: ((String) -> Void)?
+    public var log: (@Sendable (String) -> Void)?
     /// Testing aid: seconds to sleep after every step (lets a test kill the process mid-run).
     public var stepDelay: Double
     /// Testing aid: return (stage not done) right after this global step, as if the process had been
@@ -39,7 +39,7 @@ public struct FitOptions {
 
     public init(recipe: Recipe, storePath: String, proposalsPath: String? = nil, valPath: String? = nil,
                 valClassCount: Int? = nil, checkpointPath: String, resume: Bool = false, threads: Int = 1,
-                progress: ProgressSink? = nil, log: ((String) -> Void)? = nil, stepDelay: Double = 0) {
+                progress: ProgressSink? = nil, log: (@Sendable (String) -> Void)? = nil, stepDelay: Double = 0) {
         self.recipe = recipe; self.storePath = storePath; self.proposalsPath = proposalsPath; self.valPath = valPath
         self.valClassCount = valClassCount; self.checkpointPath = checkpointPath; self.resume = resume
         self.threads = threads; self.progress = progress; self.log = log; self.stepDelay = stepDelay
@@ -443,7 +443,7 @@ struct StopRequested: Error {}
 /// Proposal masks at label resolution for the EM stage: from a proposals file (`/refined`
 /// `[N, H, W]` when present, else `/masks` `[N, h, w]` upsampled nearest) or PriMaPs on the fly
 /// (computed once per image and cached at feature resolution: `N h w` bytes).
-final class ProposalProvider: @unchecked Sendable {
+final class ProposalProvider {
     let onTheFly: Bool
     let store: FeatureStore
     let threads: Int
@@ -496,7 +496,7 @@ final class ProposalProvider: @unchecked Sendable {
 /// mIoU / accuracy of prototypes on a labelled store (argmax of the logits at label resolution,
 /// Hungarian matching), computed in memory in parallel over images (integer counts, so the
 /// result does not depend on the thread count).
-public final class Validator: @unchecked Sendable {
+public final class Validator: Sendable {
     public let store: FeatureStore
     public let labelProtocol: LabelProtocol
     let threads: Int

@@ -5,7 +5,7 @@ import UnsegProposals
 import UnsegStore
 
 /// What `unseg predict` does, as a library call (see `PredictJob.run`).
-public struct PredictOptions {
+public struct PredictOptions: Sendable {
     public var checkpointPath: String
     public var storePath: String
     /// Output predictions file (`/predictions` uint8 `[N, H, W]`, ids = clusters, count = K).

@@ -1,18 +1,18 @@
 import Foundation
+import Synchronization
 import UnsegStore
 
 /// A progress line on stderr: count, rate, ETA and a status note, redrawn in place.
 ///
 /// Off when stderr is not a terminal (logs and CI stay clean) unless `force` is set.
 /// Redraws at most 10 times a second.
-public final class TerminalProgress: ProgressSink, @unchecked Sendable {
+public final class TerminalProgress: ProgressSink, Sendable {
     public let label: String
     public let unit: String
     private let enabled: Bool
     private let start = Date()
-    private var lastDraw = Date.distantPast
-    private var drewSomething = false
-    private let lock = NSLock()
+    private struct DrawState { var lastDraw = Date.distantPast; var drewSomething = false }
+    private let state = Mutex(DrawState())
 
     public init(label: String, unit: String = "img", force: Bool = false) {
         self.label = label
@@ -22,10 +22,10 @@ public final class TerminalProgress: ProgressSink, @unchecked Sendable {
 
     public func update(done: Int, total: Int, note: String?) {
         guard enabled else { return }
-        lock.lock(); defer { lock.unlock() }
+        state.withLock { st in
         let now = Date()
-        if done < total && now.timeIntervalSince(lastDraw) < 0.1 { return }
-        lastDraw = now
+        if done < total && now.timeIntervalSince(st.lastDraw) < 0.1 { return }
+        st.lastDraw = now
         let elapsed = now.timeIntervalSince(start)
         let rate = elapsed > 0 ? Double(done) / elapsed : 0
         let eta = rate > 0 ? Double(total - done) / rate : 0
@@ -33,14 +33,16 @@ public final class TerminalProgress: ProgressSink, @unchecked Sendable {
         var line = "\(label) \(done)/\(total) (\(pct)%) \(String(format: "%.1f", rate)) \(unit)/s ETA \(Self.clock(eta))"
         if let n = note { line += "  \(n)" }
         FileHandle.standardError.write(("\r\u{1B}[K" + line).data(using: .utf8)!)
-        drewSomething = true
+        st.drewSomething = true
+        }
     }
 
     public func finish() {
         guard enabled else { return }
-        lock.lock(); defer { lock.unlock() }
-        if drewSomething { FileHandle.standardError.write("\n".data(using: .utf8)!) }
-        drewSomething = false
+        state.withLock { st in
+            if st.drewSomething { FileHandle.standardError.write("\n".data(using: .utf8)!) }
+            st.drewSomething = false
+        }
     }
 
     static func clock(_ s: Double) -> String {

@@ -97,7 +97,7 @@ public struct DenseCRFConfig: Codable, Equatable, Hashable, Sendable {
 /// The lattices are built once in `init` (O(N) with N = H*W) and reused for every label
 /// and iteration. `infer` costs O(iterations (N (R + 1) + M) L) with M lattice vertices.
 /// Deterministic (single-threaded, fixed summation order).
-public final class DenseCRF: @unchecked Sendable {
+public final class DenseCRF: Sendable {
     public let height: Int
     public let width: Int
     public let config: DenseCRFConfig

@@ -294,7 +294,7 @@ struct PackedKeyTable: LatticeKeyTable {
 /// Built once per feature set (O(N d^2) plus hashing, vertex count `M <= N (d+1)`), then
 /// `filter` costs O((N + M) (d+1) C) for `C` value channels. The values are stored
 /// `[vertex, C]` contiguous so all channels (labels) move together. Deterministic.
-public final class PermutohedralLattice: @unchecked Sendable {
+public final class PermutohedralLattice: Sendable {
     /// Number of input points `N`.
     public let pointCount: Int
     /// Feature dimension `d`.

@@ -63,7 +63,7 @@ public struct StoreLayout: Sendable, Equatable {
 ///
 /// Thread-safe: reads go through the HDF5 lock. Nothing here loads a whole
 /// `/features` dataset; each read is one image's chunk.
-public final class FeatureStore: @unchecked Sendable {
+public final class FeatureStore: Sendable {
     public let path: String
     public let metadata: StoreMetadata
     public let layout: StoreLayout

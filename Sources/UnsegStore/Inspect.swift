@@ -2,7 +2,6 @@ import Foundation
 import UnsegHDF5
 import UnsegCore
 import UnsegLinAlg
-import UnsegStore
 
 /// A human-readable description of an HDF5 file written or read by unseg.
 ///

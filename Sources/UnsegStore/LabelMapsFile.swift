@@ -76,7 +76,7 @@ public final class LabelMapsWriter {
 /// Reads a label-maps output (predictions or proposals), checked against the store it belongs to.
 ///
 /// `@unchecked Sendable`: owns an HDF5 file handle; every use goes through the HDF5 lock.
-public final class LabelMapsFile: @unchecked Sendable {
+public final class LabelMapsFile: Sendable {
     public let path: String
     public let format: LabelMapsFormat
     /// Root attributes (method, parameters, source store, statistics).
@@ -122,7 +122,7 @@ public final class LabelMapsFile: @unchecked Sendable {
 /// One `[N, H, W]` uint8 map dataset, read one image at a time.
 ///
 /// `@unchecked Sendable`: holds an HDF5 dataset handle; every read goes through the HDF5 lock.
-public struct LabelMapDataset: @unchecked Sendable {
+public struct LabelMapDataset: Sendable {
     public let path: String
     public let name: String
     let dataset: HDF5Dataset

@@ -23,7 +23,7 @@ extension LabelMapsWriter {
 /// A predictions file (`unseg predict`), checked against the store it is evaluated or exported with.
 ///
 /// `@unchecked Sendable`: reads go through the HDF5 lock.
-public final class PredictionsFile: @unchecked Sendable {
+public final class PredictionsFile: Sendable {
     public let path: String
     /// What the ids are (attribute `ids`).
     public let ids: PredictionIDs

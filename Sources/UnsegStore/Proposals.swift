@@ -9,7 +9,7 @@ import UnsegCore
 /// ```
 ///
 /// `@unchecked Sendable`: reads go through the HDF5 lock.
-public final class ProposalsFile: @unchecked Sendable {
+public final class ProposalsFile: Sendable {
     public let path: String
     /// Number of images `N`.
     public let count: Int

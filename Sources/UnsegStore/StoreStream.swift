@@ -2,7 +2,7 @@ import Foundation
 import UnsegLinAlg
 
 /// One image read from a store.
-public struct StoreItem: @unchecked Sendable {
+public struct StoreItem: Sendable {
     /// Position in the store.
     public var index: Int
     /// `[h*w, C]` raw features.
@@ -25,7 +25,8 @@ public enum StreamOrder: Sendable, Equatable {
 ///
 /// Memory: at most `prefetch + 1` items are alive inside the stream (plus what the
 /// caller keeps). The sequence of items is the same with or without prefetching.
-public final class StoreStream: @unchecked Sendable {
+/// Used from one thread (the consumer); only the prefetcher is shared with the reading thread.
+public final class StoreStream {
     public let store: FeatureStore
     /// The visiting order (store indices).
     public let indices: [Int]
@@ -35,18 +36,22 @@ public final class StoreStream: @unchecked Sendable {
 
     /// Read-ahead state shared with the background thread. The thread holds this object and
     /// the store, never the stream, so releasing the stream cancels and ends the thread.
-    private final class Prefetcher: @unchecked Sendable {
+    private final class Prefetcher: Sendable {
         let depth: Int
         let cond = NSCondition()
-        var queue: [Result<StoreItem, Error>] = []
-        var cancelled = false
+        // The three below are guarded by `cond` (every access takes it).
+        nonisolated(unsafe) var queue: [Result<StoreItem, any Error>] = []
+        nonisolated(unsafe) var cancelled = false
         /// The work; dropped when the run ends so that the finished `Thread` object (which
         /// Foundation may keep until process exit) holds no store or HDF5 handle.
-        var job: (indices: [Int], read: (Int) throws -> StoreItem)?
+        nonisolated(unsafe) var job: (indices: [Int], read: @Sendable (Int) throws -> StoreItem)?
         init(depth: Int) { self.depth = depth }
 
         func runAndRelease() {
-            if let j = job { run(j.indices, j.read) }
+            cond.lock()
+            let j = job
+            cond.unlock()
+            if let j { run(j.indices, j.read) }
             cond.lock()
             job = nil
             cond.unlock()
@@ -112,7 +117,9 @@ public final class StoreStream: @unchecked Sendable {
             let p = Prefetcher(depth: prefetch)
             prefetcher = p
             let (images, labels, order) = (includeImages, includeLabels, idx)
+            p.cond.lock()
             p.job = (order, { try StoreStream.read(store, $0, images: images, labels: labels) })
+            p.cond.unlock()
             let t = Thread { p.runAndRelease() }
             t.name = "unseg.prefetch"
             t.start()

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// Result of running the built `unseg` binary.
 struct CLIResult {
@@ -35,14 +36,17 @@ func runUnseg(_ args: [String], cwd: String? = nil) throws -> CLIResult {
     p.standardError = err
     try p.run()
     // Read both pipes concurrently so a chatty child cannot block on a full pipe.
-    final class Box: @unchecked Sendable { var data = Data() }
-    let errBox = Box()
+    let errBox = Mutex(Data())
     let group = DispatchGroup()
     group.enter()
-    DispatchQueue.global().async { errBox.data = err.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+    DispatchQueue.global().async {
+        let d = err.fileHandleForReading.readDataToEndOfFile()
+        errBox.withLock { $0 = d }
+        group.leave()
+    }
     let outData = out.fileHandleForReading.readDataToEndOfFile()
     group.wait()
-    let errData = errBox.data
+    let errData = errBox.withLock { $0 }
     p.waitUntilExit()
     return CLIResult(status: p.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
                      stderr: String(decoding: errData, as: UTF8.self))

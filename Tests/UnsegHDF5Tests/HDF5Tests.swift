@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 @testable import UnsegHDF5
 
@@ -42,22 +43,25 @@ struct LCG {
     @Test func errorPrintingIsOffOnEveryThread() throws {
         #expect(HDF5.automaticErrorPrintingIsOff())
         let done = DispatchSemaphore(value: 0)
-        final class Box: @unchecked Sendable { var off = false; var message = "" }
-        let box = Box()
+        struct Seen { var off = false; var message = "" }
+        let box = Mutex(Seen())
         // The HDF5 signature followed by garbage: H5Fopen fails inside HDF5 (and would print).
         let bad = tempPath("signature-only.h5")
         var bytes: [UInt8] = [0x89, 0x48, 0x44, 0x46, 0x0d, 0x0a, 0x1a, 0x0a]
         bytes += [UInt8](repeating: 7, count: 504)
         try Data(bytes).write(to: URL(fileURLWithPath: bad))
         let t = Thread {
-            box.off = HDF5.automaticErrorPrintingIsOff()
-            do { _ = try HDF5File.open(bad) } catch { box.message = "\(error)" }
+            let off = HDF5.automaticErrorPrintingIsOff()
+            var message = ""
+            do { _ = try HDF5File.open(bad) } catch { message = "\(error)" }
+            box.withLock { $0 = Seen(off: off, message: message) }
             done.signal()
         }
         t.start()
         done.wait()
-        #expect(box.off, "automatic error printing is on in a new thread")
-        #expect(box.message.contains("signature-only.h5"), "\(box.message)")
+        let seen = box.withLock { $0 }
+        #expect(seen.off, "automatic error printing is on in a new thread")
+        #expect(seen.message.contains("signature-only.h5"), "\(seen.message)")
     }
 
     /// Random shapes (rank 1-4) and random hyperslabs: what is written is read back exactly.
@@ -227,7 +231,7 @@ struct LCG {
         let ds = try HDF5File.open(path).dataset("x")
         var sums = [Float](repeating: 0, count: 16)
         sums.withUnsafeMutableBufferPointer { out in
-            let base = out.baseAddress!
+            nonisolated(unsafe) let base = out.baseAddress!
             DispatchQueue.concurrentPerform(iterations: 16) { i in
                 let row: [Float] = (try? ds.read(start: [i, 0], count: [1, 256])) ?? []
                 (base + i).pointee = row.reduce(0, +)

@@ -139,7 +139,7 @@ func randomMatrix(_ r: Int, _ c: Int, _ rng: inout SeededRandom) -> Matrix {
     }
 
     @Test func parallelMapIsIndependentOfThreadCount() {
-        let f: (Int) -> Float = { i in
+        let f: @Sendable (Int) -> Float = { i in
             var r = SeededRandom.stream(seed: 9, index: UInt64(i))
             return (0..<100).map { _ in r.float() }.reduce(0, +)
         }

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// An error from a Python cross-check script, with its stderr.
 public struct PythonError: Error, CustomStringConvertible {
@@ -19,18 +20,21 @@ public func runPython(_ script: String, args: [String] = [], stdin: String? = ni
     p.standardError = err
     p.standardInput = input
     try p.run()
-    final class Box: @unchecked Sendable { var data = Data() }
-    let errBox = Box()
+    let errBox = Mutex(Data())
     let group = DispatchGroup()
     group.enter()
-    DispatchQueue.global().async { errBox.data = err.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+    DispatchQueue.global().async {
+        let d = err.fileHandleForReading.readDataToEndOfFile()
+        errBox.withLock { $0 = d }
+        group.leave()
+    }
     if let s = stdin { input.fileHandleForWriting.write(s.data(using: .utf8)!) }
     try? input.fileHandleForWriting.close()
     let o = out.fileHandleForReading.readDataToEndOfFile()
     group.wait()
     p.waitUntilExit()
     guard p.terminationStatus == 0 else {
-        throw PythonError(status: p.terminationStatus, stderr: String(decoding: errBox.data, as: UTF8.self))
+        throw PythonError(status: p.terminationStatus, stderr: String(decoding: errBox.withLock { $0 }, as: UTF8.self))
     }
     return String(decoding: o, as: UTF8.self)
 }

@@ -9,3 +9,8 @@ void unseg_half_to_float(const uint16_t *src, float *dst, size_t n);
 void unseg_float_to_half(const float *src, uint16_t *dst, size_t n);
 /// 1 when the F16C path is used on this CPU, else 0.
 int unseg_has_f16c(void);
+
+#include <stdio.h>
+/// Makes stdout line-buffered (reports piped into a file or `tee` show each line as it is printed).
+/// A C function because Swift 6 cannot touch the `stdout` global itself.
+static inline void unseg_line_buffer_stdout(void) { setvbuf(stdout, NULL, _IOLBF, 0); }
