@@ -26,17 +26,12 @@ extension Unseg {
         @Option(help: "A recipe to use instead of the built-in demo recipe (Recipes/demo.yaml).")
         var recipe: String?
         @Option(help: "Refinement of the training proposals: crf (the paper's, default), guided or none.")
-        var refine: String = "crf"
-        @Option(help: "Threads (default: all cores).")
-        var threads: Int = Parallel.coreCount
+        var refine: RefinementMethod = .crf
+        @OptionGroup var parallel: ThreadsOption
 
         func validate() throws {
-            guard RefinementMethod(rawValue: refine) != nil else {
-                throw ValidationError("--refine must be one of \(RefinementMethod.allCases.map(\.rawValue).joined(separator: ", ")), got '\(refine)'")
-            }
             guard trainImages >= 16 else { throw ValidationError("--train-images must be >= 16, got \(trainImages)") }
             guard valImages >= 1 else { throw ValidationError("--val-images must be >= 1, got \(valImages)") }
-            guard threads >= 1 else { throw ValidationError("--threads must be >= 1") }
         }
 
         func run() throws {
@@ -46,8 +41,8 @@ extension Unseg {
                 o.trainImages = trainImages
                 o.valImages = valImages
                 o.seed = seed
-                o.threads = threads
-                o.proposalRefinement = RefinementMethod(rawValue: refine)!
+                o.threads = parallel.threads
+                o.proposalRefinement = refine
                 if let r = recipe { o.recipe = try Recipe.load(path: r) }
                 let summary = try DemoJob.run(o, log: { say($0) }, progress: { TerminalProgress(label: $0) })
                 say("")

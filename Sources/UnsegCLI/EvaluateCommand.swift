@@ -9,8 +9,8 @@ extension Unseg {
         static let configuration = CommandConfiguration(
             abstract: "Hungarian-match predicted clusters to classes and report mIoU, pixel accuracy and per-class IoU.",
             discussion: """
-            One confusion matrix is accumulated over the whole split (labels 255 and >= the class count are left out;
-            pixels with no prediction count as errors). Clusters left unmatched when there are more clusters than
+            One confusion matrix is accumulated over the whole split (labels 255 and >= the class count are left out; \
+            pixels with no prediction count as errors). Clusters left unmatched when there are more clusters than \
             classes count as errors for every pixel they cover. Percentages as in papers.
             """)
 
@@ -19,37 +19,26 @@ extension Unseg {
         @Option(help: "Predictions file written by `unseg predict` (/predictions [N, H, W] uint8).")
         var predictions: String
         @Option(help: "hungarian (maximise matched pixels, the field's default), hungarian-iou (maximise summed IoU), or majority (many-to-one).")
-        var matching: String = "hungarian"
+        var matching: MatchingMode = .hungarian
         @Option(help: "Class count, for a store whose labels follow no protocol unseg knows (e.g. 21 for the VOC fixture).")
         var classes: Int?
         @Option(help: "Also write the results as JSON here.")
         var json: String?
         @Option(help: "Also write report.md, confusion.png and per_class_iou.png into this directory.")
         var report: String?
-        @Option(help: "Threads (default: all cores).")
-        var threads: Int = Parallel.coreCount
+        @OptionGroup var parallel: ThreadsOption
 
         func validate() throws {
-            guard MatchingMode(rawValue: matching) != nil else {
-                throw ValidationError("--matching must be one of \(MatchingMode.allCases.map(\.rawValue).joined(separator: ", ")), got '\(matching)'")
-            }
             if let c = classes, !(1...255).contains(c) { throw ValidationError("--classes must be in 1...255, got \(c)") }
-            guard threads >= 1 else { throw ValidationError("--threads must be >= 1") }
         }
 
         func run() throws {
             try reportingErrors {
-                let rep = try EvaluateJob.run(storePath: store, predictionsPath: predictions, matching: MatchingMode(rawValue: matching)!,
-                                              classCount: classes, threads: threads, progress: TerminalProgress(label: "evaluate"))
+                let rep = try EvaluateJob.run(storePath: store, predictionsPath: predictions, matching: matching,
+                                              classCount: classes, threads: parallel.threads, progress: TerminalProgress(label: "evaluate"))
                 say(rep.result.table())
-                if let j = json {
-                    try rep.result.jsonData(pretty: true).write(to: URL(fileURLWithPath: j), options: .atomic)
-                    say("wrote \(j)")
-                }
-                if let dir = report {
-                    let files = try EvaluationReportWriter.write(rep, to: dir)
-                    say("wrote " + files.joined(separator: ", "))
-                }
+                let files = try rep.write(json: json, report: report)
+                if !files.isEmpty { say("wrote " + files.joined(separator: ", ")) }
             }
         }
     }

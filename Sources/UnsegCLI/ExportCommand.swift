@@ -23,18 +23,16 @@ extension Unseg {
         var matchingFrom: String?
         @Option(help: "Side-by-side pictures for this many images.")
         var sample: Int = 16
-        @Option(help: "Threads (default: all cores).")
-        var threads: Int = Parallel.coreCount
+        @OptionGroup var parallel: ThreadsOption
 
         func validate() throws {
             guard sample >= 0 else { throw ValidationError("--sample must be >= 0, got \(sample)") }
-            guard threads >= 1 else { throw ValidationError("--threads must be >= 1, got \(threads)") }
         }
 
         func run() throws {
             try reportingErrors {
                 let s = try ExportJob.run(ExportOptions(predictionsPath: predictions, storePath: store, outDir: out,
-                                                        matchingFrom: matchingFrom, sample: sample, threads: threads,
+                                                        matchingFrom: matchingFrom, sample: sample, threads: parallel.threads,
                                                         progress: TerminalProgress(label: "export")))
                 say("wrote \(s.labelFiles.count) label PNGs (\(s.ids)), \(s.colorFiles.count) palette PNGs, \(s.sampleFiles.count) samples and \(s.manifestPath)")
             }

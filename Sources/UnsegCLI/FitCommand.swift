@@ -32,13 +32,11 @@ extension Unseg {
         var initFrom: String?
         @Option(help: "Override the recipe's seed.")
         var seed: UInt64?
-        @Option(help: "Threads (default: all cores); results do not depend on it.")
-        var threads: Int = Parallel.coreCount
+        @OptionGroup var parallel: ThreadsOption
         @Option(help: .hidden)
         var debugStepDelayMs: Int = 0
 
         func validate() throws {
-            guard threads >= 1 else { throw ValidationError("--threads must be >= 1, got \(threads)") }
             if let c = valClasses, !(1...255).contains(c) { throw ValidationError("--val-classes must be in 1...255, got \(c)") }
             guard debugStepDelayMs >= 0 else { throw ValidationError("--debug-step-delay-ms must be >= 0") }
         }
@@ -50,7 +48,7 @@ extension Unseg {
                 let clear = isatty(STDERR_FILENO) != 0 ? "\r\u{1B}[K" : ""
                 let log: @Sendable (String) -> Void = { line in FileHandle.standardError.write((clear + line + "\n").data(using: .utf8)!) }
                 var opts = FitOptions(recipe: r, storePath: store, proposalsPath: proposals, valPath: val, valClassCount: valClasses,
-                                      checkpointPath: checkpoint, resume: resume, threads: threads,
+                                      checkpointPath: checkpoint, resume: resume, threads: parallel.threads,
                                       progress: TerminalProgress(label: "fit", unit: "step"), log: log,
                                       stepDelay: Double(debugStepDelayMs) / 1000)
                 opts.initFromPath = initFrom

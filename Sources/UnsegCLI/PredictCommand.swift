@@ -20,24 +20,19 @@ extension Unseg {
         @Option(help: "Output predictions file (HDF5).")
         var out: String
         @Option(help: "Prototype copy: momentum or running (default: the recipe's predict_copy; best-val selection when the recipe says so).")
-        var copy: String?
+        var copy: PrototypeCopy?
         @Option(help: "Refinement: none or crf (default: the recipe's predict_refine). crf needs /images in the store.")
-        var refine: String?
-        @Option(help: "Threads (default: all cores).")
-        var threads: Int = Parallel.coreCount
+        var refine: PredictRefinement?
+        @OptionGroup var parallel: ThreadsOption
 
         func validate() throws {
-            if let c = copy, PrototypeCopy(rawValue: c) == nil { throw ValidationError("--copy must be momentum or running, got '\(c)'") }
-            if let r = refine, PredictRefinement(rawValue: r) == nil { throw ValidationError("--refine must be none or crf, got '\(r)'") }
-            guard threads >= 1 else { throw ValidationError("--threads must be >= 1, got \(threads)") }
         }
 
         func run() throws {
             try reportingErrors {
                 let s = try PredictJob.run(PredictOptions(checkpointPath: checkpoint, storePath: store, outPath: out,
-                                                          copy: copy.flatMap(PrototypeCopy.init(rawValue:)),
-                                                          refine: refine.flatMap(PredictRefinement.init(rawValue:)),
-                                                          threads: threads, progress: TerminalProgress(label: "predict")))
+                                                          copy: copy, refine: refine,
+                                                          threads: parallel.threads, progress: TerminalProgress(label: "predict")))
                 say(String(format: "wrote %@: %d images, %d clusters, prototypes %@, refine %@, %.1f s",
                            s.outPath, s.imageCount, s.classCount, s.prototypes, s.refine.rawValue, s.seconds))
             }

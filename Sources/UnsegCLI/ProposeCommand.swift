@@ -10,8 +10,8 @@ extension Unseg {
         static let configuration = CommandConfiguration(
             abstract: "Compute mask proposals (PriMaPs or spectral) for every image of a store, optionally refined to image resolution.",
             discussion: """
-            Writes /masks uint8 [N, h, w] (0 = background, 1..K) on the feature grid and, with --refine guided|crf,
-            /refined uint8 [N, H, W] at image resolution (needs /images in the store). The method and all its
+            Writes /masks uint8 [N, h, w] (0 = background, 1..K) on the feature grid and, with --refine guided|crf, \
+            /refined uint8 [N, H, W] at image resolution (needs /images in the store). The method and all its \
             parameters are stored as root attributes. Images are processed several at once, one per thread.
             """)
 
@@ -20,51 +20,39 @@ extension Unseg {
         @Option(help: "Output proposals file (written atomically).")
         var out: String
         @Option(help: "primaps (principal mask proposals) or spectral (eigen-segments).")
-        var method: String = "primaps"
+        var method: ProposalMethod = .primaps
         @Option(help: "none, guided (guided filter, radius 9, eps 1e-3) or crf (dense CRF, 10 mean-field iterations).")
-        var refine: String = "none"
+        var refine: RefinementMethod = .none
         @Option(help: "PriMaPs relative similarity threshold psi in [0, 1].")
         var threshold: Float = 0.4
         @Option(help: "PriMaPs: stop once this fraction of cells is covered, in (0, 1].")
         var coverage: Float = 0.95
         @Option(help: "Spectral: number of k-means segments on the eigenvectors (one becomes background).")
         var segments: Int = 15
-        @Option(help: "Threads (default: all cores); one image per thread.")
-        var threads: Int = Parallel.coreCount
+        @OptionGroup var parallel: ThreadsOption
         @Option(help: "Also write PNGs of image | masks | refined masks into this directory.")
         var overlays: String?
         @Option(help: "How many images get an overlay PNG.")
         var overlayCount: Int = 16
 
         func validate() throws {
-            guard ProposalMethod(rawValue: method) != nil else {
-                throw ValidationError("--method must be one of \(ProposalMethod.allCases.map(\.rawValue).joined(separator: ", ")), got '\(method)'")
-            }
-            guard RefinementMethod(rawValue: refine) != nil else {
-                throw ValidationError("--refine must be one of \(RefinementMethod.allCases.map(\.rawValue).joined(separator: ", ")), got '\(refine)'")
-            }
             guard threshold >= 0 && threshold <= 1 else { throw ValidationError("--threshold must be in [0, 1], got \(threshold)") }
             guard coverage > 0 && coverage <= 1 else { throw ValidationError("--coverage must be in (0, 1], got \(coverage)") }
             guard (1...255).contains(segments) else { throw ValidationError("--segments must be in 1...255, got \(segments)") }
-            guard threads >= 1 else { throw ValidationError("--threads must be >= 1, got \(threads)") }
             guard overlayCount >= 0 else { throw ValidationError("--overlay-count must be >= 0, got \(overlayCount)") }
         }
 
         func run() throws {
             try reportingErrors {
-                var o = ProposeOptions(method: ProposalMethod(rawValue: method)!, refine: RefinementMethod(rawValue: refine)!, threads: threads)
+                var o = ProposeOptions(method: method, refine: refine, threads: parallel.threads)
                 o.primaps.threshold = threshold
                 o.primaps.coverage = coverage
                 o.spectral.mode = .segments(count: segments)
-                let s = try ProposeJob.run(storePath: store, outputPath: out, options: o, progress: TerminalProgress(label: "propose"))
+                let s = try ProposeJob.run(storePath: store, outputPath: out, options: o,
+                                           overlays: overlays.map { ($0, overlayCount) }, progress: TerminalProgress(label: "propose"))
                 say(String(format: "%d images, %.1f masks/image (min %d, max %d), %.1f images/s; wrote %@",
                            s.imageCount, s.meanMasks, s.maskCounts.min() ?? 0, s.maskCounts.max() ?? 0, s.imagesPerSecond, out))
-                if let dir = overlays, overlayCount > 0 {
-                    let st = try FeatureStore(path: store)
-                    let p = try ProposalsFile(path: out, store: st)
-                    let files = try ProposalOverlays.write(store: st, proposals: p, to: dir, count: overlayCount)
-                    say("wrote \(files.count) overlays to \(dir)")
-                }
+                if let dir = overlays, !s.overlayFiles.isEmpty { say("wrote \(s.overlayFiles.count) overlays to \(dir)") }
             }
         }
     }

@@ -31,12 +31,10 @@ extension Unseg {
         var float32 = false
         @Option(help: "gzip level 1-9 with byte shuffle (default: no compression).")
         var deflate: Int?
-        @Option(help: "Threads for generation (default: all cores).")
-        var threads: Int = Parallel.coreCount
+        @OptionGroup var parallel: ThreadsOption
 
         func validate() throws {
             guard images >= 1 else { throw ValidationError("--images must be >= 1, got \(images)") }
-            guard threads >= 1 else { throw ValidationError("--threads must be >= 1, got \(threads)") }
             if let d = deflate, !(1...9).contains(d) { throw ValidationError("--deflate must be in 1...9, got \(d)") }
         }
 
@@ -45,7 +43,7 @@ extension Unseg {
                 let config = SyntheticConfig(imageCount: images, imageSize: size, patchSize: patch, channels: channels,
                                              classes: classes, seed: seed, split: split)
                 let opts = StoreWriteOptions(featureType: float32 ? .float32 : .float16, deflate: deflate)
-                try Synthesize.writeStore(config: config, path: out, options: opts, threads: threads,
+                try Synthesize.writeStore(config: config, path: out, options: opts, threads: parallel.threads,
                                           progress: TerminalProgress(label: "synth"))
                 say("wrote \(out): \(images) images, \(size)x\(size), \(size / max(patch, 1))x\(size / max(patch, 1))x\(channels) features, \(classes) classes, seed \(seed)")
             }

@@ -86,7 +86,7 @@ public struct EMLossGradient: Sendable {
 }
 
 /// Which copy of the prototypes to use.
-public enum PrototypeCopy: String, Sendable, Codable {
+public enum PrototypeCopy: String, Sendable, Codable, CaseIterable {
     case running, momentum
 }
 

@@ -14,6 +14,22 @@ public struct EvaluationReport: Sendable {
     public var imageCount: Int
 }
 
+extension EvaluationReport {
+    /// Writes the results as JSON (`json`) and the Markdown report with pictures (`report`
+    /// directory); returns the files written.
+    public func write(json: String?, report: String?) throws -> [String] {
+        var files: [String] = []
+        if let j = json {
+            do { try result.jsonData(pretty: true).write(to: URL(fileURLWithPath: j), options: .atomic) } catch {
+                throw StoreError(file: j, "cannot write the JSON results (--json): \((error as NSError).localizedDescription); choose a writable path")
+            }
+            files.append(j)
+        }
+        if let dir = report { files += try EvaluationReportWriter.write(self, to: dir) }
+        return files
+    }
+}
+
 /// `unseg evaluate` as a library call: stream a store's labels and a predictions file,
 /// accumulate one confusion matrix over the split (in parallel over images, merged in a
 /// fixed order), match clusters to classes and compute the metrics of the field.

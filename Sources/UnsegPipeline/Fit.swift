@@ -309,12 +309,32 @@ public enum FitJob {
             return Array(order[(ck.batchInEpoch * batchLen)..<(batches * batchLen)])
         }
 
+        /// The epochs of a training stage: the remaining batches of every epoch (in the seeded
+        /// order of `orderStage`), each handed to `step`, which returns the step's loss and the
+        /// prototypes to validate; then the bookkeeping of `afterStep`.
+        /// `step` returns the loss and the prototypes validation looks at; `state` gives the
+        /// stage's state as a record, taken only when a checkpoint is written and at the end.
+        func runEpochs(_ ck: inout FitCheckpoint, kind: FitStageKind, orderStage: Int, epochs: Int,
+                       state: () -> StateRecord,
+                       step: ([StoreItem]) throws -> (loss: Double, model: PrototypeModel)) throws {
+            while ck.epoch < epochs {
+                let stream = try StoreStream(store: store, subset: remainingOrder(ck, stage: orderStage), prefetch: batchLen)
+                while true {
+                    let items = try stream.nextBatch(batchLen)
+                    if items.isEmpty { break }
+                    let (loss, model) = try step(items)
+                    try afterStep(&ck, kind: kind, stageEpochs: epochs, loss: loss, state: state) { model }
+                }
+            }
+            ck.states[kind] = state()
+        }
+
         /// Bookkeeping after every step: position, validation at epoch ends, checkpoints, progress.
-        func afterStep(_ ck: inout FitCheckpoint, stageEpochs: Int, loss: Double, model: () -> PrototypeModel) throws {
+        func afterStep(_ ck: inout FitCheckpoint, kind: FitStageKind, stageEpochs: Int, loss: Double,
+                       state: () -> StateRecord, model: () -> PrototypeModel) throws {
             ck.step += 1
             ck.batchInEpoch += 1
             var epochEnded = false
-            let kind = ck.stage ?? .primapsEM
             let label = kind == .cosineKMeans ? "warm-up" : (kind == .primapsEM ? "PriMaPs-EM" : kind.rawValue)
             if ck.batchInEpoch == batches {
                 ck.epoch += 1
@@ -335,6 +355,7 @@ public enum FitJob {
                 options.log?(line)
             }
             if ck.step % recipe.checkpointEvery == 0 || epochEnded {
+                ck.states[kind] = state()
                 try ck.write(to: options.checkpointPath)
             }
             options.progress?.update(done: ck.step - startStep, total: totalSteps - startStep,
@@ -391,15 +412,9 @@ struct CosineKMeansRunner: StageRunner {
     func run(_ ck: inout FitCheckpoint, context c: FitJob.Loop) throws -> PrototypeModel {
         let state = try CosineKMeansTrainerState(record: ck.states[.cosineKMeans]!)
         var t = try CosineKMeansTrainer(state: state, config: c.recipe.warmupConfig(threads: c.options.threads))
-        while ck.epoch < c.recipe.warmupEpochs {
-            let stream = try StoreStream(store: c.store, subset: c.remainingOrder(ck, stage: 0), prefetch: c.batchLen)
-            while true {
-                let items = try stream.nextBatch(c.batchLen)
-                if items.isEmpty { break }
-                let st = try t.step(batch: items.map(\.features), executor: c.executor)
-                ck.states[.cosineKMeans] = t.state.record
-                try c.afterStep(&ck, stageEpochs: c.recipe.warmupEpochs, loss: st.loss) { t.model }
-            }
+        try c.runEpochs(&ck, kind: .cosineKMeans, orderStage: 0, epochs: c.recipe.warmupEpochs, state: { t.state.record }) { items in
+            let st = try t.step(batch: items.map(\.features), executor: c.executor)
+            return (st.loss, t.model)
         }
         return t.model
     }
@@ -419,20 +434,14 @@ struct PriMaPsEMRunner: StageRunner {
         let state = try EMTrainerState(record: ck.states[.primapsEM]!)
         var t = try EMTrainer(state: state, config: c.recipe.emConfig(threads: c.options.threads))
         let l = c.store.layout
-        while ck.epoch < c.recipe.epochs {
-            let stream = try StoreStream(store: c.store, subset: c.remainingOrder(ck, stage: 1), prefetch: c.batchLen)
-            while true {
-                let items = try stream.nextBatch(c.batchLen)
-                if items.isEmpty { break }
-                let masks = try c.proposals.masks(for: items)
-                let batch = zip(items, masks).map { item, m in
-                    EMSample(features: item.features, height: l.gridHeight, width: l.gridWidth,
-                             labelHeight: l.imageHeight, labelWidth: l.imageWidth, masks: m)
-                }
-                let st = try t.step(batch: batch, executor: c.executor)
-                ck.states[.primapsEM] = t.state.record
-                try c.afterStep(&ck, stageEpochs: c.recipe.epochs, loss: st.loss) { t.momentum }
+        try c.runEpochs(&ck, kind: .primapsEM, orderStage: 1, epochs: c.recipe.epochs, state: { t.state.record }) { items in
+            let masks = try c.proposals.masks(for: items)
+            let batch = zip(items, masks).map { item, m in
+                EMSample(features: item.features, height: l.gridHeight, width: l.gridWidth,
+                         labelHeight: l.imageHeight, labelWidth: l.imageWidth, masks: m)
             }
+            let st = try t.step(batch: batch, executor: c.executor)
+            return (st.loss, t.momentum)
         }
         return t.momentum
     }

@@ -110,6 +110,8 @@ public struct ProposeSummary: Sendable {
     public var maskCounts: [Int]
     /// Wall time of the whole job, seconds.
     public var seconds: Double
+    /// Overlay PNGs written (with `overlays:`).
+    public var overlayFiles: [String] = []
     public var imagesPerSecond: Double { seconds > 0 ? Double(imageCount) / seconds : 0 }
     public var meanMasks: Double { maskCounts.isEmpty ? 0 : Double(maskCounts.reduce(0, +)) / Double(maskCounts.count) }
 }
@@ -131,7 +133,9 @@ public enum ProposeJob {
     /// `/images` in the store throws a `StoreError` naming the store and writes nothing.
     /// - Throws: `StoreError` (files), `ProposalError` / `RefinementError` (options or an image the
     ///   method rejects, e.g. non-finite features, with the image index); on error no output file is left.
+    /// - overlays: also write `count` PNGs of image | masks | refined masks into `directory`.
     public static func run(storePath: String, outputPath: String, options: ProposeOptions = ProposeOptions(),
+                           overlays: (directory: String, count: Int)? = nil,
                            progress: ProgressSink? = nil) throws -> ProposeSummary {
         try options.validate()
         let store = try FeatureStore(path: storePath)
@@ -191,8 +195,13 @@ public enum ProposeJob {
         try writer.setAttribute("empty_images", .int(maskCounts.filter { $0 == 0 }.count))
         try writer.commit()
         committed = true
-        return ProposeSummary(storePath: storePath, outputPath: outputPath, imageCount: l.imageCount,
-                              maskCounts: maskCounts, seconds: Date().timeIntervalSince(start))
+        var summary = ProposeSummary(storePath: storePath, outputPath: outputPath, imageCount: l.imageCount,
+                                     maskCounts: maskCounts, seconds: Date().timeIntervalSince(start))
+        if let ov = overlays, ov.count > 0 {
+            summary.overlayFiles = try ProposalOverlays.write(store: store, proposals: try ProposalsFile(path: outputPath, store: store),
+                                                              to: ov.directory, count: ov.count)
+        }
+        return summary
     }
 
     /// Proposals and (when asked) the refined map of one image. Errors carry the image index.

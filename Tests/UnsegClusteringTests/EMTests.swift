@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import UnsegTestSupport
 import UnsegLinAlg
 @testable import UnsegClustering
 import UnsegCore
@@ -137,7 +138,7 @@ import UnsegCore
     @Test func momentumSchedule() throws {
         #expect(EMTrainer.momentumDecay(update: 1, cap: 0.98) == 0)
         #expect(EMTrainer.momentumDecay(update: 2, cap: 0.98) == 0.5)
-        #expect(abs(EMTrainer.momentumDecay(update: 3, cap: 0.98) - 2.0 / 3.0) < 1e-15)
+        expectClose(Double(EMTrainer.momentumDecay(update: 3, cap: 0.98)), Double(2.0 / 3.0), abs: 1e-15)
         #expect(EMTrainer.momentumDecay(update: 50, cap: 0.98) == 0.98)
         #expect(EMTrainer.momentumDecay(update: 1000, cap: 0.98) == 0.98)
 

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import UnsegTestSupport
 import UnsegLinAlg
 @testable import UnsegClustering
 @testable import UnsegCore
@@ -103,7 +104,7 @@ func plantedClusters(centres: [[Float]], perCluster: Int, sigma: Float, seed: UI
         for c in 0..<3 {
             let members = Set((0..<150).filter { res.labels[$0] == Int32(c) }.map { truth[$0] })
             #expect(members.count == 1, "seed \(seed): cluster \(c) mixes \(members)")
-            #expect(abs(res.centers.row(c).reduce(0) { $0 + $1 * $1 } - 1) < 1e-5, "centres are unit vectors")
+            expectClose(Double(res.centers.row(c).reduce(0) { $0 + $1 * $1 }), Double(1), abs: 1e-5, "centres are unit vectors")
         }
     }
 
@@ -174,15 +175,15 @@ func plantedClusters(centres: [[Float]], perCluster: Int, sigma: Float, seed: UI
             let comp = pca.components.row(i)
             let big = comp.indices.max { abs(comp[$0]) < abs(comp[$1]) }!
             #expect(comp[big] > 0)
-            #expect(abs(comp.reduce(0) { $0 + $1 * $1 } - 1) < 1e-5)
+            expectClose(Double(comp.reduce(0) { $0 + $1 * $1 }), Double(1), abs: 1e-5)
         }
-        #expect(abs(pca.mean[0] - x.columnMeans()[0]) < 1e-3)
+        expectClose(Double(pca.mean[0]), Double(x.columnMeans()[0]), abs: 1e-3)
         // Whitened projections have unit variance on the fit sample (1e-3: Float sums over 2000 rows).
         let t = pca.transform(x, whiten: true)
         for j in 0..<k {
             let col = (0..<n).map { Double(t[$0, j]) }
             let v = col.reduce(0) { $0 + $1 * $1 } / Double(n - 1)
-            #expect(abs(v - 1) < 1e-3, "whitened column \(j) variance \(v)")
+            expectClose(Double(v), Double(1), abs: 1e-3, "whitened column \(j) variance \(v)")
         }
     }
 

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import UnsegTestSupport
 import UnsegLinAlg
 @testable import UnsegClustering
 import UnsegCore
@@ -78,7 +79,7 @@ import UnsegCore
             a[i] += 1e-6; b[i] -= 1e-6
             let fd = (objective(a) - objective(b)) / 2e-6
             // Float analytic vs Double FD (truncation ~1e-12): Float rounding of O(1) terms, 1e-5 absolute.
-            #expect(abs(Double(analytic[i]) - fd) < 1e-5, "seed \(seed), parameter \(i): \(analytic[i]) vs \(fd)")
+            expectClose(Double(Double(analytic[i])), Double(fd), abs: 1e-5, "seed \(seed), parameter \(i): \(analytic[i]) vs \(fd)")
         }
     }
 
@@ -106,7 +107,7 @@ import UnsegCore
         // Float pipeline (fast exp rel 2e-7, Float sums over <= 49 pixels) vs Double: 1e-5 relative.
         #expect(abs(lib.loss - ref.loss) <= 1e-5 * abs(ref.loss), "seed \(seed): \(lib.loss) vs \(ref.loss)")
         for k in 0..<K {
-            #expect(abs(Double(lib.classWeights[k]) - ref.weights[k]) < 1e-5, "seed \(seed), class \(k)")
+            expectClose(Double(Double(lib.classWeights[k])), Double(ref.weights[k]), abs: 1e-5, "seed \(seed), class \(k)")
         }
         // Gradient via the adjoint at feature resolution == gradient with explicitly upsampled features.
         let scale = ref.effGrad.map(abs).max()!
@@ -152,11 +153,11 @@ import UnsegCore
         let cfg = AdamConfig(learningRate: 0.1)
         Adam.update(params: &p, grads: [0.5], state: &s, config: cfg)
         // step 1: m = 0.05, v = 0.00025, mhat/sqrt(vhat) = 1 -> p = 1 - 0.1 * 0.5/(0.5 + 1e-8)
-        #expect(abs(p[0] - 0.9) < 1e-6)
+        expectClose(Double(p[0]), Double(0.9), abs: 1e-6)
         Adam.update(params: &p, grads: [-0.25], state: &s, config: cfg)
         let m = 0.9 * 0.05 + 0.1 * -0.25, v = 0.999 * 0.00025 + 0.001 * 0.0625
         let expected = 0.9 - 0.1 / (1 - 0.81) * m / ((v).squareRoot() / (1 - 0.998001).squareRoot() + 1e-8)
-        #expect(abs(Double(p[0]) - expected) < 1e-6, "\(p[0]) vs \(expected)")
+        expectClose(Double(Double(p[0])), Double(expected), abs: 1e-6, "\(p[0]) vs \(expected)")
         #expect(s.step == 2)
     }
 }

@@ -89,7 +89,7 @@ import UnsegCore
         // a: TP 5, predicted 6, GT 5+2+0+1 = 8 -> 5/9; b: TP 4, predicted 4, GT 8 -> 4/8.
         let tol = 1e-12  // a handful of Double operations
         #expect(abs(r.perClassIoU[0]! - 500.0 / 9) < tol && abs(r.perClassIoU[1]! - 50) < tol)
-        #expect(abs(r.miou - (500.0 / 9 + 50) / 2) < tol)
+        expectClose(Double(r.miou), Double((500.0 / 9 + 50) / 2), abs: tol)
         #expect(abs(r.accuracy - 100.0 * 9 / 16) < tol)  // unassigned pixel counts in the 16
         #expect(abs(r.perClassPrecision[0]! - 500.0 / 6) < tol && r.perClassPrecision[1]! == 100)
         #expect(r.perClassRecall[0]! == 62.5 && r.perClassRecall[1]! == 50)
@@ -100,8 +100,8 @@ import UnsegCore
         let r = try Evaluation.evaluate(try handMatrix(), mode: .majority)
         #expect(r.matching == [0, 1, 1])
         // b: TP 3+4 = 7, predicted 9, GT 8 -> 7/10.
-        #expect(abs(r.perClassIoU[1]! - 70) < 1e-12)
-        #expect(abs(r.accuracy - 75) < 1e-12)
+        expectClose(Double(r.perClassIoU[1]!), Double(70), abs: 1e-12)
+        expectClose(Double(r.accuracy), Double(75), abs: 1e-12)
         #expect(r.classNames == ["class0", "class1"])
     }
 
@@ -113,8 +113,8 @@ import UnsegCore
         #expect(try Evaluation.match(c, mode: .hungarian) == [0, 1, -1])
         #expect(try Evaluation.match(c, mode: .hungarianIoU) == [-1, 1, 0])
         let byIoU = try Evaluation.evaluate(c, mode: .hungarianIoU)
-        #expect(abs(byIoU.perClassIoU[0]! - 100.0 * 17 / 49) < 1e-12)
-        #expect(abs(byIoU.accuracy - 100.0 * 36 / 86) < 1e-12)
+        expectClose(Double(byIoU.perClassIoU[0]!), Double(100.0 * 17 / 49), abs: 1e-12)
+        expectClose(Double(byIoU.accuracy), Double(100.0 * 36 / 86), abs: 1e-12)
     }
 
     @Test func perfectPredictionIs100() throws {
@@ -166,7 +166,7 @@ import UnsegCore
         #expect(r.perClassIoU[2] == nil && r.perClassPrecision[2] == nil && r.perClassRecall[2] == nil)
         #expect(r.scoredClassCount == 3)
         // a: TP 2, P 3, G 2 -> 2/3; b: TP 1, P 1, G 2 -> 1/2; d: 1.
-        #expect(abs(r.miou - 100 * (2.0 / 3 + 0.5 + 1) / 3) < 1e-12)
+        expectClose(Double(r.miou), Double(100 * (2.0 / 3 + 0.5 + 1) / 3), abs: 1e-12)
         let table = r.table()
         #expect(table.contains("skipped: c"), "\(table)")
         #expect(table.contains("mean over 3 of 4 classes"))
@@ -308,8 +308,8 @@ import UnsegCore
                 let ctx = "seed \(seed) case \(i) K \(c.k) n \(c.n) \(mode)"
                 // Ratios of integers below 2^31 and a mean of <= 27 terms: both sides are
                 // within a few ulps of the exact value, far below 1e-9 percent.
-                #expect(abs(r.miou - (py["miou"] as! Double)) < 1e-9, "\(ctx): \(r.miou) vs \(py["miou"]!)")
-                #expect(abs(r.accuracy - (py["acc"] as! Double)) < 1e-9, "\(ctx): \(r.accuracy) vs \(py["acc"]!)")
+                expectClose(Double(r.miou), Double((py["miou"] as! Double)), abs: 1e-9, "\(ctx): \(r.miou) vs \(py["miou"]!)")
+                expectClose(Double(r.accuracy), Double((py["acc"] as! Double)), abs: 1e-9, "\(ctx): \(r.accuracy) vs \(py["acc"]!)")
                 #expect(r.skippedClasses == (py["skipped"] as! [Int]), "\(ctx)")
                 let matched = (0..<c.k).reduce(Int64(0)) { $0 + (r.matching[$1] >= 0 ? conf[$1, r.matching[$1]] : 0) }
                 #expect(Double(matched) == (py["matched"] as! Double), "\(ctx)")

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import UnsegTestSupport
 @testable import UnsegImaging
 
 /// Bounding box (minX, minY, maxX, maxY) of pixels that differ from `background`.
@@ -206,7 +207,7 @@ func inkBox(_ img: RGBImage, background: RGB = .white) -> (Int, Int, Int, Int)? 
         let full = barPixels(100), half = barPixels(50), zero = barPixels(0)
         #expect(zero == 0 && full > 0)
         // Bars are 20 px tall; rounding the end to a pixel moves it by at most 1 column.
-        #expect(abs(Double(half) / 20 - Double(full) / 20 / 2) <= 1, "half=\(half) full=\(full)")
+        expectClose(Double(Double(half) / 20), Double(Double(full) / 20 / 2), abs: 1, "half=\(half) full=\(full)")
         let chart = Charts.barChart(values: [50, .nan, 20], names: ["a", "b", "c"], title: "IoU")
         #expect(inkBox(chart.cropped(x: 0, y: 0, width: chart.width, height: 30)) != nil, "title")
         #expect(chart.pixels.contains(214), "the red mean line / label is drawn")

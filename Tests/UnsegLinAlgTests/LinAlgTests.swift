@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import UnsegTestSupport
 @testable import UnsegLinAlg
 import UnsegCore
 
@@ -50,13 +51,13 @@ func randomMatrix(_ r: Int, _ c: Int, _ rng: inout SeededRandom) -> Matrix {
         let y = BLAS.matvec(a, x)
         for i in 0..<37 {
             let r = (0..<23).reduce(0.0) { $0 + Double(a[i, $1]) * Double(x[$1]) }
-            #expect(abs(Double(y[i]) - r) < 1e-4, "row \(i)")
+            expectClose(Double(Double(y[i])), Double(r), abs: 1e-4, "row \(i)")
         }
         let xt = (0..<37).map { _ in rng.gaussian() }
         let yt = BLAS.matvec(a, xt, trans: true)
         for j in 0..<23 {
             let r = (0..<37).reduce(0.0) { $0 + Double(a[$1, j]) * Double(xt[$1]) }
-            #expect(abs(Double(yt[j]) - r) < 1e-4, "col \(j)")
+            expectClose(Double(Double(yt[j])), Double(r), abs: 1e-4, "col \(j)")
         }
         var g = Matrix(rows: 23, cols: 23)
         BLAS.gramOfColumns(a, into: &g)

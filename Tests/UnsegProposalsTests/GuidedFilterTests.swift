@@ -1,4 +1,5 @@
 import Testing
+import UnsegTestSupport
 import Foundation
 import UnsegLinAlg
 @testable import UnsegProposals
@@ -63,8 +64,8 @@ private func randomImage(_ h: Int, _ w: Int, _ rng: inout SeededRandom) -> [UInt
     @Test func guideIsScaledChannelMean() throws {
         let img: [UInt8] = [255, 0, 0, 30, 60, 90]
         let f = try GuidedFilter(image: img, height: 1, width: 2)
-        #expect(abs(f.guide[0] - 1.0 / 3.0) < 1e-6)
-        #expect(abs(f.guide[1] - 60.0 / 255.0) < 1e-6)
+        expectClose(Double(f.guide[0]), Double(1.0 / 3.0), abs: 1e-6)
+        expectClose(Double(f.guide[1]), Double(60.0 / 255.0), abs: 1e-6)
     }
 
     /// A constant input is a fixed point (cov = 0 so a = 0, b = c), whatever the guide.

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import UnsegTestSupport
 import UnsegLinAlg
 @testable import UnsegProposals
 import UnsegFixtures
@@ -81,7 +82,7 @@ import UnsegFixtures
         #expect(p.logProbabilities.rows == 2)
         for i in 0..<(h * w) {
             let s = exp(p.logProbabilities[0, i]) + exp(p.logProbabilities[1, i])
-            #expect(abs(s - 1) < 1e-5)
+            expectClose(Double(s), Double(1), abs: 1e-5)
         }
     }
 
@@ -167,9 +168,9 @@ import UnsegFixtures
         #expect(p.labels == expected, "\(p.labels)")
         for i in 0..<25 {
             let probs = (0..<3).map { exp(p.logProbabilities[$0, i]) }
-            #expect(abs(probs.reduce(0, +) - 1) < 1e-5)
+            expectClose(Double(probs.reduce(0, +)), Double(1), abs: 1e-5)
             // bg = clamp(1 - sum) so exactly one channel is 1: log_softmax gives 1 - log(e + 2)
-            #expect(abs(p.logProbabilities[Int(p.labels[i]), i] - (1 - log(exp(1) + 2))) < 1e-5)
+            expectClose(Double(p.logProbabilities[Int(p.labels[i]), i]), Double((1 - Foundation.log(Foundation.exp(1.0) + 2))), abs: 1e-5)
         }
     }
 

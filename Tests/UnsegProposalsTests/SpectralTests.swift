@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import UnsegTestSupport
 import UnsegLinAlg
 @testable import UnsegProposals
 import UnsegFixtures
@@ -51,7 +52,7 @@ import UnsegFixtures
             for b in 0...k {
                 var dot: Float = 0
                 for i in 0..<n { dot += v[a, i] * d[i] * v[b, i] }
-                #expect(abs(dot - (a == b ? 1 : 0)) < 1e-3, "seed 8: v\(a)^T D v\(b) = \(dot)")
+                expectClose(Double(dot), Double((a == b ? 1 : 0)), abs: 1e-3, "seed 8: v\(a)^T D v\(b) = \(dot)")
             }
             let frac = Double(v.row(a).filter { $0 > 0 }.count) / Double(n)
             #expect(frac <= 0.5 || frac == 1, "seed 8: v\(a) positive fraction \(frac)")
