@@ -107,80 +107,56 @@ public struct FitCheckpoint: Sendable, Equatable {
 
     // MARK: file
 
-    /// Writes the checkpoint atomically (through the store layer's `CheckpointFile`).
+    /// Writes the checkpoint atomically (the store layer's `CheckpointFile`).
     public func write(to path: String) throws {
-        var attrs: [(String, AttributeValue)] = [
-            ("recipe", .string(recipeYAML)), ("stage", .string(stage?.rawValue ?? "done")),
-            ("step", .int(step)), ("epoch", .int(epoch)), ("batch_in_epoch", .int(batchInEpoch)),
-            ("store", .string(storePath)), ("store_images", .int(storeImages)),
-            ("feature_shape", .ints([featureHeight, featureWidth, channels])), ("channels", .int(channels)),
-            ("stages", .strings(FitStageKind.allCases.filter { states[$0] != nil }.map(\.rawValue))),
-        ]
-        if let (_, r, _) = try? latestPrototypes() { attrs.append(("classes", .int(r.classCount))) }
-        if let src = initFrom { attrs.append(("init_from", .string(src))) }
-        if let r = bestRecord {
-            attrs += [("best_stage", .string(r.stage.rawValue)), ("best_epoch", .int(r.epoch)),
-                      ("best_miou", .double(r.miou)), ("best_accuracy", .double(r.accuracy))]
+        let classes = (try? latestPrototypes())?.running.classCount
+        var bestPair: (record: CheckpointValRecord, state: StateRecord)?
+        if let b = best, let r = bestRecord {
+            var st = StateRecord()
+            b.save(into: &st, at: "model")
+            bestPair = (Self.fileRecord(r), st)
         }
-        var state = StateRecord()
-        for (kind, r) in states { state.insert(r, at: "stages/" + kind.rawValue) }
-        if let b = best { b.save(into: &state, at: "best") }
-        state.set("history/val_stage", valHistory.map { Int64(FitStageKind.allCases.firstIndex(of: $0.stage)!) })
-        state.set("history/val_epoch", valHistory.map { Int64($0.epoch) })
-        state.set("history/val_miou", valHistory.map(\.miou))
-        state.set("history/val_accuracy", valHistory.map(\.accuracy))
-        try CheckpointFile(path: path, attributes: attrs, state: state).write(to: path)
+        let file = CheckpointFile(recipe: recipeYAML, stage: stage?.rawValue, step: step, epoch: epoch,
+                                  batchInEpoch: batchInEpoch, storePath: storePath, storeImages: storeImages,
+                                  featureShape: [featureHeight, featureWidth, channels], classes: classes, initFrom: initFrom,
+                                  stages: FitStageKind.allCases.compactMap { k in states[k].map { (k.rawValue, $0) } },
+                                  validation: valHistory.map(Self.fileRecord), best: bestPair)
+        try file.write(to: path)
+    }
+
+    static func fileRecord(_ r: ValRecord) -> CheckpointValRecord {
+        CheckpointValRecord(stage: r.stage.rawValue, epoch: r.epoch, miou: r.miou, accuracy: r.accuracy)
     }
 
     /// Reads a checkpoint written by `write(to:)`. Errors name the file and what is wrong.
     public static func load(path: String) throws -> FitCheckpoint {
         let file = try CheckpointFile.read(path: path)
-        let a = file.attributes
         func fail(_ msg: String) -> StoreError { StoreError(file: path, msg) }
-        do {
-            let stageName = try a.string("stage")
-            let stage: FitStageKind?
-            if stageName == "done" { stage = nil } else {
-                guard let k = FitStageKind(rawValue: stageName) else {
-                    throw fail("stage '\(stageName)' is not one of \(FitStageKind.allCases.map(\.rawValue).joined(separator: ", ")), done")
-                }
-                stage = k
+        func kind(_ name: String) throws -> FitStageKind {
+            guard let k = FitStageKind(rawValue: name) else {
+                throw fail("stage '\(name)' is not one of \(FitStageKind.allCases.map(\.rawValue).joined(separator: ", ")), done")
             }
-            let shape = try a.ints("feature_shape")
+            return k
+        }
+        do {
+            let shape = file.featureShape
             guard shape.count == 3, shape.allSatisfy({ $0 >= 1 && $0 <= 1 << 20 }) else {
                 throw fail("feature_shape is \(shape); expected 3 positive sizes [h, w, C]")
             }
             var states: [FitStageKind: StateRecord] = [:]
-            for kind in FitStageKind.allCases {
-                let r = file.state.nested("stages/" + kind.rawValue)
-                if !r.arrays.isEmpty || !r.scalars.isEmpty { states[kind] = r }
-            }
-            let s = file.state
-            let vStage = try s.int64s("history/val_stage"), vEpoch = try s.int64s("history/val_epoch")
-            let vMiou = try s.doubles("history/val_miou"), vAcc = try s.doubles("history/val_accuracy")
-            guard vStage.count == vMiou.count, vEpoch.count == vMiou.count, vAcc.count == vMiou.count else {
-                throw StoreError(file: path, dataset: "/history", "validation history datasets have different lengths")
-            }
-            let kinds = FitStageKind.allCases
-            let val = try (0..<vMiou.count).map { i -> ValRecord in
-                guard vStage[i] >= 0 && Int(vStage[i]) < kinds.count else {
-                    throw StoreError(file: path, dataset: "/history/val_stage", "entry \(i) is \(vStage[i]); not a stage index")
-                }
-                return ValRecord(stage: kinds[Int(vStage[i])], epoch: Int(vEpoch[i]), miou: vMiou[i], accuracy: vAcc[i])
-            }
-            let best = s.arrays["best/directions"] != nil ? try PrototypeModel(record: s, at: "best") : nil
-            var bestRecord: ValRecord?
-            if a.has("best_epoch") {
-                bestRecord = ValRecord(stage: FitStageKind(rawValue: try a.string("best_stage")) ?? .primapsEM,
-                                       epoch: try a.int("best_epoch"), miou: try a.double("best_miou"),
-                                       accuracy: try a.double("best_accuracy"))
-            }
-            var ck = FitCheckpoint(recipeYAML: try a.string("recipe"), stage: stage, step: try a.int("step"),
-                                   epoch: try a.int("epoch"), batchInEpoch: try a.int("batch_in_epoch"), states: states,
-                                   valHistory: val, best: best, bestRecord: bestRecord, storePath: try a.string("store"),
-                                   storeImages: try a.int("store_images"), featureHeight: shape[0], featureWidth: shape[1],
+            for (name, r) in file.stages { states[try kind(name)] = r }
+            let val = try file.validation.map { ValRecord(stage: try kind($0.stage), epoch: $0.epoch, miou: $0.miou, accuracy: $0.accuracy) }
+            var ck = FitCheckpoint(recipeYAML: file.recipe, stage: try file.stage.map(kind), step: file.step,
+                                   epoch: file.epoch, batchInEpoch: file.batchInEpoch, states: states,
+                                   valHistory: val, best: nil, bestRecord: nil, storePath: file.storePath,
+                                   storeImages: file.storeImages, featureHeight: shape[0], featureWidth: shape[1],
                                    channels: shape[2])
-            ck.initFrom = try a.optionalString("init_from")
+            if let b = file.best {
+                ck.best = try PrototypeModel(record: b.state, at: "model")
+                ck.bestRecord = ValRecord(stage: try kind(b.record.stage), epoch: b.record.epoch, miou: b.record.miou,
+                                          accuracy: b.record.accuracy)
+            }
+            ck.initFrom = file.initFrom
             // Every saved stage must decode (damaged or hand-edited files fail here, not mid-run).
             if !states.isEmpty { _ = try ck.latestPrototypes() }
             return ck

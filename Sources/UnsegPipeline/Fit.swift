@@ -457,22 +457,15 @@ final class ProposalProvider {
     let store: FeatureStore
     let threads: Int
     let config: PriMaPsConfig
-    private var refined: LabelMapDataset?
-    private var lowRes: LabelMapDataset?
+    private var file: ProposalsFile?
     private var cache: [Int: [UInt8]] = [:]
 
     init(options o: FitOptions, store: FeatureStore) throws {
         self.store = store
         threads = o.threads
         config = PriMaPsConfig(threshold: Float(o.recipe.primapsThreshold))
-        let l = store.layout
         if let p = o.proposalsPath {
-            let file = try LabelMapsFile(path: p, expect: .proposals)
-            if file.contains("refined") {
-                refined = try file.map("refined", count: l.imageCount, height: l.imageHeight, width: l.imageWidth, storePath: store.path)
-            } else {
-                lowRes = try file.map("masks", count: l.imageCount, height: l.gridHeight, width: l.gridWidth, storePath: store.path)
-            }
+            file = try ProposalsFile(path: p, store: store)
             onTheFly = false
         } else {
             if o.recipe.proposals == .file && o.recipe.epochs > 0 {
@@ -485,20 +478,14 @@ final class ProposalProvider {
     /// `[H*W]` mask maps (0 = background) for the items, in order.
     func masks(for items: [StoreItem]) throws -> [[UInt8]] {
         let l = store.layout
-        if let r = refined { return try items.map { try r.read($0.index) } }
-        var low: [[UInt8]]
-        if let m = lowRes {
-            low = try items.map { try m.read($0.index) }
-        } else {
-            let missing = items.filter { cache[$0.index] == nil }
-            if !missing.isEmpty {
-                let props = try PriMaPs.proposeBatch(missing.map(\.features), height: l.gridHeight, width: l.gridWidth,
-                                                     config: config, threads: threads)
-                for (item, p) in zip(missing, props) { cache[item.index] = p.labels }
-            }
-            low = items.map { cache[$0.index]! }
+        if let f = file { return try items.map { try f.labelResolutionMasks($0.index) } }
+        let missing = items.filter { cache[$0.index] == nil }
+        if !missing.isEmpty {
+            let props = try PriMaPs.proposeBatch(missing.map(\.features), height: l.gridHeight, width: l.gridWidth,
+                                                 config: config, threads: threads)
+            for (item, p) in zip(missing, props) { cache[item.index] = p.labels }
         }
-        return low.map { NearestResampler.resample($0, height: l.gridHeight, width: l.gridWidth, toHeight: l.imageHeight, toWidth: l.imageWidth) }
+        return items.map { cache[$0.index]! }.map { NearestResampler.resample($0, height: l.gridHeight, width: l.gridWidth, toHeight: l.imageHeight, toWidth: l.imageWidth) }
     }
 }
 

@@ -56,10 +56,10 @@ public enum PredictJob {
         }
         let (model, which) = selectPrototypes(ck, copy: o.copy, recipe: recipe)
         let l = store.layout
-        let writer = try LabelMapsWriter.predictions(
+        let writer = try PredictionsWriter(
             path: o.outPath, store: store, ids: .clusters, count: model.classCount,
-            attributes: [("method", .string("primaps-em")), ("checkpoint", .string(o.checkpointPath)),
-                         ("prototypes", .string(which)), ("refine", .string(refine.rawValue))])
+            provenance: PredictionsProvenance(method: "primaps-em", checkpoint: o.checkpointPath, prototypes: which,
+                                              refine: refine.rawValue))
         var committed = false
         defer { if !committed { writer.discard() } }
         let stream = try StoreStream(store: store, includeImages: refine == .crf, prefetch: 8)
@@ -72,7 +72,7 @@ public enum PredictJob {
                 try predict(model: model, features: items[i].features, h: l.gridHeight, w: l.gridWidth,
                             H: l.imageHeight, W: l.imageWidth, image: items[i].image, refine: refine, crf: o.crf)
             }
-            for (item, m) in zip(items, maps) { try writer.write("predictions", index: item.index, m) }
+            for (item, m) in zip(items, maps) { try writer.write(item.index, m) }
             done += items.count
             o.progress?.update(done: done, total: l.imageCount, note: nil)
         }

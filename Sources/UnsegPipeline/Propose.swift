@@ -149,16 +149,7 @@ public enum ProposeJob {
                              "spectral segments=\(s) exceeds the \(l.gridHeight)x\(l.gridWidth) = \(l.cellCount) cells of the feature grid; use fewer segments")
         }
         let refined = options.refine != .none
-        var maps = [LabelMapsWriter.MapSpec(name: "masks", count: l.imageCount, height: l.gridHeight, width: l.gridWidth)]
-        if refined {
-            maps.append(.init(name: "refined", count: l.imageCount, height: l.imageHeight, width: l.imageWidth))
-        }
-        let attrs: [(String, AttributeValue)] = [
-            ("store", .string(storePath)), ("images", .int(l.imageCount)),
-            ("grid_height", .int(l.gridHeight)), ("grid_width", .int(l.gridWidth)),
-            ("image_height", .int(l.imageHeight)), ("image_width", .int(l.imageWidth)),
-        ] + options.attributes
-        let writer = try LabelMapsWriter(path: outputPath, format: .proposals, maps: maps, attributes: attrs)
+        let writer = try ProposalsWriter(path: outputPath, store: store, refined: refined, parameters: options.attributes)
         var committed = false
         defer { if !committed { writer.discard() } }
 
@@ -178,8 +169,7 @@ public enum ProposeJob {
             }
             for (j, (p, r)) in results.enumerated() {
                 let i = items[j].index
-                try writer.write("masks", index: i, p.labels)
-                if let r = r { try writer.write("refined", index: i, r) }
+                try writer.write(i, masks: p.labels, refined: r)
                 maskCounts.append(p.maskCount)
             }
             done += items.count
@@ -187,13 +177,7 @@ public enum ProposeJob {
             progress?.update(done: done, total: l.imageCount, note: String(format: "%.1f img/s", rate))
         }
         progress?.finish()
-        let total = maskCounts.reduce(0, +)
-        try writer.setAttribute("mask_count_min", .int(maskCounts.min() ?? 0))
-        try writer.setAttribute("mask_count_max", .int(maskCounts.max() ?? 0))
-        try writer.setAttribute("mask_count_total", .int(total))
-        try writer.setAttribute("mask_count_mean", .double(maskCounts.isEmpty ? 0 : Double(total) / Double(maskCounts.count)))
-        try writer.setAttribute("empty_images", .int(maskCounts.filter { $0 == 0 }.count))
-        try writer.commit()
+        try writer.commit(maskCounts: maskCounts)
         committed = true
         var summary = ProposeSummary(storePath: storePath, outputPath: outputPath, imageCount: l.imageCount,
                                      maskCounts: maskCounts, seconds: Date().timeIntervalSince(start))

@@ -71,3 +71,34 @@ public final class PredictionsFile: Sendable {
         return p
     }
 }
+
+/// Where a predictions file came from (root attributes `method`, `checkpoint`, `prototypes`, `refine`).
+public struct PredictionsProvenance: Sendable, Equatable {
+    public var method: String
+    public var checkpoint: String
+    public var prototypes: String
+    public var refine: String
+    public init(method: String, checkpoint: String, prototypes: String, refine: String) {
+        self.method = method; self.checkpoint = checkpoint; self.prototypes = prototypes; self.refine = refine
+    }
+}
+
+/// Writes a predictions file for a store (`unseg predict`): `/predictions` uint8 `[N, H, W]`.
+/// Temporary name until `commit`.
+public final class PredictionsWriter {
+    let output: LabelMapsWriter
+    public let count: Int
+
+    public init(path: String, store: FeatureStore, ids: PredictionIDs, count: Int, provenance: PredictionsProvenance) throws {
+        self.count = count
+        output = try LabelMapsWriter.predictions(
+            path: path, store: store, ids: ids, count: count,
+            attributes: [("method", .string(provenance.method)), ("checkpoint", .string(provenance.checkpoint)),
+                         ("prototypes", .string(provenance.prototypes)), ("refine", .string(provenance.refine))])
+    }
+
+    /// Image `index`'s ids `[H*W]`.
+    public func write(_ index: Int, _ ids: [UInt8]) throws { try output.write("predictions", index: index, ids) }
+    public func commit() throws { try output.commit() }
+    public func discard() { output.discard() }
+}

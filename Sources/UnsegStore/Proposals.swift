@@ -100,3 +100,45 @@ public final class ProposalsFile: Sendable {
         return try labelResolutionMasks(i)
     }
 }
+
+/// Writes a proposals file for a store (`unseg propose`): `/masks` uint8 `[N, h, w]` and, when
+/// refined, `/refined` uint8 `[N, H, W]`; root attributes `store`, `images`, `grid_height/width`,
+/// `image_height/width`, the method's `parameters`, and at the end the mask statistics
+/// (`mask_count_min/max/mean/total`, `empty_images`). Temporary name until `commit`.
+public final class ProposalsWriter {
+    let output: LabelMapsWriter
+    let refined: Bool
+
+    public init(path: String, store: FeatureStore, refined: Bool, parameters: [(String, AttributeValue)]) throws {
+        let l = store.layout
+        var maps = [LabelMapsWriter.MapSpec(name: "masks", count: l.imageCount, height: l.gridHeight, width: l.gridWidth)]
+        if refined { maps.append(.init(name: "refined", count: l.imageCount, height: l.imageHeight, width: l.imageWidth)) }
+        let attrs: [(String, AttributeValue)] = [
+            ("store", .string(store.path)), ("images", .int(l.imageCount)),
+            ("grid_height", .int(l.gridHeight)), ("grid_width", .int(l.gridWidth)),
+            ("image_height", .int(l.imageHeight)), ("image_width", .int(l.imageWidth)),
+        ] + parameters
+        output = try LabelMapsWriter(path: path, format: .proposals, maps: maps, attributes: attrs)
+        self.refined = refined
+    }
+
+    /// Image `index`: masks `[h*w]` (0 = background, 1...K) and, for a refined file, `[H*W]`.
+    public func write(_ index: Int, masks: [UInt8], refined r: [UInt8]?) throws {
+        try output.write("masks", index: index, masks)
+        if refined, let r { try output.write("refined", index: index, r) }
+    }
+
+    /// Writes the mask statistics and renames the file into place.
+    public func commit(maskCounts: [Int]) throws {
+        let total = maskCounts.reduce(0, +)
+        try output.setAttribute("mask_count_min", .int(maskCounts.min() ?? 0))
+        try output.setAttribute("mask_count_max", .int(maskCounts.max() ?? 0))
+        try output.setAttribute("mask_count_total", .int(total))
+        try output.setAttribute("mask_count_mean", .double(maskCounts.isEmpty ? 0 : Double(total) / Double(maskCounts.count)))
+        try output.setAttribute("empty_images", .int(maskCounts.filter { $0 == 0 }.count))
+        try output.commit()
+    }
+
+    /// Abandons the output (the temporary file is removed).
+    public func discard() { output.discard() }
+}
