@@ -74,8 +74,12 @@ public enum Inspect {
                     out += "      @\(a) = \(oneLine(try d.attribute(a), limit: 120))\n"
                 }
             } else {
+                let g = try loc.group(name)
                 out += "  \(path)/ (group)\n"
-                out += try listDatasets(try loc.group(name), prefix: path)
+                for a in try g.attributeNames() {
+                    out += "      @\(a) = \(oneLine(try g.attribute(a), limit: 120))\n"
+                }
+                out += try listDatasets(g, prefix: path)
             }
         }
         return out
