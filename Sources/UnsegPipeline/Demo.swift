@@ -90,7 +90,9 @@ public enum DemoJob {
                            progress: @escaping (String) -> ProgressSink?) throws -> DemoSummary {
         let start = Date()
         let fm = FileManager.default
-        try fm.createDirectory(atPath: o.workdir, withIntermediateDirectories: true)
+        do { try fm.createDirectory(atPath: o.workdir, withIntermediateDirectories: true) } catch {
+            throw OutputPathError("--workdir \(o.workdir): cannot create the folder (\(AtomicDirectory.reason(error))); choose a writable path")
+        }
         func path(_ name: String) -> String { o.workdir + "/" + name }
         var files: [(String, String)] = []
         var recipe = o.recipe

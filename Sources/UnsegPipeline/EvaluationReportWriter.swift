@@ -1,4 +1,5 @@
 import Foundation
+import UnsegStore
 import UnsegEvaluation
 import UnsegImaging
 
@@ -28,25 +29,26 @@ public enum EvaluationReportWriter {
         return (m, report.result.classNames + (hasUnmatched ? ["(unmatched)"] : []))
     }
 
-    /// Writes the report files into `directory` (created if needed). Each file is written
-    /// under a temporary name and renamed.
+    /// Writes the report files into the folder `directory`, built under a temporary name and
+    /// renamed when complete (an earlier unseg report there is replaced). Returns the final paths.
     @discardableResult
     public static func write(_ report: EvaluationReport, to directory: String) throws -> [String] {
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let folder = try AtomicDirectory(path: directory, option: "--report")
+        let tmp = folder.temporaryPath
         let r = report.result
         let (matrix, columns) = matchedConfusion(report)
         // Rows of classes absent from the ground truth are all zero: keep them (they read as empty rows).
         let heat = try Charts.heatmap(matrix, rowNames: r.classNames, columnNames: columns,
                                       title: "Confusion (row-normalised), \(r.matchingMode.rawValue) matching",
                                       normalizeRows: true, rowAxisLabel: "ground truth", columnAxisLabel: "predicted (matched)")
-        let heatPath = directory + "/confusion.png"
+        let heatPath = tmp + "/confusion.png"
         try PNG.write(heat, to: heatPath)
         let scored = r.perClassIoU.enumerated().compactMap { i, v in v.map { (i, $0) } }
         let palette = report.labelProtocol.palette
         let bars = Charts.barChart(values: scored.map { $0.1 }, names: scored.map { r.classNames[$0.0] },
                                    title: String(format: "Per-class IoU, mIoU %.1f%%", r.miou), axisLabel: "IoU (%)",
                                    maxValue: 100, showMean: true, colors: scored.map { palette[$0.0] })
-        let barPath = directory + "/per_class_iou.png"
+        let barPath = tmp + "/per_class_iou.png"
         try PNG.write(bars, to: barPath)
         var md = "# Evaluation\n\n"
         md += "- store: `\(report.storePath)` (\(report.imageCount) images)\n"
@@ -65,8 +67,8 @@ public enum EvaluationReportWriter {
         }
         md += "\nCluster -> class: " + r.matching.enumerated().map { k, c in "\(k)->\(c >= 0 ? r.classNames[c] : "none")" }.joined(separator: ", ") + "\n"
         md += "\n![confusion](confusion.png)\n\n![per-class IoU](per_class_iou.png)\n"
-        let mdPath = directory + "/report.md"
-        try md.write(toFile: mdPath, atomically: true, encoding: .utf8)
-        return [mdPath, heatPath, barPath]
+        try Data(md.utf8).write(to: URL(fileURLWithPath: tmp + "/report.md"))
+        try folder.commit()
+        return ["report.md", "confusion.png", "per_class_iou.png"].map { directory + "/" + $0 }
     }
 }

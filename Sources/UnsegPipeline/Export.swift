@@ -72,9 +72,9 @@ public enum ExportJob {
         }
         let gtPalette = proto.map { p in Palette(colors: p.palette) } ?? palette
 
-        let fm = FileManager.default
+        let folder = try AtomicDirectory(path: o.outDir, option: "--out")
         for sub in ["labels", "color", "samples"] {
-            try fm.createDirectory(atPath: o.outDir + "/" + sub, withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(atPath: folder.path(sub), withIntermediateDirectories: true)
         }
         let names = FileNames.stems(try store.names())
         let n = l.imageCount
@@ -92,7 +92,7 @@ public enum ExportJob {
                 items.append((i, p, want && l.hasImages ? try store.image(i) : nil,
                               want && l.hasLabels ? try store.labels(i) : nil))
             }
-            let batch = items, idKind = ids, outDir = o.outDir
+            let batch = items, idKind = ids, outDir = folder.temporaryPath
             _ = try Parallel.tryMap(batch.count, threads: o.threads) { j in
                 let (i, p, image, gt) = batch[j]
                 let map = LabelMap(width: l.imageWidth, height: l.imageHeight, pixels: p)
@@ -115,7 +115,7 @@ public enum ExportJob {
                         panels = panels.map { Resize.nearest($0, width: $0.width * f, height: $0.height * f) }
                     }
                     let pic = Composite.sideBySide(panels, titles: titles, titleScale: l.imageWidth * f >= 160 ? 2 : 1)
-                    try PNG.write(pic, to: o.outDir + "/samples/\(names[i]).png")
+                    try PNG.write(pic, to: outDir + "/samples/\(names[i]).png")
                 }
                 return 0
             }
@@ -142,8 +142,9 @@ public enum ExportJob {
         if let m = matching { manifest["matching"] = m; manifest["matching_from"] = o.matchingFrom! }
         if let p = proto { manifest["protocol"] = p.name; manifest["class_names"] = p.classNames }
         let data = try JSONSerialization.data(withJSONObject: manifest, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
+        try data.write(to: URL(fileURLWithPath: folder.path("manifest.json")))
+        try folder.commit()
         let manifestPath = o.outDir + "/manifest.json"
-        try data.write(to: URL(fileURLWithPath: manifestPath), options: .atomic)
         return ExportSummary(outDir: o.outDir, manifestPath: manifestPath, labelFiles: labelFiles,
                              colorFiles: colorFiles, sampleFiles: sampleFiles, ids: ids)
     }

@@ -92,11 +92,18 @@ public enum FitJob {
         let validator = try o.valPath.map { try Validator(path: $0, classCount: o.valClassCount ?? recipe.classes, trainChannels: l.channels, threads: o.threads) }
         let runners: [any StageRunner] = recipe.stages.map { runner(for: $0) }
 
+        var inputs: [OutputGuard.Named] = [("--store", o.storePath)]
+        if let p = o.proposalsPath { inputs.append(("--proposals", p)) }
+        if let v = o.valPath { inputs.append(("--val", v)) }
+        if let i = o.initFromPath { inputs.append(("--init-from", i)) }
+        try OutputGuard.check(outputs: [("--checkpoint", o.checkpointPath)], inputs: inputs)
+        let lock = try OutputLock(path: o.checkpointPath, option: "--checkpoint")
+        defer { lock.release() }
         let exists = FileManager.default.fileExists(atPath: o.checkpointPath)
         if exists && !o.resume {
             throw StoreError(file: o.checkpointPath, "exists; pass --resume to continue that run, or remove it / choose another --checkpoint to start over")
         }
-        removeStaleTemporaries(of: o.checkpointPath)
+        Temporaries.removeStale(of: o.checkpointPath)
         var ck: FitCheckpoint
         var resumedFrom: Int?
         if exists {
@@ -272,21 +279,6 @@ public enum FitJob {
             throw RecipeError("classes: the recipe asks for \(recipe.classes) prototypes but \(path) has \(model.classCount); start from a checkpoint fitted with the same number of classes")
         }
         return model
-    }
-
-    /// Removes temporary checkpoint files left by killed runs (`.NAME.tmp-PID-*` whose PID is gone).
-    static func removeStaleTemporaries(of path: String) {
-        let url = URL(fileURLWithPath: path)
-        let dir = url.deletingLastPathComponent().path
-        let prefix = ".\(url.lastPathComponent).tmp-"
-        guard let names = try? FileManager.default.contentsOfDirectory(atPath: dir) else { return }
-        for name in names where name.hasPrefix(prefix) {
-            let rest = name.dropFirst(prefix.count)
-            guard let pid = Int32(rest.split(separator: "-").first ?? "") else { continue }
-            if pid != getpid() && kill(pid, 0) != 0 && errno == ESRCH {
-                try? FileManager.default.removeItem(atPath: dir + "/" + name)
-            }
-        }
     }
 
     /// What the stages share: the store, the batch layout, checkpoints, validation, progress.

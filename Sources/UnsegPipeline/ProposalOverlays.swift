@@ -17,7 +17,7 @@ public enum ProposalOverlays {
         guard l.hasImages else {
             throw StoreError(file: store.path, dataset: "/images", "missing; overlays need the RGB images in the store (drop --overlays)")
         }
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let folder = try AtomicDirectory(path: dir, option: "--overlays")
         let stems = FileNames.stems(try store.names())
         let palette = Palette.distinct(count: 256)
         var written: [String] = []
@@ -34,10 +34,10 @@ public enum ProposalOverlays {
                 titles.append("refined (\(proposals.refine))")
             }
             let picture = Composite.sideBySide(panels, titles: titles)
-            let path = (dir as NSString).appendingPathComponent(stems[i] + ".png")
-            try PNG.write(picture, to: path)
-            written.append(path)
+            try PNG.write(picture, to: folder.path(stems[i] + ".png"))
+            written.append((dir as NSString).appendingPathComponent(stems[i] + ".png"))
         }
+        try folder.commit()
         return written
     }
 }

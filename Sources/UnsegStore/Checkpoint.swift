@@ -88,7 +88,7 @@ public struct CheckpointFile: Sendable, Equatable {
         state.set("history/val_miou", validation.map(\.miou))
         state.set("history/val_accuracy", validation.map(\.accuracy))
         do {
-            let out = try AtomicHDF5File(path: path)
+            let out = try atomicHDF5Output(path)
             let f = out.file!
             try f.setAttribute("format", Self.format)
             try f.setAttribute("version", Self.version)
@@ -116,6 +116,7 @@ public struct CheckpointFile: Sendable, Equatable {
                 }
             }
             try out.commit()
+            Temporaries.unregister(out.temporaryPath)
         } catch let e as HDF5Error {
             throw storeError(e, file: path, "cannot write the checkpoint: ")
         }

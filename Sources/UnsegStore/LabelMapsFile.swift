@@ -27,7 +27,7 @@ public final class LabelMapsWriter {
     public init(path: String, format: LabelMapsFormat, maps: [MapSpec], attributes: [(String, AttributeValue)]) throws {
         self.path = path
         do {
-            let out = try AtomicHDF5File(path: path)
+            let out = try atomicHDF5Output(path)
             let f = out.file!
             try f.setAttribute("format", format.rawValue)
             try f.setAttribute("version", 1)
@@ -63,6 +63,7 @@ public final class LabelMapsWriter {
     public func commit() throws {
         datasets = [:]
         do { try output?.commit() } catch let e as HDF5Error { throw StoreError(file: path, e.message) }
+        if let o = output { Temporaries.unregister(o.temporaryPath) }
         output = nil
     }
 

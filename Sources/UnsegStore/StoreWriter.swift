@@ -44,7 +44,7 @@ public final class FeatureStoreWriter {
         self.options = options
         self.names = (0..<count).map { String(format: "%06d", $0) }
         do {
-            let out = try AtomicHDF5File(path: path)
+            let out = try atomicHDF5Output(path)
             let f = out.file!
             try f.setAttribute("format", StoreMetadata.format)
             try f.setAttribute("version", StoreMetadata.version)
@@ -110,6 +110,7 @@ public final class FeatureStoreWriter {
             try out.file!.createStringDataset("names", values: names)
             features = nil; images = nil; labels = nil
             try out.commit()
+            Temporaries.unregister(out.temporaryPath)
         } catch let e as HDF5Error {
             throw StoreError(file: path, e.message)
         }

@@ -39,7 +39,7 @@ private func writeSmallStore(_ path: String, n: Int = 3, images: Bool = true) th
         print(f.attrs['format'], f.attrs['method'], f.attrs['refine'], f['masks'].shape, f['masks'].dtype, f['refined'].shape)
         """, args: [out])
         #expect(check.contains("unseg.proposals primaps crf (3, 8, 8) uint8 (3, 32, 32)"), "\(check)")
-        let files = try FileManager.default.contentsOfDirectory(atPath: ov).sorted()
+        let files = try FileManager.default.contentsOfDirectory(atPath: ov).filter { !$0.hasPrefix(".") }.sorted()
         #expect(files == ["photo 0.png", "photo 1.png"], "\(files)")
         let png = try PNG.readRGB(ov + "/photo 0.png")
         #expect(png.width > 3 * 32 && png.height > 32, "three panels side by side: \(png.width)x\(png.height)")
