@@ -116,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue an interrupted extraction from its temporary file .<out>.partial")
     o.add_argument("--overwrite", action="store_true", help="replace an existing --out (when the new one is complete)")
     o.add_argument("--quiet", action="store_true", help="no progress bar")
+    o.add_argument("--debug-batch-delay", type=float, default=0.0, help=argparse.SUPPRESS)
     p.add_argument("--version", action="version", version=f"unseg-extract {__version__}")
     return p
 
@@ -176,7 +177,8 @@ def main(argv=None) -> int:
     opts = extract.Options(out=a.out, backbone=a.backbone, checkpoint=a.checkpoint, size=a.size,
                            batch_size=a.batch_size, device=a.device, half=a.half, dtype=a.dtype, flip=a.flip,
                            views=a.views, views_space=a.views_space, seed=a.seed, resume=a.resume,
-                           overwrite=a.overwrite, workers=a.workers, threads=a.threads, progress=not a.quiet)
+                           overwrite=a.overwrite, workers=a.workers, threads=a.threads, progress=not a.quiet,
+                           debug_batch_delay=a.debug_batch_delay)
     t0 = time.time()
     try:
         extract.check_options(opts)

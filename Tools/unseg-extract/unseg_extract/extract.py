@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -48,6 +49,7 @@ class Options:
     workers: int = 2
     threads: int | None = None
     progress: bool = True
+    debug_batch_delay: float = 0.0   # seconds of sleep after each batch (tests kill a run mid-way)
 
 
 class Interrupted(Exception):
@@ -264,6 +266,8 @@ def run(dataset: Dataset, o: Options, log=None) -> Path:
                 views = np.stack([backbone(_view_batch(unit, start, v, o)) for v in range(o.views)])
             writer.write_batch(start, feats, crops, labels, flipped, views)
             bar.update(len(items))
+            if o.debug_batch_delay:
+                time.sleep(o.debug_batch_delay)
         return writer.finish()
     except ExtractError:
         writer.abort()

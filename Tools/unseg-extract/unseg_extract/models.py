@@ -304,10 +304,11 @@ def load_backbone(name: str, path) -> VisionTransformer:
         raise ExtractError(f"does not have the key layout of the official {name} checkpoint ({len(want)} keys): "
                            f"{'; '.join(parts)}{looks_note}. {_where_to_get(spec)[0].upper()}{_where_to_get(spec)[1:]}",
                            path)
-    for k, v in want.items():
-        if tuple(state[k].shape) != tuple(v.shape):
-            raise ExtractError(f"tensor '{k}' has shape {list(state[k].shape)} but {name} needs {list(v.shape)}: "
-                               f"a checkpoint of another backbone size{looks_note or ''}. {_where_to_get(spec)[0].upper()}"
-                               f"{_where_to_get(spec)[1:]}", path)
+    wrong = [f"{k} {list(state[k].shape)} (needs {list(v.shape)})" for k, v in want.items()
+             if tuple(state[k].shape) != tuple(v.shape)]
+    if wrong:
+        raise ExtractError(f"has the key layout of {name} but {len(wrong)} tensor(s) of other shapes: "
+                           f"{'; '.join(wrong[:3])}: a checkpoint of another backbone size{looks_note}. "
+                           f"{_where_to_get(spec)[0].upper()}{_where_to_get(spec)[1:]}", path)
     model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
     return model.eval()
