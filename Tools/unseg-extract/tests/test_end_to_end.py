@@ -6,17 +6,26 @@ from __future__ import annotations
 import json
 import re
 
-from conftest import REPO, make_cityscapes, run_sub, run_unseg
+from conftest import REPO, make_cityscapes, run_sub, run_unseg, unseg_bin
 
-TINY = {"pca_sample_images": "8", "warmup_epochs": "2", "epochs": "2", "batch_size": "4", "checkpoint_every": "4",
-        "momentum_every": "1"}
+# Smaller settings for a 12-image store; keys of either recipe layout (flat or per stage) that exist.
+TINY = {"pca_sample_images": "8", "sample_images": "8", "warmup_epochs": "2", "epochs": "2", "batch_size": "4",
+        "checkpoint_every": "4", "momentum_every": "1"}
 
 
 def tiny_recipe(path):
-    text = (REPO / "Recipes" / "demo.yaml").read_text()
+    """Recipes/demo.yaml of the repository the unseg binary was built from, with the TINY values."""
+    src = REPO / "Recipes" / "demo.yaml"
+    for d in unseg_bin().absolute().parents:                        # <repo>/.build/release/unseg
+        if (d / "Package.swift").is_file() and (d / "Recipes" / "demo.yaml").is_file():
+            src = d / "Recipes" / "demo.yaml"
+            break
+    text = src.read_text()
+    done = 0
     for key, value in TINY.items():
-        text, n = re.subn(rf"(?m)^{key}:.*$", f"{key}: {value}", text)
-        assert n == 1, f"Recipes/demo.yaml has no '{key}:' line"
+        text, n = re.subn(rf"(?m)^(\s*){key}:.*$", rf"\g<1>{key}: {value}", text)
+        done += n
+    assert re.search(r"(?m)^batch_size: 4$", text) and done >= 4, f"{src} has not the expected keys"
     text = re.sub(r'(?m)^name:.*$', 'name: "e2e-tiny"', text)
     path.write_text(text)
     return path

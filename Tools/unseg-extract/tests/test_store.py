@@ -113,7 +113,7 @@ def _wait_for_progress(partial, proc, at_least, timeout=60.0):
 
 
 def test_resume_after_kill_gives_the_same_bytes(tmp_path, vits8_ckpt):
-    make_cityscapes(tmp_path / "cs", "train", 9)
+    make_cityscapes(tmp_path / "cs", "train", 10)
     base = ["cityscapes", "--root", tmp_path / "cs", "--flip", "--views", 2]
     ref = run_sub([*base, *_args(vits8_ckpt, tmp_path / "ref.h5")])
     assert ref.returncode == 0, ref.stderr
@@ -121,17 +121,21 @@ def test_resume_after_kill_gives_the_same_bytes(tmp_path, vits8_ckpt):
     part = partial_path(out)
     assert part.name == ".out.h5.partial"
     cmd = [sys.executable, "-m", "unseg_extract", *[str(a) for a in base], *[str(a) for a in _args(vits8_ckpt, out)],
-           "--debug-batch-delay", "0.4"]
+           "--debug-batch-delay", "1.5"]                 # 5 batches of 2: about 8 s in all
     proc = subprocess.Popen(cmd, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        _wait_for_progress(part, proc, 4)
+        _wait_for_progress(part, proc, 2)
+        # A second run on the same output while the first is writing: refused, the first goes on.
+        r = run_sub([*base, *_args(vits8_ckpt, out), "--resume"])
+        assert r.returncode == 1 and "being written by another unseg-extract" in r.stderr, r.stderr
+        assert proc.poll() is None, "the first run ended too early for the test"
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     assert not out.exists() and part.exists()
     with h5py.File(part, "r") as f:
         done = int(f.attrs["images_complete"])
-        assert 4 <= done < 9 and done % 2 == 0
+        assert 2 <= done < 10 and done % 2 == 0
     # Without --resume the leftover is refused, and left alone.
     r = run_sub([*base, *_args(vits8_ckpt, out)])
     assert r.returncode == 1 and "--resume" in r.stderr and str(part) in r.stderr and part.exists()
@@ -140,11 +144,11 @@ def test_resume_after_kill_gives_the_same_bytes(tmp_path, vits8_ckpt):
     assert r.returncode == 1 and "differs in: seed" in r.stderr and part.exists()
     r = run_sub([*base, *_args(vits8_ckpt, out), "--resume"])
     assert r.returncode == 0, r.stderr
-    assert f"resuming {part} at image {done} of 9" in r.stderr
+    assert f"resuming {part} at image {done} of 10" in r.stderr
     assert not part.exists()
     assert out.read_bytes() == (tmp_path / "ref.h5").read_bytes()
     with h5py.File(out, "r") as f:
-        assert int(f.attrs["images_complete"]) == 9
+        assert int(f.attrs["images_complete"]) == 10
 
 
 def test_sigterm_keeps_the_partial_for_resume(tmp_path, vits8_ckpt):

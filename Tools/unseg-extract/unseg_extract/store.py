@@ -17,7 +17,9 @@ Resumable and byte-deterministic by construction:
   the file's structure never changes while images are written and an interrupted-then-resumed run
   produces the same bytes as an uninterrupted one;
 - after each batch: data, flush, then ``images_complete``, flush: the counter never claims more
-  than what is on disk. A killed run leaves only the ``.partial`` file.
+  than what is on disk. A killed run leaves only the ``.partial`` file;
+- the temporary file is held under an exclusive ``flock`` while it is written, so a second run on
+  the same output (``--resume`` included) is refused instead of writing the same file.
 
 Without compression (chunks of early-allocated datasets have a fixed place); the file is created
 sparse and filled as images are written. HDF5 format bounds: earliest..v110, readable by HDF5 1.10.
@@ -25,6 +27,7 @@ sparse and filled as images are written. HDF5 format bounds: earliest..v110, rea
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from dataclasses import dataclass
@@ -78,6 +81,29 @@ def _dcpl(chunk) -> h5py.h5p.PropDCID:
     return p
 
 
+def _lock(path: Path, create: bool) -> int:
+    """Opens ``path`` (creating it when ``create``; it must not exist then) and takes an exclusive
+    ``flock`` on it, so two extractions never write one file. Returns the descriptor.
+
+    HDF5's own file locking is not relied on (it is off in some builds); h5py opens the file with
+    ``locking=False`` and this lock, held until the file is renamed or deleted, does the job.
+    """
+    try:
+        fd = os.open(path, os.O_RDWR | (os.O_CREAT | os.O_EXCL if create else 0), 0o644)
+    except FileExistsError:
+        raise ExtractError("appeared while this run was starting: another unseg-extract is writing this output; "
+                           "wait for it or stop it", path) from None
+    except OSError as e:
+        raise ExtractError(f"cannot be opened ({e.strerror}); check that the folder is writable", path) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise ExtractError("is being written by another unseg-extract process (it holds the lock); wait for it to "
+                           "finish or stop it, then rerun with --resume", path) from None
+    return fd
+
+
 def _string_attr(f, name, value):
     f.attrs.create(name, value, dtype=h5py.string_dtype())
 
@@ -86,8 +112,9 @@ class StoreWriter:
     """Writes one store (see the module docstring). Use ``create`` or ``resume``, then
     ``write_batch`` in order, then ``finish`` (rename into place) or ``abort``."""
 
-    def __init__(self, out: Path, file: h5py.File, layout: Layout, complete: int):
+    def __init__(self, out: Path, file: h5py.File, layout: Layout, complete: int, lock_fd: int):
         self.out = Path(out)
+        self.lock_fd = lock_fd
         self.partial = partial_path(out)
         self.file = file
         self.layout = layout
@@ -104,9 +131,12 @@ class StoreWriter:
         of everything the bytes depend on.
         """
         path = partial_path(out)
+        lock = _lock(path, create=True)
         try:
-            f = h5py.File(path, "w", libver=LIBVER, track_order=False)
+            f = h5py.File(path, "w", libver=LIBVER, track_order=False, locking=False)
         except OSError as e:
+            os.close(lock)
+            path.unlink(missing_ok=True)
             raise ExtractError(f"cannot create the temporary file ({e}); check that the folder is writable", path) \
                 from None
         try:
@@ -120,19 +150,19 @@ class StoreWriter:
             _string_attr(f, "extract_config", json.dumps(config, sort_keys=True))
             f.attrs.create("images_complete", np.int64(-1))
             n, s, (h, w), c = layout.count, layout.size, layout.grid, layout.channels
-            fd = np.dtype(layout.feature_dtype)
+            ft = np.dtype(layout.feature_dtype)
 
             def make(name, shape, dtype, chunk):
                 f.create_dataset(name, shape=shape, dtype=dtype, dcpl=_dcpl(chunk), track_times=False)
 
-            make("features", (n, h, w, c), fd, (1, h, w, c))
+            make("features", (n, h, w, c), ft, (1, h, w, c))
             make("images", (n, s, s, 3), np.uint8, (1, s, s, 3))
             if layout.labels:
                 make("labels", (n, s, s), np.uint8, (1, s, s))
             if layout.flip:
-                make("features_flipped", (n, h, w, c), fd, (1, h, w, c))
+                make("features_flipped", (n, h, w, c), ft, (1, h, w, c))
             if layout.views:
-                make("features_views", (layout.views, n, h, w, c), fd, (1, 1, h, w, c))
+                make("features_views", (layout.views, n, h, w, c), ft, (1, 1, h, w, c))
             f.create_dataset("names", data=np.array(names, dtype=object), dtype=h5py.string_dtype(),
                              track_times=False)
             if boxes is not None:
@@ -143,8 +173,9 @@ class StoreWriter:
         except BaseException:
             f.close()
             path.unlink(missing_ok=True)
+            os.close(lock)
             raise
-        return cls(out, f, layout, 0)
+        return cls(out, f, layout, 0, lock)
 
     @classmethod
     def resume(cls, out: Path, layout: Layout, config: dict):
@@ -154,35 +185,32 @@ class StoreWriter:
         caller then starts anew. ExtractError when another run holds it or its config differs.
         """
         path = partial_path(out)
+        fd = _lock(path, create=False)
         try:
-            f = h5py.File(path, "r+", libver=LIBVER)
-        except OSError as e:
-            if "lock" in str(e).lower():
-                raise ExtractError("is locked by another process: another unseg-extract is writing this output; "
-                                   "wait for it or stop it", path) from None
+            f = h5py.File(path, "r+", libver=LIBVER, locking=False)
+        except OSError:
+            os.close(fd)
             return None
         try:
             done = int(f.attrs.get("images_complete", -1))
             old = f.attrs.get("extract_config")
-            if done < 0 or old is None:
+            if done < 0 or old is None or f["features"].shape[0] != layout.count or done > layout.count:
                 f.close()
+                os.close(fd)
                 return None
             old = json.loads(old if isinstance(old, str) else old.decode())
-            if old != config:
-                diff = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
-                f.close()
-                raise ExtractError(
-                    f"belongs to an extraction with other inputs or options (differs in: {', '.join(diff)}); "
-                    f"rerun with the same arguments to resume it, or delete it to start anew", path)
-            if f["features"].shape[0] != layout.count or done > layout.count:
-                f.close()
-                return None
-        except ExtractError:
-            raise
         except Exception:  # noqa: BLE001 - a damaged file: start anew
             f.close()
+            os.close(fd)
             return None
-        return cls(out, f, layout, done)
+        if old != config:
+            diff = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
+            f.close()
+            os.close(fd)
+            raise ExtractError(
+                f"belongs to an extraction with other inputs or options (differs in: {', '.join(diff)}); "
+                f"rerun with the same arguments to resume it, or delete it to start anew", path)
+        return cls(out, f, layout, done, fd)
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -218,14 +246,23 @@ class StoreWriter:
             raise ValueError(f"only {self.complete} of {self.layout.count} images written")
         self.file.close()
         os.replace(self.partial, self.out)
+        self._unlock()
         return self.out
+
+    def _unlock(self) -> None:
+        if self.lock_fd is not None:
+            os.close(self.lock_fd)
+            self.lock_fd = None
 
     def close(self) -> None:
         """Closes the temporary file and keeps it (for ``--resume``)."""
         if self.file.id.valid:
             self.file.close()
+        self._unlock()
 
     def abort(self) -> None:
         """Closes and deletes the temporary file."""
-        self.close()
+        if self.file.id.valid:
+            self.file.close()
         self.partial.unlink(missing_ok=True)
+        self._unlock()
