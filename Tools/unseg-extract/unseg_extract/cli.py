@@ -56,39 +56,41 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="unseg-extract",
+        usage="unseg-extract {cityscapes,cocostuff,potsdam,folder} --root DIR --backbone NAME --checkpoint FILE "
+              "--out FILE [options]",
         description="Extract frozen DINO / DINOv2 features of a dataset on disk into an unseg feature store "
                     "(HDF5: /features, /images, /labels, /names; optionally /features_flipped, /features_views, "
                     "/boxes). Images are resized (shorter side to --size) and centre-cropped as the reference "
                     "pipeline does; labels are stored as the protocol's class ids (255 = ignore).",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("dataset", choices=datasets.DATASET_NAMES,
+    p.add_argument("dataset", choices=datasets.DATASET_NAMES, metavar="DATASET",
                    help="dataset layout: cityscapes (-> cityscapes27), cocostuff (-> cocostuff27), "
-                        "potsdam (-> potsdam3), folder (any folder of images)")
+                        "potsdam (-> potsdam3), or folder (any folder of images)")
     g = p.add_argument_group("dataset")
-    g.add_argument("--root", required=True, type=Path,
+    g.add_argument("--root", required=True, type=Path, metavar="DIR",
                    help="dataset root (cityscapes, cocostuff, potsdam) or the folder of images (folder)")
     g.add_argument("--split", help="cityscapes: train, val, test, train_extra; cocostuff: train, val; potsdam: "
                                    "train, val, unlabelled_train (default: train); folder: any name (default: all)")
-    g.add_argument("--list", type=Path, dest="list_file",
+    g.add_argument("--list", type=Path, dest="list_file", metavar="FILE",
                    help="cocostuff: image list to use instead of curated/<split>/Coco164kFull_Stuff_Coarse_7.txt")
     g.add_argument("--no-labels", action="store_true", help="store no /labels (e.g. test splits)")
-    g.add_argument("--labels", type=Path, help="folder: label PNGs with the images' stems")
-    g.add_argument("--masks", type=Path, help="folder: binary masks with the images' stems (saliency: DUTS, ECSSD)")
+    g.add_argument("--labels", type=Path, metavar="DIR", help="folder: label PNGs with the images' stems")
+    g.add_argument("--masks", type=Path, metavar="DIR", help="folder: binary masks with the images' stems (saliency: DUTS, ECSSD)")
     g.add_argument("--protocol", help="folder: the labels are raw ids of this protocol (cityscapes27, cocostuff27, "
                                       "potsdam3, genericN)")
     g.add_argument("--label-ids", choices=("raw", "class"),
                    help="folder with --protocol: raw dataset ids (default) or the protocol's class ids")
     g.add_argument("--classes", type=int, help="folder without --protocol: labels hold class ids 0..N-1")
     g.add_argument("--name", default="folder", help="folder: the store's dataset attribute (default: folder)")
-    g.add_argument("--boxes", type=Path, dest="boxes_file",
+    g.add_argument("--boxes", type=Path, dest="boxes_file", metavar="FILE",
                    help="object boxes, one line 'stem x0 y0 x1 y1' per box in original-image pixels -> /boxes")
-    g.add_argument("--voc-annotations", type=Path, help="object boxes from a VOC Annotations/ folder -> /boxes")
+    g.add_argument("--voc-annotations", type=Path, metavar="DIR", help="object boxes from a VOC Annotations/ folder -> /boxes")
 
     m = p.add_argument_group("backbone")
-    m.add_argument("--backbone", required=True, choices=list(models.BACKBONES),
+    m.add_argument("--backbone", required=True, choices=list(models.BACKBONES), metavar="NAME",
                    help="dino_vits8, dino_vitb8, dino_vits16, dino_vitb16 (facebookresearch/dino), dinov2_vits14, "
                         "dinov2_vitb14 (facebookresearch/dinov2, no registers)")
-    m.add_argument("--checkpoint", required=True, type=Path,
+    m.add_argument("--checkpoint", required=True, type=Path, metavar="FILE",
                    help="the official checkpoint file (.pth) of --backbone, on local disk")
     m.add_argument("--size", type=int,
                    help="crop side in pixels, a multiple of the patch (default 320; 322 for dinov2: 14 x 23)")
@@ -111,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--seed", type=int, default=0, help="seed of the views (per seed, image index, view)")
 
     o = p.add_argument_group("output")
-    o.add_argument("--out", required=True, type=Path, help="the store to write (.h5)")
+    o.add_argument("--out", required=True, type=Path, metavar="FILE", help="the store to write (.h5)")
     o.add_argument("--resume", action="store_true",
                    help="continue an interrupted extraction from its temporary file .<out>.partial")
     o.add_argument("--overwrite", action="store_true", help="replace an existing --out (when the new one is complete)")
