@@ -12,6 +12,7 @@ import h5py
 import numpy as np
 from conftest import inspect_store, listing, make_cityscapes, render, run_main, run_sub, save_png, subprocess_env
 
+from unseg_extract import augment
 from unseg_extract.store import partial_path
 
 
@@ -165,3 +166,29 @@ def test_sigterm_keeps_the_partial_for_resume(tmp_path, vits8_ckpt):
     r = run_sub(["cityscapes", "--root", tmp_path / "cs", *_args(vits8_ckpt, out), "--resume"])
     assert r.returncode == 0, r.stderr
     assert listing(tmp_path).count("t.h5") == 1 and not partial_path(out).exists()
+
+
+def test_views_in_normalized_space_like_the_reference(tmp_path, vits8_ckpt, capsys):
+    _folder(tmp_path / "a", 2)
+    for space in ("rgb", "normalized"):
+        code, _, err = run_main(["folder", "--root", tmp_path / "a", "--views", 2, "--views-space", space,
+                                 *_args(vits8_ckpt, tmp_path / f"{space}.h5")], capsys)
+        assert code == 0, err
+    with h5py.File(tmp_path / "rgb.h5", "r") as fr, h5py.File(tmp_path / "normalized.h5", "r") as fn:
+        assert fn.attrs["views_space"] == "normalized"
+        np.testing.assert_array_equal(fr["features"][:], fn["features"][:])
+        r, n = fr["features_views"][:].astype(np.float32), fn["features_views"][:].astype(np.float32)
+        assert r.shape == n.shape == (2, 2, 8, 8, 384)
+        # Blur alone is linear with weights summing to 1, so it commutes with the normalisation: views
+        # that got only the blur agree; jitter (clamped to [0, 1]) or grayscale make the spaces differ.
+        kinds = set()
+        for v in range(2):
+            for i in range(2):
+                p = augment.draw(0, i, v)
+                diff = np.abs(r[v, i] - n[v, i]).max()
+                if p.jitter or p.gray:
+                    assert diff > 0.05, (v, i, diff)
+                else:
+                    assert diff < 5e-3, (v, i, diff)
+                kinds.add(p.jitter or p.gray)
+        assert kinds == {True, False}                 # seed 0 has both kinds among these 4 views

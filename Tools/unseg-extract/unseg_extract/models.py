@@ -201,7 +201,9 @@ class VisionTransformer(nn.Module):
         b, _, height, width = x.shape
         h, w = self.grid_size(height, width)
         t = self.patch_embed(x)                                                     # [B, h*w, D]
-        t = torch.cat((self.cls_token.expand(b, -1, -1).to(t.dtype), t), dim=1)
+        # Under autocast the patch tokens are float16 and the float32 CLS token promotes the
+        # concatenation to float32, as in both official codes: the residual stream stays float32.
+        t = torch.cat((self.cls_token.expand(b, -1, -1), t), dim=1)
         t = t + self.interpolate_pos_encoding(h, w, t.dtype)
         for blk in self.blocks:
             t = blk(t)
