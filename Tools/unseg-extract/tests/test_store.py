@@ -192,3 +192,29 @@ def test_views_in_normalized_space_like_the_reference(tmp_path, vits8_ckpt, caps
                     assert diff < 5e-3, (v, i, diff)
                 kinds.add(p.jitter or p.gray)
         assert kinds == {True, False}                 # seed 0 has both kinds among these 4 views
+
+
+def test_write_failure_keeps_the_complete_images_for_resume(tmp_path, vits8_ckpt, capsys, monkeypatch):
+    from unseg_extract.store import StoreWriter
+    _folder(tmp_path / "a", 5)
+    args = ["folder", "--root", tmp_path / "a"]
+    code, _, err = run_main([*args, *_args(vits8_ckpt, tmp_path / "ref.h5")], capsys)
+    assert code == 0, err
+    real = StoreWriter.write_batch
+    calls = []
+
+    def failing(self, start, *a, **k):
+        calls.append(start)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real(self, start, *a, **k)
+
+    monkeypatch.setattr(StoreWriter, "write_batch", failing)
+    out = tmp_path / "o.h5"
+    code, _, err = run_main([*args, *_args(vits8_ckpt, out)], capsys)
+    assert code == 1 and "No space left on device" in err and "--resume" in err and "2 complete images" in err
+    assert partial_path(out).exists() and not out.exists()
+    monkeypatch.setattr(StoreWriter, "write_batch", real)
+    code, _, err = run_main([*args, *_args(vits8_ckpt, out), "--resume"], capsys)
+    assert code == 0, err
+    assert out.read_bytes() == (tmp_path / "ref.h5").read_bytes()

@@ -192,6 +192,9 @@ def main(argv=None) -> int:
     except extract.Interrupted as e:
         print(f"unseg-extract: interrupted: {e}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except KeyboardInterrupt:               # before any file was written
+        print("unseg-extract: interrupted before writing anything", file=sys.stderr)
+        return EXIT_INTERRUPTED
     print(_summary(out, time.time() - t0))
     return 0
 

@@ -180,8 +180,8 @@ class _Backbone:
 def run(dataset: Dataset, o: Options, log=None) -> Path:
     """Extracts ``dataset`` into the store ``o.out``; returns its path. See the module docstring.
 
-    Errors: ExtractError (bad input; the temporary file is deleted), Interrupted (SIGINT/SIGTERM;
-    the temporary file is kept for ``--resume``).
+    Errors: ExtractError (a bad input: the temporary file is deleted; a failed write, e.g. a full
+    disk: it is kept for ``--resume``), Interrupted (SIGINT/SIGTERM: kept for ``--resume``).
     """
     log = log or (lambda msg: print(msg, file=sys.stderr))
     spec = check_options(o)
@@ -276,6 +276,11 @@ def run(dataset: Dataset, o: Options, log=None) -> Path:
         writer.close()
         raise Interrupted(f"{writer.complete} of {n} images are complete in {partial_path(o.out)}; "
                           f"rerun the same command with --resume to continue") from None
+    except OSError as e:                     # disk full, file system gone: keep what is complete
+        writer.close()
+        raise ExtractError(f"writing failed ({e}); the {writer.complete} complete images are kept in this temporary "
+                           f"file: fix the cause (e.g. free disk space) and rerun the same command with --resume",
+                           partial_path(o.out)) from None
     except BaseException:
         writer.close()
         raise
