@@ -271,3 +271,17 @@ def test_bad_box_lines(tmp_path, vits8_ckpt, capsys, line, msg):
                             capsys)
     assert code == 1 and msg in err and f"{box}:2" in err
     assert not (tmp_path / "o.h5").exists()
+
+
+def test_other_backbones_and_the_dinov2_default_size(tmp_path, vits16_ckpt, v2s14_ckpt, capsys):
+    save_png(tmp_path / "img" / "a.png", render(np.zeros((100, 150), np.uint8), 1))
+    save_png(tmp_path / "img" / "b.png", render(np.ones((150, 100), np.uint8), 2))
+    runs = {"s16.h5": ("dino_vits16", vits16_ckpt, ["--size", 64], 64, 4),
+            "v2.h5": ("dinov2_vits14", v2s14_ckpt, [], 322, 23)}          # no --size: 322 = 23 x 14
+    for out, (bb, ck, size, side, grid) in runs.items():
+        code, _, err = run_main(["folder", "--root", tmp_path / "img", "--backbone", bb, "--checkpoint", ck,
+                                 "--out", tmp_path / out, "--quiet", *size], capsys)
+        assert code == 0, err
+        _check_store(tmp_path / out, 2, side, grid)
+        with h5py.File(tmp_path / out, "r") as f:
+            assert f.attrs["backbone"] == bb and f.attrs["crop_size"] == side
