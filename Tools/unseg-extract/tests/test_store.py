@@ -218,3 +218,16 @@ def test_write_failure_keeps_the_complete_images_for_resume(tmp_path, vits8_ckpt
     code, _, err = run_main([*args, *_args(vits8_ckpt, out), "--resume"], capsys)
     assert code == 0, err
     assert out.read_bytes() == (tmp_path / "ref.h5").read_bytes()
+
+
+def test_resume_of_a_damaged_partial_starts_anew(tmp_path, vits8_ckpt, capsys):
+    _folder(tmp_path / "a", 3)
+    args = ["folder", "--root", tmp_path / "a"]
+    code, _, err = run_main([*args, *_args(vits8_ckpt, tmp_path / "ref.h5")], capsys)
+    assert code == 0, err
+    out = tmp_path / "o.h5"
+    partial_path(out).write_bytes(b"killed while the HDF5 header was being written")
+    code, _, err = run_main([*args, *_args(vits8_ckpt, out), "--resume"], capsys)
+    assert code == 0, err
+    assert "is incomplete" in err and "starting anew" in err
+    assert out.read_bytes() == (tmp_path / "ref.h5").read_bytes() and not partial_path(out).exists()
