@@ -20,7 +20,6 @@ store's bytes) does not depend on the file system.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 

@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -303,9 +303,3 @@ def _view_batch(unit: torch.Tensor, start: int, view: int, o: Options) -> torch.
             out.append(augment.apply(preprocess.normalize(unit[j:j + 1])[0], p))
     return torch.stack(out)
 
-
-def describe(o: Options) -> dict:
-    """The options as a plain dict (for logs)."""
-    d = asdict(o)
-    d["out"], d["checkpoint"] = str(o.out), str(o.checkpoint)
-    return d
