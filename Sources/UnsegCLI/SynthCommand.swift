@@ -36,6 +36,16 @@ extension Unseg {
         func validate() throws {
             guard images >= 1 else { throw ValidationError("--images must be >= 1, got \(images)") }
             if let d = deflate, !(1...9).contains(d) { throw ValidationError("--deflate must be in 1...9, got \(d)") }
+            // The generator's own checks, as usage errors (exit 64) naming the option.
+            let config = SyntheticConfig(imageCount: images, imageSize: size, patchSize: patch, channels: channels,
+                                         classes: classes, seed: seed, split: split)
+            do { try config.validate() } catch {
+                let flag = ["imageCount": "--images", "imageSize": "--size", "patchSize": "--patch", "channels": "--channels",
+                            "classes": "--classes", "split": "--split"]
+                var text = "\(error)"
+                for (k, v) in flag { text = text.replacingOccurrences(of: k, with: v) }
+                throw ValidationError(text)
+            }
         }
 
         func run() throws {

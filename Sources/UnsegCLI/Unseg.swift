@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import UnsegPipeline
+import UnsegStore
 
 @main
 struct Unseg: ParsableCommand {
@@ -16,14 +17,20 @@ struct Unseg: ParsableCommand {
         subcommands: [Demo.self, Synth.self, Inspect.self, Propose.self, Fit.self, Predict.self, Evaluate.self, Export.self])
 }
 
-/// Runs a command body; any error becomes one paragraph on stderr and exit code 1.
+/// Runs a command body; any error becomes one paragraph on stderr and exit code 1 (64 for a
+/// clash between command-line paths, a usage error). Unfinished outputs are removed when the
+/// process is interrupted (SIGINT 130, SIGTERM 143).
 func reportingErrors(_ body: () throws -> Void) throws {
+    Temporaries.removeOnInterrupt()
     do {
         try body()
     } catch let e as ExitCode {
         throw e
     } catch let e as CleanExit {
         throw e
+    } catch let e as OutputPathError {
+        FileHandle.standardError.write("error: \(e)\n".data(using: .utf8)!)
+        throw ExitCode(64)
     } catch {
         FileHandle.standardError.write("error: \(error)\n".data(using: .utf8)!)
         throw ExitCode.failure

@@ -143,6 +143,12 @@ public struct PCAAccumulator: Sendable {
             trace += cov[i * c + i]
         }
         let eig = try LAPACK.symmetricEigenDouble(cov, n: c)
+        // Degenerate samples (all-zero or constant features, fewer directions than prototypes)
+        // leave prototypes undefined: refuse them rather than fit arbitrary directions.
+        let rank = eig.values.filter { $0 > 1e-9 * max(trace, 0) && trace > 0 }.count
+        if rank < k {
+            throw ClusteringError("the sampled features vary along only \(rank) direction\(rank == 1 ? "" : "s") (total variance \(trace)) but \(k) prototypes are asked; all-zero or constant features leave prototypes undefined: check the features, or ask for fewer classes")
+        }
         var comps = Matrix(rows: k, cols: c)
         var vars = [Float](repeating: 0, count: k)
         for r in 0..<k {

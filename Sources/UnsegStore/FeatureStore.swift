@@ -121,13 +121,26 @@ public final class FeatureStore: Sendable {
         guard h > 0, w > 0, c > 0 else {
             throw fail("/features", "has an empty dimension (shape \(feats.shape))")
         }
+        guard n > 0 else {
+            throw fail("/features", "holds no images (shape \(feats.shape)); there is nothing to do with this store; extract features of at least one image")
+        }
+        guard h <= Self.maxGridSide, w <= Self.maxGridSide, c <= Self.maxChannels else {
+            throw fail("/features", "has shape \(feats.shape): a \(h)x\(w) grid of \(c) channels per image is beyond what unseg handles (grid sides up to \(Self.maxGridSide), up to \(Self.maxChannels) channels); check the layout is [N, h, w, C] with channels last")
+        }
         features = feats
 
         guard file.hasAttribute("patch_size") else {
             throw fail(nil, "missing root attribute 'patch_size' (image pixels per feature cell, e.g. 8 for ViT-S/8); add it with h5py: f.attrs['patch_size'] = 8")
         }
         let patch = try file.intAttribute("patch_size")
-        guard patch > 0 else { throw fail(nil, "patch_size is \(patch); it must be a positive integer") }
+        guard patch > 0, patch <= Self.maxPatchSize else {
+            throw fail(nil, "patch_size is \(patch); it must be an integer in 1...\(Self.maxPatchSize) (8 for ViT-S/8, 14 for DINOv2, 16 for ViT-S/16); fix the attribute")
+        }
+        let (ih, o1) = h.multipliedReportingOverflow(by: patch), (iw, o2) = w.multipliedReportingOverflow(by: patch)
+        let (px, o3) = ih.multipliedReportingOverflow(by: iw)
+        guard !o1, !o2, !o3, px <= Self.maxImagePixels else {
+            throw fail(nil, "patch_size \(patch) makes the \(h)x\(w) feature grid an image of \(o1 || o2 ? "more than 2^63" : "\(ih)x\(iw)") pixels, beyond the \(Self.maxImagePixels) pixels unseg handles per image; fix patch_size")
+        }
 
         func optString(_ name: String) throws -> String? { file.hasAttribute(name) ? try file.stringAttribute(name) : nil }
         let idsName = try optString("label_ids") ?? LabelIDs.class.rawValue
@@ -204,8 +217,36 @@ public final class FeatureStore: Sendable {
                              hasNames: hasNames)
     }
 
+    /// Largest values a store may declare (checked before any arithmetic with them).
+    public static let maxPatchSize = 1024
+    public static let maxGridSide = 4096
+    public static let maxChannels = 65536
+    public static let maxImagePixels = 1 << 28
+
     /// Number of images.
     public var count: Int { layout.imageCount }
+
+    /// A cheap content fingerprint of the store: FNV-1a over the image count, grid, channels,
+    /// patch size, every name and the features of the first cell of images 0, N/2 and N-1.
+    /// Outputs record it and readers compare it, so a file made from another store is refused.
+    public var fingerprint: String {
+        get throws {
+            var h: UInt64 = 0xcbf2_9ce4_8422_2325
+            func mix(_ bytes: UnsafeRawBufferPointer) { for b in bytes { h = (h ^ UInt64(b)) &* 0x0000_0100_0000_01b3 } }
+            let l = layout
+            for v in [l.imageCount, l.gridHeight, l.gridWidth, l.channels, metadata.patchSize] { withUnsafeBytes(of: Int64(v)) { mix($0) } }
+            for name in try names() {
+                Array(name.utf8).withUnsafeBytes { mix($0) }
+                withUnsafeBytes(of: UInt8(0)) { mix($0) }
+            }
+            for i in Set([0, l.imageCount / 2, l.imageCount - 1]).sorted() {
+                let f = try features(i)
+                f.data.withUnsafeBytes { mix(UnsafeRawBufferPointer(rebasing: $0[0..<(l.channels * 4)])) }
+            }
+            let s = String(h, radix: 16)
+            return String(repeating: "0", count: 16 - s.count) + s
+        }
+    }
 
     private func checkIndex(_ i: Int) throws {
         guard i >= 0 && i < count else {
@@ -231,6 +272,14 @@ public final class FeatureStore: Sendable {
             }
         } catch let e as HDF5Error {
             throw StoreError(file: path, dataset: "/features", "cannot read image \(i): \(e.message)" + (e.stack.last.map { " (HDF5: \($0))" } ?? ""))
+        }
+        // NaN / inf never enter an algorithm: they would pass silently through argmax and sums.
+        var bad = -1
+        var k = 0
+        while k < n { if !dst[k].isFinite { bad = k; break }; k += 1 }
+        if bad >= 0 {
+            throw StoreError(file: path, dataset: "/features",
+                             "image \(i) has a non-finite value (\(dst[bad])) at cell \(bad / l.channels), channel \(bad % l.channels); the features are damaged: extract them again, or write a store without this image")
         }
     }
 

@@ -16,7 +16,7 @@ extension LabelMapsWriter {
         return try LabelMapsWriter(path: path, format: .predictions,
                                    maps: [MapSpec(name: "predictions", count: l.imageCount, height: l.imageHeight, width: l.imageWidth)],
                                    attributes: [("ids", .string(ids.rawValue)), ("count", .int(count)),
-                                                ("store", .string(store.path))] + attributes)
+                                                ("store", .string(store.path)), ("store_fingerprint", .string(try store.fingerprint))] + attributes)
     }
 }
 
@@ -54,6 +54,7 @@ public final class PredictionsFile: Sendable {
         ids = i
         let l = store.layout
         map = try file.map("predictions", count: l.imageCount, height: l.imageHeight, width: l.imageWidth, storePath: store.path)
+        try checkProvenance(a, file: path, store: store, remake: "`unseg predict --store \(store.path)`")
     }
 
     /// Image `i`'s ids `[H*W]`. Errors (naming the image) on an id outside `0..<count` other than 255.
@@ -101,4 +102,15 @@ public final class PredictionsWriter {
     public func write(_ index: Int, _ ids: [UInt8]) throws { try output.write("predictions", index: index, ids) }
     public func commit() throws { try output.commit() }
     public func discard() { output.discard() }
+}
+
+/// Refuses an output made from another store than `store` (its recorded `store_fingerprint`
+/// differs). Files without the attribute (written by earlier versions) are accepted.
+func checkProvenance(_ a: Attributes, file: String, store: FeatureStore, remake: String) throws {
+    guard let recorded = try a.optionalString("store_fingerprint") else { return }
+    let actual = try store.fingerprint
+    if recorded != actual {
+        let made = (try? a.optionalString("store")) ?? nil
+        throw StoreError(file: file, "was made from another store\(made.map { " (\($0))" } ?? ""): its store fingerprint \(recorded) is not \(store.path)'s \(actual) (image count, grid, names or features differ); use the file made from this store, or make it again with \(remake)")
+    }
 }

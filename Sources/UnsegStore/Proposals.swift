@@ -39,6 +39,7 @@ public final class ProposalsFile: Sendable {
         let l = store.layout
         try self.init(path: path, count: l.imageCount, grid: (l.gridHeight, l.gridWidth),
                       image: (l.imageHeight, l.imageWidth), storePath: store.path)
+        try checkProvenance(attributes, file: path, store: store, remake: "`unseg propose --store \(store.path)`")
     }
 
     /// Opens `path` and checks it against the given sizes (`storePath` only for messages).
@@ -114,7 +115,7 @@ public final class ProposalsWriter {
         var maps = [LabelMapsWriter.MapSpec(name: "masks", count: l.imageCount, height: l.gridHeight, width: l.gridWidth)]
         if refined { maps.append(.init(name: "refined", count: l.imageCount, height: l.imageHeight, width: l.imageWidth)) }
         let attrs: [(String, AttributeValue)] = [
-            ("store", .string(store.path)), ("images", .int(l.imageCount)),
+            ("store", .string(store.path)), ("store_fingerprint", .string(try store.fingerprint)), ("images", .int(l.imageCount)),
             ("grid_height", .int(l.gridHeight)), ("grid_width", .int(l.gridWidth)),
             ("image_height", .int(l.imageHeight)), ("image_width", .int(l.imageWidth)),
         ] + parameters

@@ -45,8 +45,11 @@ BIN = os.environ.get("UNSEG_BIN") or str(Path(__file__).resolve().parents[2] / "
 # hundreds of GB must fail inside the child, not push the shared build machine into swap or OOM.
 CHILD_ADDRESS_SPACE = 6 << 30
 
+# Traps and raw Foundation errors ("The operation could not be completed." is NSError's own
+# description: the issue asks for file-system errors rephrased with the option and the path).
 FORBIDDEN = ("Fatal error", "Stack dump", "NSCocoaErrorDomain", "Error Domain=", "Swift runtime failure",
-             "Segmentation fault", "Illegal instruction", "Trace/breakpoint trap")
+             "Segmentation fault", "Illegal instruction", "Trace/breakpoint trap",
+             "The operation could not be completed")
 
 TMP_RE = re.compile(r"^\..+\.tmp-\d+-\d+")
 
@@ -376,6 +379,8 @@ def message_problems(r: Result, code: int, needles, command: str) -> list[str]:
     elif code == 64:
         if "Usage: unseg " + command not in err or not re.search(r"(?m)^Error: ", err):
             problems.append(f"not ArgumentParser's usage error for {command}")
+    if code == 0 and re.search(r"(?m)^error:", err):
+        problems.append("a successful run printed an error")
     for n in needles:
         if isinstance(n, re.Pattern):
             if not n.search(err):
@@ -397,11 +402,12 @@ def describe(r: Result) -> str:
 
 
 def first_line(r: Result) -> str:
-    for l in r.stderr.splitlines():
-        if l.strip() and (l.startswith("error:") or l.startswith("Error:") or "Fatal" in l or "rror" in l):
-            return l.strip()[:400]
-    s = r.stderr.strip().splitlines()
-    return (s[-1].strip()[:400] if s else "(stderr empty)")
+    """The line that says what happened: the error, or the trap's message."""
+    lines = [l.strip() for l in r.stderr.splitlines() if l.strip()]
+    for l in lines:
+        if re.match(r"(?i)error:", l) or "Fatal error" in l or "runtime failure" in l:
+            return l[:400]
+    return lines[-1][:400] if lines else "(stderr empty)"
 
 
 def record(case_id: str, r: Result | None, problems: list[str]) -> None:
@@ -446,12 +452,43 @@ def env(tmp_path, base) -> Env:
     return Env(d, base)
 
 
+# For the summary only: which bullet of the issue a case checks, from its id (first match wins).
+CATEGORIES = [
+    ("concurrency", r"two-writers|killed-writer"),
+    ("interrupts and leftovers", r"sig|stale|temporary|with-overlays|with-report"),
+    ("recipe", r"recipe"),
+    ("odd names", r"odd-names|name-300|names-with|duplicate-names|non-utf8|empty-and-dot"),
+    ("non-writable output paths", r"under-regular-file|is-regular-file|is-a-directory|is-directory|missing-directory"),
+    ("usage errors (64)", r"/(size-|images-0|patch-0|channels-0|deflate|overlay-count|threshold|classes-0|val-images)"),
+    ("provenance and ids", r"other-store|replaced|image-count-mismatch|id-|matching-(not|wrong|class)|with-matching"),
+    ("non-finite and degenerate", r"nan|inf-|zero-prototype|all-zero|constant"),
+    ("header, shape, file kind", r"patch-size|features-|count-mismatch|channel-mismatch|not-hdf5|truncated|"
+                                 r"checkpoint-is-a-store|predictions-is-proposals"),
+    ("zero images", r"zero-images"),
+    ("output == input", r"-is-|symlink|hardlink|spelling|folder-of-inputs"),
+]
+
+
+def category(case_id: str) -> str:
+    for name, pattern in CATEGORIES:
+        if re.search(pattern, case_id):
+            return name
+    return "other"
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if not RESULTS:
         return
     failing = [x for x in RESULTS if x["problems"]]
     tr = terminalreporter
     tr.section(f"bad-input cases: {len(RESULTS)} run, {len(failing)} failing")
+    counts: dict = {}
+    for x in RESULTS:
+        c = counts.setdefault(category(x["case"]), [0, 0])
+        c[0] += 1
+        c[1] += bool(x["problems"])
+    for name, (n, f) in sorted(counts.items(), key=lambda kv: -kv[1][0]):
+        tr.write_line(f"  {name:28s} {n:3d} cases, {f:3d} failing")
     for x in failing:
         tr.write_line(f"FAIL {x['case']}: {x['code']}: {x['stderr']}  [{'; '.join(x['problems'])[:300]}]")
     out = os.environ.get("BADINPUT_RESULTS")

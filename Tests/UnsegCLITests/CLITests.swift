@@ -166,7 +166,7 @@ import UnsegTestSupport
 extension CLITests {
     @Test func synthRejectsAnInvalidConfigurationWithTheFieldNamed() throws {
         let r = try runUnseg(["synth", "--out", scratchDir("cfg") + "/x.h5", "--images", "1", "--size", "16", "--channels", "8", "--classes", "3"])
-        #expect(r.status == 1 && r.stderr.contains("imageSize=16"), "\(r.stderr)")
+        #expect(r.status == 64 && r.stderr.contains("--size=16"), "\(r.stderr)")
     }
 }
 
