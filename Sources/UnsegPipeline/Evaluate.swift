@@ -19,10 +19,11 @@ extension EvaluationReport {
     /// directory); returns the files written.
     public func write(json: String?, report: String?) throws -> [String] {
         var files: [String] = []
+        let outputs: [OutputGuard.Named] = json.map { [("--json", $0)] } ?? []
+        try OutputGuard.check(outputs: outputs, inputs: [("--store", storePath), ("--predictions", predictionsPath)],
+                              folders: report.map { [("--report", $0)] } ?? [])
         if let j = json {
-            do { try result.jsonData(pretty: true).write(to: URL(fileURLWithPath: j), options: .atomic) } catch {
-                throw StoreError(file: j, "cannot write the JSON results (--json): \((error as NSError).localizedDescription); choose a writable path")
-            }
+            try writeOutputFile(try result.jsonData(pretty: true), to: j, option: "--json")
             files.append(j)
         }
         if let dir = report { files += try EvaluationReportWriter.write(self, to: dir) }
@@ -60,6 +61,7 @@ public enum EvaluateJob {
     public static func run(storePath: String, predictionsPath: String, matching: MatchingMode = .hungarian,
                            classCount: Int? = nil, threads: Int = Parallel.coreCount,
                            progress: ProgressSink? = nil) throws -> EvaluationReport {
+        BLASPolicy.imagesInParallel.apply()
         let store = try FeatureStore(path: storePath)
         guard store.layout.hasLabels else {
             throw StoreError(file: storePath, dataset: "/labels", "missing; evaluation needs ground-truth labels [N, H, W] uint8 in the store")

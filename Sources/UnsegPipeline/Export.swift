@@ -47,6 +47,9 @@ public struct ExportSummary: Sendable {
 /// `<name>` comes from the store's `/names` with path separators replaced by `_` (duplicates get `_<index>`).
 public enum ExportJob {
     public static func run(_ o: ExportOptions) throws -> ExportSummary {
+        var inputs: [OutputGuard.Named] = [("--predictions", o.predictionsPath), ("--store", o.storePath)]
+        if let m = o.matchingFrom { inputs.append(("--matching-from", m)) }
+        try OutputGuard.check(outputs: [], inputs: inputs, folders: [("--out", o.outDir)])
         let store = try FeatureStore(path: o.storePath)
         let l = store.layout
         let preds = try PredictionsFile(path: o.predictionsPath, store: store)

@@ -45,6 +45,8 @@ public enum PredictJob {
     /// `/images` for CRF refinement, I/O.
     public static func run(_ o: PredictOptions) throws -> PredictSummary {
         let started = Date()
+        try OutputGuard.check(outputs: [("--out", o.outPath)], inputs: [("--checkpoint", o.checkpointPath), ("--store", o.storePath)])
+        BLASPolicy.imagesInParallel.apply()
         let ck = try FitCheckpoint.load(path: o.checkpointPath)
         let store = try FeatureStore(path: o.storePath)
         try ck.checkCompatible(with: store, checkpointPath: o.checkpointPath)

@@ -138,6 +138,8 @@ public enum ProposeJob {
                            overlays: (directory: String, count: Int)? = nil,
                            progress: ProgressSink? = nil) throws -> ProposeSummary {
         try options.validate()
+        try OutputGuard.check(outputs: [("--out", outputPath)], inputs: [("--store", storePath)],
+                              folders: overlays.map { [("--overlays", $0.directory)] } ?? [])
         let store = try FeatureStore(path: storePath)
         let l = store.layout
         if options.refine != .none && !l.hasImages {

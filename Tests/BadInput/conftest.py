@@ -454,7 +454,7 @@ def env(tmp_path, base) -> Env:
 
 # For the summary only: which bullet of the issue a case checks, from its id (first match wins).
 CATEGORIES = [
-    ("concurrency", r"two-writers|killed-writer"),
+    ("concurrency", r"two-writers|killed-writer|killed-during"),
     ("interrupts and leftovers", r"sig|stale|temporary|with-overlays|with-report"),
     ("recipe", r"recipe"),
     ("odd names", r"odd-names|name-300|names-with|duplicate-names|non-utf8|empty-and-dot"),
