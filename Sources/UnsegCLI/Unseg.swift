@@ -17,9 +17,9 @@ struct Unseg: ParsableCommand {
         subcommands: [Demo.self, Synth.self, Inspect.self, Propose.self, Fit.self, Predict.self, Evaluate.self, Export.self])
 }
 
-/// Runs a command body; any error becomes one paragraph on stderr and exit code 1 (64 for a
-/// clash between command-line paths, a usage error). Unfinished outputs are removed when the
-/// process is interrupted (SIGINT 130, SIGTERM 143).
+/// Runs a command body; any error (file, data, an output path that clashes with an input or
+/// cannot be written) becomes one paragraph on stderr and exit code 1. Unfinished outputs are
+/// removed when the process is interrupted (SIGINT 130, SIGTERM 143).
 func reportingErrors(_ body: () throws -> Void) throws {
     Temporaries.removeOnInterrupt()
     do {
@@ -28,9 +28,6 @@ func reportingErrors(_ body: () throws -> Void) throws {
         throw e
     } catch let e as CleanExit {
         throw e
-    } catch let e as OutputPathError {
-        FileHandle.standardError.write("error: \(e)\n".data(using: .utf8)!)
-        throw ExitCode(64)
     } catch {
         FileHandle.standardError.write("error: \(error)\n".data(using: .utf8)!)
         throw ExitCode.failure

@@ -35,19 +35,24 @@ extension PrototypeModel {
 
     /// The model saved by `save(into:at:)`; errors name the entry.
     public init(record r: StateRecord, at prefix: String) throws {
+        let dName = r.place(prefix + "/directions"), gName = r.place(prefix + "/gains")
         let (d, shape) = try r.floats(prefix + "/directions")
         guard shape.count == 2, shape[0] >= 1, shape[1] >= 1, shape[0] * shape[1] == d.count else {
-            throw ClusteringError("saved prototypes '\(prefix)/directions' have shape \(shape); expected [K, C]")
+            throw ClusteringError("saved prototypes '\(dName)' have shape \(shape); expected [K, C]")
         }
         let (g, _) = try r.floats(prefix + "/gains")
         guard g.count == shape[0] else {
-            throw ClusteringError("saved prototypes '\(prefix)/gains' have \(g.count) entries for \(shape[0]) prototypes")
+            throw ClusteringError("saved prototypes '\(gName)' have \(g.count) entries for \(shape[0]) prototypes")
         }
         if let bad = Finite.describeFirstNonFinite(d, cols: shape[1]) {
-            throw ClusteringError("saved prototypes '\(prefix)/directions' \(bad); the checkpoint is damaged; fit again")
+            throw ClusteringError("saved prototypes '\(dName)' \(bad); the checkpoint is damaged; fit again")
         }
         if let bad = Finite.describeFirstNonFinite(g, cols: 1) {
-            throw ClusteringError("saved prototypes '\(prefix)/gains' \(bad); the checkpoint is damaged; fit again")
+            throw ClusteringError("saved prototypes '\(gName)' \(bad); the checkpoint is damaged; fit again")
+        }
+        let dm = Matrix(rows: shape[0], cols: shape[1], data: d)
+        if let zero = dm.rowNorms().firstIndex(where: { $0 == 0 }) {
+            throw ClusteringError("saved prototypes '\(dName)': prototype \(zero) is all zeros, which defines no direction; the checkpoint is damaged; fit again")
         }
         self.init(directions: Matrix(rows: shape[0], cols: shape[1], data: d), gains: g)
     }

@@ -28,6 +28,14 @@ public struct StateRecord: Sendable, Equatable {
 
     public var arrays: [String: Array] = [:]
     public var scalars: [String: Scalar] = [:]
+    /// Where the record came from, for messages (e.g. `/stages/primaps-em` in a checkpoint); not
+    /// part of the content (`==` ignores it).
+    public var origin: String = ""
+
+    public static func == (a: StateRecord, b: StateRecord) -> Bool { a.arrays == b.arrays && a.scalars == b.scalars }
+
+    /// `name` as the file shows it (`/stages/primaps-em/momentum/directions`).
+    public func place(_ name: String) -> String { origin.isEmpty ? name : origin + "/" + name }
 
     public init(arrays: [String: Array] = [:], scalars: [String: Scalar] = [:]) {
         self.arrays = arrays
@@ -78,13 +86,14 @@ public struct StateRecord: Sendable, Equatable {
 
     private func missing(_ name: String, _ what: String) -> KernelError {
         let found = arrays[name].map { "\($0)" } ?? scalars[name].map { "\($0)" }
-        return KernelError("saved state: '\(name)' should be a \(what)" + (found.map { ", found \($0.prefix(60))" } ?? " but is missing"))
+        return KernelError("saved state: '\(place(name))' should be a \(what)" + (found.map { ", found \($0.prefix(60))" } ?? " but is missing"))
     }
 
     /// The record under `prefix/` of this one (names without the prefix).
     public func nested(_ prefix: String) -> StateRecord {
         let p = prefix + "/"
         var r = StateRecord()
+        r.origin = (origin.isEmpty ? "" : origin) + "/" + prefix
         for (k, v) in arrays where k.hasPrefix(p) { r.arrays[String(k.dropFirst(p.count))] = v }
         for (k, v) in scalars where k.hasPrefix(p) { r.scalars[String(k.dropFirst(p.count))] = v }
         return r

@@ -86,6 +86,7 @@ public struct FitCheckpoint: Sendable, Equatable {
                 let s = try CosineKMeansTrainerState(record: r)
                 return (kind, s.model, s.model)
             case .pcaInit:
+                guard r.arrays["model/directions"] != nil else { continue }   // not computed yet
                 let m = try PrototypeModel(record: r, at: "model")
                 return (kind, m, m)
             }

@@ -79,7 +79,8 @@ public enum ExportJob {
         for sub in ["labels", "color", "samples"] {
             try FileManager.default.createDirectory(atPath: folder.path(sub), withIntermediateDirectories: true)
         }
-        let names = FileNames.stems(try store.names())
+        let originalNames = try store.names()
+        let names = FileNames.stems(originalNames)
         let n = l.imageCount
         let sampleCount = min(max(o.sample, 0), n)
         let sampled = Set((0..<sampleCount).map { $0 * n / sampleCount })
@@ -137,7 +138,8 @@ public enum ExportJob {
             "image_size": [l.imageHeight, l.imageWidth],
             "palette": palette.colors.map { [Int($0.r), Int($0.g), Int($0.b)] },
             "images": (0..<n).map { i -> [String: Any] in
-                var e: [String: Any] = ["index": i, "name": names[i], "labels": labelFiles[i], "color": colorFiles[i]]
+                var e: [String: Any] = ["index": i, "name": originalNames[i], "stem": names[i],
+                                        "labels": labelFiles[i], "color": colorFiles[i]]
                 if sampled.contains(i) { e["sample"] = "samples/\(names[i]).png" }
                 return e
             },

@@ -138,7 +138,10 @@ public enum FitJob {
                 ck.stage = recipe.stages[first]
                 ck.states[recipe.stages[first]] = try runners[first].initialState(from: model, recipe: recipe, threads: o.threads)
             }
-            try ck.write(to: o.checkpointPath)
+            // A fresh run writes its first checkpoint when the first stage has produced prototypes
+            // (a bad store fails in the PCA without leaving a checkpoint behind); a run that starts
+            // from --init-from has them already.
+            if model != nil { try ck.write(to: o.checkpointPath) }
         }
         if ck.stage != nil, recipe.runs(.primapsEM), recipe.epochs > 0 {
             o.log?((proposals.onTheFly ? "proposals: PriMaPs on the fly (threshold \(recipe.primapsThreshold))" : "proposals: \(o.proposalsPath!)")
@@ -497,6 +500,10 @@ public final class Validator: Sendable {
         if let c = trainChannels, c != store.layout.channels {
             throw StoreError(file: path, dataset: "/features", "has \(store.layout.channels) channels but the training store has \(c); validate on features of the same backbone")
         }
+        // Read every image once before training: damaged features (NaN, inf) fail now, not at the
+        // end of the first epoch with a checkpoint already written.
+        let check = try StoreStream(store: store, includeLabels: true, prefetch: 4)
+        while try check.next() != nil {}
         if store.metadata.labelProtocol.flatMap({ try? LabelProtocol.named($0) }) != nil {
             labelProtocol = try EvaluateJob.labelProtocol(for: store, classCount: nil)
         } else {

@@ -12,6 +12,7 @@ public enum Synthesize {
     /// depend on the thread count. Memory: one block of images.
     public static func writeStore(config: SyntheticConfig, path: String, options: StoreWriteOptions = StoreWriteOptions(),
                                   threads: Int = Parallel.coreCount, progress: ProgressSink? = nil) throws {
+        try OutputGuard.check(outputs: [("--out", path)], inputs: [])
         let corpus = try SyntheticCorpus(config: config)
         let grid = config.gridSize
         // 27 classes carry the cityscapes27 names and protocol; other counts use identity ids ("genericN").

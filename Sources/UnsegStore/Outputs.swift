@@ -3,8 +3,8 @@ import Foundation
 import Synchronization
 import UnsegHDF5
 
-/// A clash between command-line paths, or an output that cannot be written: a usage problem,
-/// phrased with the options and paths involved (the CLI exits 64 for it).
+/// A clash between command-line paths, or an output that cannot be written, phrased with the
+/// options and paths involved (exit 1, like every file error).
 public struct OutputPathError: Error, CustomStringConvertible, Sendable {
     public let description: String
     public init(_ message: String) { description = message }
@@ -162,6 +162,7 @@ public final class AtomicDirectory {
 
 /// Writes a small file (JSON, Markdown) atomically; errors name the option and the path.
 public func writeOutputFile(_ data: Data, to path: String, option: String) throws {
+    Temporaries.removeStale(of: path)
     let tmp = Temporaries.name(for: path)
     Temporaries.register(tmp)
     defer { Temporaries.unregister(tmp) }
@@ -215,6 +216,33 @@ public enum OutputGuard {
             let dir = canonical(f.path) + "/"
             for i in inputs where canonical(i.path).hasPrefix(dir) {
                 throw OutputPathError("\(f.option) \(f.path) holds the input \(i.option) \(i.path), and a folder output replaces its folder; choose another \(f.option)")
+            }
+        }
+        let fm = FileManager.default
+        for o in outputs + folders {
+            let parent = URL(fileURLWithPath: o.path).deletingLastPathComponent().path
+            var isDir: ObjCBool = false
+            let isFolderOutput = folders.contains { $0.path == o.path && $0.option == o.option }
+            if fm.fileExists(atPath: o.path, isDirectory: &isDir), isDir.boolValue != isFolderOutput {
+                throw OutputPathError("\(o.option) \(o.path): is \(isDir.boolValue ? "a folder" : "a file"); \(o.option) needs \(isFolderOutput ? "a folder" : "a file") path: choose another")
+            }
+            if !isFolderOutput {
+                if !fm.fileExists(atPath: parent, isDirectory: &isDir) {
+                    throw OutputPathError("\(o.option) \(o.path): the folder \(parent) does not exist; create it or choose another path")
+                }
+                if !isDir.boolValue {
+                    throw OutputPathError("\(o.option) \(o.path): \(parent) is a file, not a folder; choose another path")
+                }
+                if access(parent, W_OK) != 0 {
+                    throw OutputPathError("\(o.option) \(o.path): the folder \(parent) is not writable (\(String(cString: strerror(errno)))); choose another path")
+                }
+            } else {
+                // A folder output's parent is created if missing, so it only must not be blocked by a file.
+                var p = URL(fileURLWithPath: o.path).deletingLastPathComponent()
+                while p.path != "/" && !fm.fileExists(atPath: p.path) { p = p.deletingLastPathComponent() }
+                if fm.fileExists(atPath: p.path, isDirectory: &isDir), !isDir.boolValue {
+                    throw OutputPathError("\(o.option) \(o.path): \(p.path) is a file, not a folder; choose another path")
+                }
             }
         }
     }

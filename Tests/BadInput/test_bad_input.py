@@ -555,19 +555,29 @@ primaps-em:
 
 
 def test_fit_resume_after_kill_during_pca(env):
-    """A fit killed while its PCA runs (400 images: a window of ~0.1 s after the first checkpoint,
-    written before the PCA) is resumed by `fit --resume` to the end."""
+    """A fit killed while its PCA runs leaves nothing behind (the first checkpoint is written when
+    the PCA is done), and `fit --resume` on the missing checkpoint starts over and runs to the end."""
     st, r = env.copy("big", "big.h5", "store"), recipe(env, PCA_WINDOW_RECIPE)
     ck = env.path("ck.h5", "ck")
     argv = ["fit", "--recipe", r, "--store", st, "--checkpoint", ck]
     inputs = snapshot(env.dir)
     p1 = popen(argv, cwd=env.dir)
-    _wait(lambda: os.path.exists(ck), proc=p1)
+    # The log says when the PCA starts; kill right then.
+    line = ""
+    for _ in range(5):
+        line = p1.stderr.readline().decode("utf-8", "replace")
+        if "PCA initialisation" in line or not line:
+            break
     p1.kill()
     p1.communicate()
     problems = []
-    if p1.returncode != -signal.SIGKILL or _ckpt_stage(ck) != "pca-init":
-        problems.append(f"test setup: not killed during the PCA (stage {_ckpt_stage(ck)})")
+    if "PCA initialisation" not in line:
+        problems.append(f"test setup: first log line is not the PCA's: {line!r}")
+    if p1.returncode != -signal.SIGKILL:
+        problems.append(f"test setup: the fit ended before the kill (exit {p1.returncode})")
+    if os.path.exists(ck) and _ckpt_stage(ck) == "pca-init":
+        problems.append("a checkpoint without prototypes was written before the PCA finished")
+    left = [n for n in os.listdir(os.path.dirname(ck)) if ".tmp-" in n]
     r2 = run_unseg(argv + ["--resume"], cwd=env.dir)
     if r2.code != 0:
         problems.append(f"resume: expected exit 0, got {describe(r2)}")
@@ -576,6 +586,7 @@ def test_fit_resume_after_kill_during_pca(env):
     problems += file_problems(env, inputs, snapshot(env.dir), 0)
     if _ckpt_stage(ck) != "done":
         problems.append(f"checkpoint stage {_ckpt_stage(ck)} after resume")
+    del left
     fail_if("fit/killed-during-pca-then-resume", r2, problems)
 
 

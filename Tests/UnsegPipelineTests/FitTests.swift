@@ -305,7 +305,7 @@ func smallRecipe(classes: Int = 4, warmup: Int = 1, epochs: Int = 3, batch: Int 
         let manifest = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: s.manifestPath))) as! [String: Any]
         let images = manifest["images"] as! [[String: Any]]
         #expect(images.count == 6 && manifest["ids"] as? String == "classes" && (manifest["matching"] as? [Int]) == rep.result.matching)
-        #expect(images[3]["name"] as? String == "train_img_3" && images[0]["sample"] as? String == "samples/train_img_0.png")
+        #expect(images[3]["name"] as? String == "train/img_3" && images[3]["stem"] as? String == "train_img_3" && images[0]["sample"] as? String == "samples/train_img_0.png")
 
         // A matching of the wrong length is refused, naming both counts.
         try #"{"matching": [0, 1]}"#.write(toFile: json, atomically: true, encoding: .utf8)
