@@ -30,6 +30,8 @@ extension Unseg {
         var resume = false
         @Option(help: "Start PriMaPs-EM from the prototypes of this finished checkpoint (e.g. a Baseline fit): no PCA, no warm-up.")
         var initFrom: String?
+        @Flag(help: "With --init-from: keep the source prototypes' gains g (default: reset them to 1, as the reference).")
+        var keepGains = false
         @Option(help: "Override the recipe's seed.")
         var seed: UInt64?
         @OptionGroup var parallel: ThreadsOption
@@ -52,6 +54,7 @@ extension Unseg {
                                       progress: TerminalProgress(label: "fit", unit: "step"), log: log,
                                       stepDelay: Double(debugStepDelayMs) / 1000)
                 opts.initFromPath = initFrom
+                opts.keepGains = keepGains
                 let res = try FitJob.run(opts)
                 let ck = res.checkpoint
                 say("fit \(r.name): \(ck.warmupSteps) warm-up + \(ck.emSteps) EM steps" +

@@ -22,3 +22,4 @@ extension RefinementMethod: ExpressibleByArgument {}
 extension MatchingMode: ExpressibleByArgument {}
 extension PrototypeCopy: ExpressibleByArgument {}
 extension PredictRefinement: ExpressibleByArgument {}
+extension TestTimeAugmentation: ExpressibleByArgument {}

@@ -23,6 +23,8 @@ extension Unseg {
         var copy: PrototypeCopy?
         @Option(help: "Refinement: none or crf (default: the recipe's predict_refine). crf needs /images in the store.")
         var refine: PredictRefinement?
+        @Option(help: "Test-time augmentation: none, or flip (average with the store's /features_flipped, as the reference test script).")
+        var tta: TestTimeAugmentation = .none
         @OptionGroup var parallel: ThreadsOption
 
         func validate() throws {
@@ -31,7 +33,7 @@ extension Unseg {
         func run() throws {
             try reportingErrors {
                 let s = try PredictJob.run(PredictOptions(checkpointPath: checkpoint, storePath: store, outPath: out,
-                                                          copy: copy, refine: refine,
+                                                          copy: copy, refine: refine, tta: tta,
                                                           threads: parallel.threads, progress: TerminalProgress(label: "predict")))
                 say(String(format: "wrote %@: %d images, %d clusters, prototypes %@, refine %@, %.1f s",
                            s.outPath, s.imageCount, s.classCount, s.prototypes, s.refine.rawValue, s.seconds))

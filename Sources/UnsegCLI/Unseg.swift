@@ -14,7 +14,7 @@ struct Unseg: ParsableCommand {
         `unseg demo` runs the whole pipeline on a synthetic corpus.
         """,
         version: "0.1.0",
-        subcommands: [Demo.self, Synth.self, Inspect.self, Propose.self, Fit.self, Predict.self, Evaluate.self, Export.self])
+        subcommands: [Demo.self, Synth.self, Inspect.self, Propose.self, Fit.self, Predict.self, Evaluate.self, Test.self, Export.self])
 }
 
 /// Runs a command body; any error (file, data, an output path that clashes with an input or

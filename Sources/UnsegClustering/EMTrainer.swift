@@ -316,10 +316,21 @@ public struct EMTrainer: Sendable {
     /// A random order of `count` items from the trainer's generator (so it is checkpointed).
     public mutating func epochOrder(count: Int) -> [Int] { rng.permutation(count) }
 
-    /// The EMA decay of the n-th momentum update (n >= 1): 0 for the first (a copy),
-    /// then `min(1 - 1/n, cap)`.
+    /// The EMA decay of the n-th momentum update (n >= 1), as the reference's EMA module
+    /// (`ema.py`, `update_after_step=0`, `update_every=1`) gives it: the first two updates copy
+    /// (the second copies on initialisation, then lerps between equal values), update n >= 3 uses
+    /// `min(1 - 1/n, cap)`.
     public static func momentumDecay(update n: Int, cap: Double) -> Double {
-        n <= 1 ? 0 : min(1 - 1 / Double(n), cap)
+        n <= 2 ? 0 : min(1 - 1 / Double(n), cap)
+    }
+
+    /// Whether the momentum copy is updated after the `step`-th step (1-based), as the reference:
+    /// its check `global_step > 0 and global_step % every == 0` sees the steps done before the
+    /// current one (`global_step = step - 1`), so with `every = 10` the updates come after steps
+    /// 11, 21, 31, ...
+    public static func updatesMomentum(afterStep step: Int, every: Int) -> Bool {
+        let done = step - 1
+        return done > 0 && done % every == 0
     }
 
     /// One EM step on `batch`: flip, E-step with the momentum copy, weighted cross-entropy
@@ -390,7 +401,7 @@ public struct EMTrainer: Sendable {
         stepCount += 1
         lossHistory.append(lg.loss)
         var decay: Double? = nil
-        if stepCount % config.momentumEvery == 0 {
+        if EMTrainer.updatesMomentum(afterStep: stepCount, every: config.momentumEvery) {
             momentumUpdates += 1
             let d = EMTrainer.momentumDecay(update: momentumUpdates, cap: config.decayCap)
             decay = d

@@ -74,6 +74,66 @@ public struct PrototypeModel: Sendable, Equatable {
         return r.upsample(lowResolutionLogits(features: features))
     }
 
+    /// Cosine scores of the cosine k-means head at label resolution, `[H*W, K]`: the features
+    /// upsampled bilinearly (PyTorch `align_corners=False`), each pixel's feature L2-normalised
+    /// (eps 1e-12), dotted with the unit prototype directions (gains ignored, g = 1), as the
+    /// reference's `ConvClusterProbe` on interpolated features. Exact without materialising the
+    /// `[H*W, C]` upsampled features: the numerator is the upsampled `F U^T` (linearity), the
+    /// norm of a pixel's feature comes from the dot products of its (at most) four source cells.
+    /// O(h w C K + h w C + H W K).
+    public func cosineScores(features: Matrix, h: Int, w: Int, H: Int, W: Int) -> Matrix {
+        precondition(features.rows == h * w && features.cols == channelCount,
+                     "cosineScores: features [\(features.rows), \(features.cols)] for a \(h)x\(w) grid of \(channelCount) channels")
+        let c = channelCount
+        let r = BilinearResampler(sourceHeight: h, sourceWidth: w, targetHeight: H, targetWidth: W)
+        var num = r.upsample(BLAS.matmul(features, directions.rowNormalized(), transB: true))
+        // Dot products of each cell with itself and its right, lower, lower-right neighbours, and
+        // of its right neighbour with its lower neighbour (clamped at the borders).
+        var self2 = [Double](repeating: 0, count: h * w), right = self2, down = self2, diag = self2, anti = self2
+        features.data.withUnsafeBufferPointer { f in
+            func dot(_ a: Int, _ b: Int) -> Double { Double(Reduce.dot(f.baseAddress! + a * c, f.baseAddress! + b * c, c)) }
+            for y in 0..<h {
+                let y1 = min(y + 1, h - 1)
+                for x in 0..<w {
+                    let x1 = min(x + 1, w - 1), i = y * w + x
+                    self2[i] = dot(i, i)
+                    right[i] = dot(i, y * w + x1)
+                    down[i] = dot(i, y1 * w + x)
+                    diag[i] = dot(i, y1 * w + x1)
+                    anti[i] = dot(y * w + x1, y1 * w + x)
+                }
+            }
+        }
+        let k = classCount
+        let ra = r.rowsAxis, ca = r.colsAxis
+        num.data.withUnsafeMutableBufferPointer { out in
+            for Y in 0..<H {
+                let r0 = Int(ra.i0[Y]), r1 = Int(ra.i1[Y])
+                let p = Double(ra.w0[Y]), q = Double(ra.w1[Y])
+                for X in 0..<W {
+                    let c0 = Int(ca.i0[X]), c1 = Int(ca.i1[X])
+                    let pp = Double(ca.w0[X]), qq = Double(ca.w1[X])
+                    let a00 = p * pp, a01 = p * qq, a10 = q * pp, a11 = q * qq
+                    let i00 = r0 * w + c0, i01 = r0 * w + c1, i10 = r1 * w + c0, i11 = r1 * w + c1
+                    let sameR = r1 == r0, sameC = c1 == c0
+                    let d0001 = sameC ? self2[i00] : right[i00]
+                    let d0010 = sameR ? self2[i00] : down[i00]
+                    let d0011 = sameR ? (sameC ? self2[i00] : right[i00]) : (sameC ? down[i00] : diag[i00])
+                    let d0110 = sameR ? (sameC ? self2[i00] : right[i00]) : (sameC ? down[i00] : anti[i00])
+                    let d0111 = sameR ? self2[i01] : down[i01]
+                    let d1011 = sameC ? self2[i10] : right[i10]
+                    var n2 = a00 * a00 * self2[i00] + a01 * a01 * self2[i01] + a10 * a10 * self2[i10] + a11 * a11 * self2[i11]
+                    n2 += 2 * (a00 * a01 * d0001 + a00 * a10 * d0010 + a00 * a11 * d0011
+                               + a01 * a10 * d0110 + a01 * a11 * d0111 + a10 * a11 * d1011)
+                    let inv = Float(1 / max(n2.squareRoot(), 1e-12))
+                    let row = out.baseAddress! + (Y * W + X) * k
+                    for j in 0..<k { row[j] *= inv }
+                }
+            }
+        }
+        return num
+    }
+
     /// Per-pixel class (argmax of the label-resolution logits, first index on ties), `[H*W]`.
     /// Fused: upsampling and argmax in one pass without materialising `[H*W, K]`. O(h w C K + H W K).
     /// Needs K <= 256.

@@ -22,7 +22,7 @@ extension Recipe {
         r.momentumEvery = 2
         r.momentumDecayCap = 0.98
         r.flipProbability = 0.5
-        r.proposals = .primaps
+        r.proposals = .primapsCRF
         r.primapsThreshold = 0.4
         r.checkpointEvery = 20
         r.seed = 0

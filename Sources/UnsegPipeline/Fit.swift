@@ -36,6 +36,9 @@ public struct FitOptions: Sendable {
     /// finished checkpoint (e.g. a Baseline fit), skipping the stages before it (the reference's
     /// `cluster_ckpt_path`). Used when the run starts; a resumed run continues from its own checkpoint.
     public var initFromPath: String? = nil
+    /// With `initFromPath`: keep the source's gains `g` (default: reset them to 1 and keep the
+    /// directions, as the reference loads a cluster checkpoint).
+    public var keepGains: Bool = false
 
     public init(recipe: Recipe, storePath: String, proposalsPath: String? = nil, valPath: String? = nil,
                 valClassCount: Int? = nil, checkpointPath: String, resume: Bool = false, threads: Int = 1,
@@ -127,7 +130,8 @@ public enum FitJob {
             var first = 0
             var model: PrototypeModel?
             if let src = o.initFromPath {
-                let m = try initialPrototypes(from: src, store: store, recipe: recipe)
+                var m = try initialPrototypes(from: src, store: store, recipe: recipe)
+                if !o.keepGains { m.gains = [Float](repeating: 1, count: m.classCount) }
                 // The recipe's last stage starts from these prototypes; the stages before it are skipped.
                 first = recipe.stages.count - 1
                 o.log?("\(recipe.stages.indices.contains(first) ? recipe.stages[first].rawValue : "the fit") starts from the prototypes of \(src) (stages before it skipped)")
@@ -144,7 +148,10 @@ public enum FitJob {
             if model != nil { try ck.write(to: o.checkpointPath) }
         }
         if ck.stage != nil, recipe.runs(.primapsEM), recipe.epochs > 0 {
-            o.log?((proposals.onTheFly ? "proposals: PriMaPs on the fly (threshold \(recipe.primapsThreshold))" : "proposals: \(o.proposalsPath!)")
+            if recipe.proposals == .primapsCRF && proposals.onTheFly && !proposals.refined {
+                o.log?("proposals: the recipe asks for CRF-refined proposals but \(o.storePath) has no /images; using unrefined PriMaPs masks (write a store with images, or pass --proposals)")
+            }
+            o.log?("proposals: " + (proposals.onTheFly ? proposals.summary : o.proposalsPath!)
                    + "; the M-step uses the clean stored features (a store has no backbone for photometric augmentation), horizontal flips only")
         }
 
@@ -449,25 +456,41 @@ struct StopRequested: Error {}
 /// (computed once per image and cached at feature resolution: `N h w` bytes).
 final class ProposalProvider {
     let onTheFly: Bool
+    /// On-the-fly proposals are CRF-refined (recipe `primaps-crf` and the store has images).
+    let refined: Bool
     let store: FeatureStore
     let threads: Int
-    let config: PriMaPsConfig
+    let options: ProposeOptions
     private var file: ProposalsFile?
+    /// On-the-fly masks, computed once per image: at feature resolution (`N h w` bytes) when
+    /// unrefined, at label resolution (`N H W` bytes) when CRF-refined.
     private var cache: [Int: [UInt8]] = [:]
 
     init(options o: FitOptions, store: FeatureStore) throws {
         self.store = store
         threads = o.threads
-        config = PriMaPsConfig(threshold: Float(o.recipe.primapsThreshold))
+        var po = ProposeOptions(method: .primaps, primaps: PriMaPsConfig(threshold: Float(o.recipe.primapsThreshold)),
+                                refine: .none, threads: o.threads)
         if let p = o.proposalsPath {
             file = try ProposalsFile(path: p, store: store)
             onTheFly = false
+            refined = false
         } else {
-            if o.recipe.proposals == .file && o.recipe.epochs > 0 {
-                throw RecipeError("proposals: the recipe says 'file' but no proposals file was given; pass --proposals P.h5 (written by `unseg propose` from \(store.path)) or set 'proposals: primaps' to compute them on the fly")
+            if o.recipe.proposals == .file && o.recipe.epochs > 0 && o.recipe.runs(.primapsEM) {
+                throw RecipeError("primaps-em.proposals: the recipe says 'file' but no proposals file was given; pass --proposals P.h5 (written by `unseg propose --refine crf` from \(store.path)) or set 'proposals: primaps-crf' to compute them on the fly")
             }
             onTheFly = true
+            refined = o.recipe.proposals == .primapsCRF && store.layout.hasImages
+            if refined { po.refine = .crf }
         }
+        options = po
+    }
+
+    /// How the masks are made, for the log.
+    var summary: String {
+        if !onTheFly { return "file" }
+        return refined ? "PriMaPs on the fly (threshold \(options.primaps.threshold)), refined with the dense CRF (the reference's proposals)"
+            : "PriMaPs on the fly (threshold \(options.primaps.threshold)), unrefined (nearest-upsampled)"
     }
 
     /// `[H*W]` mask maps (0 = background) for the items, in order.
@@ -476,11 +499,20 @@ final class ProposalProvider {
         if let f = file { return try items.map { try f.labelResolutionMasks($0.index) } }
         let missing = items.filter { cache[$0.index] == nil }
         if !missing.isEmpty {
-            let props = try PriMaPs.proposeBatch(missing.map(\.features), height: l.gridHeight, width: l.gridWidth,
-                                                 config: config, threads: threads)
-            for (item, p) in zip(missing, props) { cache[item.index] = p.labels }
+            let work: [StoreItem] = try missing.map { item in
+                var it = item
+                if refined { it.image = try store.image(item.index) }
+                return it
+            }
+            let (opts, layout, path) = (options, l, store.path)
+            let results = try Parallel.tryMap(work.count, threads: threads) { j in
+                try ProposeJob.process(work[j], layout: layout, options: opts, storePath: path)
+            }
+            for (item, (p, r)) in zip(missing, results) { cache[item.index] = r ?? p.labels }
         }
-        return items.map { cache[$0.index]! }.map { NearestResampler.resample($0, height: l.gridHeight, width: l.gridWidth, toHeight: l.imageHeight, toWidth: l.imageWidth) }
+        if refined { return items.map { cache[$0.index]! } }
+        return items.map { NearestResampler.resample(cache[$0.index]!, height: l.gridHeight, width: l.gridWidth,
+                                                     toHeight: l.imageHeight, toWidth: l.imageWidth) }
     }
 }
 

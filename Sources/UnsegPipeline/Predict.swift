@@ -16,14 +16,41 @@ public struct PredictOptions: Sendable {
     public var refine: PredictRefinement?
     /// Dense CRF settings when refining (defaults: the reference's).
     public var crf: DenseCRFConfig
+    /// Test-time augmentation: `.flip` averages each image's features with its flipped-back
+    /// features (`/features_flipped`), as the reference test script does.
+    public var tta: TestTimeAugmentation = .none
     public var threads: Int
     public var progress: ProgressSink?
 
     public init(checkpointPath: String, storePath: String, outPath: String, copy: PrototypeCopy? = nil,
-                refine: PredictRefinement? = nil, crf: DenseCRFConfig = DenseCRFConfig(), threads: Int = 1,
-                progress: ProgressSink? = nil) {
+                refine: PredictRefinement? = nil, tta: TestTimeAugmentation = .none, crf: DenseCRFConfig = DenseCRFConfig(),
+                threads: Int = 1, progress: ProgressSink? = nil) {
         self.checkpointPath = checkpointPath; self.storePath = storePath; self.outPath = outPath; self.copy = copy
-        self.refine = refine; self.crf = crf; self.threads = threads; self.progress = progress
+        self.refine = refine; self.tta = tta; self.crf = crf; self.threads = threads; self.progress = progress
+    }
+}
+
+/// Test-time augmentation of `unseg predict` / `unseg test`.
+public enum TestTimeAugmentation: String, Sendable, CaseIterable, Equatable {
+    case none
+    /// The mean of the features and the horizontally flipped image's features flipped back
+    /// (`/features_flipped`), as the reference test script averages them before its heads.
+    case flip
+}
+
+/// The head that turns features into class scores, which the checkpoint's last stage decides.
+public enum PrototypeHead: String, Sendable, Equatable {
+    /// Cosine k-means (PCA init, warm-up, the paper's Baseline): cosine of the L2-normalised
+    /// label-resolution features with the unit prototypes, g = 1.
+    case cosine
+    /// PriMaPs-EM's weight-normalised linear head on raw features: `g_k v_k . x / |v_k|`.
+    case weightNormalised = "weight-normalised"
+}
+
+extension FitCheckpoint {
+    /// The head its prototypes belong to (PriMaPs-EM's when its last stage is `primaps-em`).
+    public var head: PrototypeHead {
+        ((try? latestPrototypes())?.0 == .primapsEM) ? .weightNormalised : .cosine
     }
 }
 
@@ -56,11 +83,16 @@ public enum PredictJob {
             throw StoreError(file: o.storePath, dataset: "/images",
                              "missing; CRF refinement needs the RGB images [N, H, W, 3] uint8 in the store; predict without --refine crf (or set predict_refine: none)")
         }
+        if o.tta == .flip && !store.layout.hasFlippedFeatures {
+            throw StoreError(file: o.storePath, dataset: "/features_flipped",
+                             "missing; --tta flip needs the flipped features (extract the store with `unseg-extract --flip`), or predict without --tta")
+        }
         let (model, which) = selectPrototypes(ck, copy: o.copy, recipe: recipe)
+        let head = ck.head
         let l = store.layout
         let writer = try PredictionsWriter(
             path: o.outPath, store: store, ids: .clusters, count: model.classCount,
-            provenance: PredictionsProvenance(method: "primaps-em", checkpoint: o.checkpointPath, prototypes: which,
+            provenance: PredictionsProvenance(method: (try? ck.latestPrototypes().0.rawValue) ?? "unknown", checkpoint: o.checkpointPath, prototypes: which,
                                               refine: refine.rawValue))
         var committed = false
         defer { if !committed { writer.discard() } }
@@ -68,11 +100,13 @@ public enum PredictJob {
         var done = 0
         let chunk = max(8, 4 * o.threads)
         while true {
-            let items = try stream.nextBatch(chunk)
+            var items = try stream.nextBatch(chunk)
             if items.isEmpty { break }
-            let maps = try Parallel.tryMap(items.count, threads: o.threads) { i in
-                try predict(model: model, features: items[i].features, h: l.gridHeight, w: l.gridWidth,
-                            H: l.imageHeight, W: l.imageWidth, image: items[i].image, refine: refine, crf: o.crf)
+            if o.tta == .flip { items = try items.map { try averagedWithFlip($0, store: store) } }
+            let batch = items
+            let maps = try Parallel.tryMap(batch.count, threads: o.threads) { i in
+                try predict(model: model, head: head, features: batch[i].features, h: l.gridHeight, w: l.gridWidth,
+                            H: l.imageHeight, W: l.imageWidth, image: batch[i].image, refine: refine, crf: o.crf)
             }
             for (item, m) in zip(items, maps) { try writer.write(item.index, m) }
             done += items.count
@@ -95,29 +129,39 @@ public enum PredictJob {
         return (c == .momentum ? ck.momentum : ck.running, c.rawValue)
     }
 
-    /// One image: `[H*W]` cluster ids. Without refinement the fused upsample + argmax;
-    /// with `.crf`, softmax of the label-resolution logits as the CRF's probabilities and the
-    /// image `[H*W*3]` as its guide. O(h w C K + H W K) (+ CRF).
-    public static func predict(model: PrototypeModel, features: Matrix, h: Int, w: Int, H: Int, W: Int,
-                               image: [UInt8]?, refine: PredictRefinement, crf: DenseCRFConfig = DenseCRFConfig()) throws -> [UInt8] {
+    /// The item with its features replaced by the mean of the stored and the flipped-back features.
+    static func averagedWithFlip(_ item: StoreItem, store: FeatureStore) throws -> StoreItem {
+        var it = item
+        let f = try store.features(item.index, source: .flipped)
+        it.features.data.withUnsafeMutableBufferPointer { a in
+            f.data.withUnsafeBufferPointer { b in for j in 0..<a.count { a[j] = (a[j] + b[j]) * 0.5 } }
+        }
+        return it
+    }
+
+    /// The probabilities the CRF refines, `[H*W, K]`: the softmax of the head's label-resolution
+    /// scores (the reference's test script: cosine scores for the cosine head, logits for
+    /// PriMaPs-EM's head). O(h w C K + H W K).
+    public static func crfProbabilities(model: PrototypeModel, head: PrototypeHead, features: Matrix,
+                                        h: Int, w: Int, H: Int, W: Int) -> [Float] {
+        let scores = head == .cosine ? model.cosineScores(features: features, h: h, w: w, H: H, W: W)
+            : model.logits(features: features, h: h, w: w, H: H, W: W)
+        return Reduce.softmax(scores.data, rows: H * W, cols: model.classCount)
+    }
+
+    /// One image: `[H*W]` cluster ids. Without refinement the fused upsample + argmax (the same
+    /// classes for both heads: the cosine head's per-pixel normalisation does not change the
+    /// argmax); with `.crf`, the CRF on `crfProbabilities` with the image `[H*W*3]` as its guide.
+    /// O(h w C K + H W K) (+ CRF).
+    public static func predict(model: PrototypeModel, head: PrototypeHead = .weightNormalised, features: Matrix,
+                               h: Int, w: Int, H: Int, W: Int, image: [UInt8]?, refine: PredictRefinement,
+                               crf: DenseCRFConfig = DenseCRFConfig()) throws -> [UInt8] {
         guard refine == .crf else { return model.predict(features: features, h: h, w: w, H: H, W: W) }
         guard let img = image else {
             throw RefinementError.shapeMismatch("CRF refinement needs the image; none was read")
         }
-        var logits = model.logits(features: features, h: h, w: w, H: H, W: W)
-        let k = model.classCount
-        logits.data.withUnsafeMutableBufferPointer { p in
-            for i in 0..<(H * W) {
-                let row = p.baseAddress! + i * k
-                var m = row[0]
-                for j in 1..<k { m = max(m, row[j]) }
-                var s: Float = 0
-                for j in 0..<k { row[j] = FastMath.exp(row[j] - m); s += row[j] }
-                let inv = 1 / s
-                for j in 0..<k { row[j] *= inv }
-            }
-        }
+        let p = crfProbabilities(model: model, head: head, features: features, h: h, w: w, H: H, W: W)
         let crfModel = try DenseCRF(image: img, height: H, width: W, config: crf)
-        return crfModel.labels(probabilities: logits.data, labels: k).map { UInt8(clamping: $0) }
+        return crfModel.labels(probabilities: p, labels: model.classCount).map { UInt8(clamping: $0) }
     }
 }

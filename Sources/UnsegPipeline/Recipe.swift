@@ -14,9 +14,13 @@ public struct RecipeError: Error, CustomStringConvertible, Sendable {
 public enum ProposalsSource: String, Sendable, CaseIterable, Equatable, Codable {
     /// A proposals file written by `unseg propose` (`--proposals P.h5`, required).
     case file
-    /// Computed on the fly with PriMaPs (threshold `primaps_threshold`) when no file is given;
-    /// a given `--proposals` file still wins.
-    case primaps
+    /// PriMaPs on the fly (threshold `primaps_threshold`), refined to image resolution with the
+    /// dense CRF when the store has `/images`: the reference's training proposals. Computed once
+    /// per image and cached. A given `--proposals` file still wins.
+    case primapsCRF = "primaps-crf"
+    /// PriMaPs on the fly at feature resolution, nearest-upsampled, no refinement (not the
+    /// reference's setting; faster). A given `--proposals` file still wins.
+    case primapsUnrefined = "primaps-unrefined"
 }
 
 /// How the final prototypes are chosen.
@@ -101,7 +105,7 @@ public struct Recipe: Equatable, Sendable, Codable {
         /// Probability of a horizontal flip per image and step.
         public var flipProbability: Double = 0.5
         /// Where the masks come from.
-        public var proposals: ProposalsSource = .primaps
+        public var proposals: ProposalsSource = .primapsCRF
         /// PriMaPs similarity threshold psi for on-the-fly proposals.
         public var primapsThreshold: Double = 0.4
         enum CodingKeys: String, CodingKey, CaseIterable {
@@ -356,7 +360,7 @@ public struct Recipe: Equatable, Sendable, Codable {
         out += "  momentum_every: \(primapsEM.momentumEvery)         # EMA update every N steps\n"
         out += "  momentum_decay_cap: \(num(primapsEM.momentumDecayCap)) # d = min(1 - 1/n, cap)\n"
         out += "  flip_probability: \(num(primapsEM.flipProbability))\n"
-        out += "  proposals: \(primapsEM.proposals.rawValue)          # file (unseg propose) | primaps (on the fly)\n"
+        out += "  proposals: \(primapsEM.proposals.rawValue)          # file (unseg propose) | primaps-crf | primaps-unrefined (on the fly)\n"
         out += "  primaps_threshold: \(num(primapsEM.primapsThreshold))\n"
         out += "predict:\n"
         out += "  copy: \(predict.copy.rawValue)             # momentum | running\n"

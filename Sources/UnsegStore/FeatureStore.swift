@@ -54,6 +54,12 @@ public struct StoreLayout: Sendable, Equatable {
     public var hasImages: Bool
     public var hasLabels: Bool
     public var hasNames: Bool
+    /// `/features_flipped` `[N, h, w, C]`: features of the horizontally flipped images, flipped back.
+    public var hasFlippedFeatures: Bool = false
+    /// `/features_views` `[V, N, h, w, C]`: V photometrically augmented views (0 when absent).
+    public var viewCount: Int = 0
+    /// `/boxes` `[M, 5]` rows (image index, x0, y0, x1, y1 in image pixels).
+    public var boxCount: Int = 0
 
     public var cellCount: Int { gridHeight * gridWidth }
     public var pixelCount: Int { imageHeight * imageWidth }
@@ -74,6 +80,9 @@ public final class FeatureStore: Sendable {
     let features: HDF5Dataset
     let images: HDF5Dataset?
     let labels: HDF5Dataset?
+    let flipped: HDF5Dataset?
+    let views: HDF5Dataset?
+    let boxes: HDF5Dataset?
     /// Raw id -> class id table applied on read when `label_ids = raw`.
     let rawToClass: [UInt8]?
 
@@ -209,12 +218,40 @@ public final class FeatureStore: Sendable {
             guard ds.shape == [n] else { throw fail("/names", "has shape \(ds.shape); expected [\(n)], one name per image") }
             hasNames = true
         }
+        func sameAsFeatures(_ name: String, leading: [Int]) throws -> HDF5Dataset? {
+            guard file.contains(name) else { return nil }
+            let ds = try file.dataset(name)
+            let want = leading + [n, h, w, c]
+            guard ds.shape.count == want.count, ds.shape.dropFirst(leading.count).elementsEqual([n, h, w, c]),
+                  leading.isEmpty || (ds.shape[0] >= 1 && ds.shape[0] <= 1024) else {
+                throw fail("/" + name, "has shape \(ds.shape); expected \(leading.isEmpty ? "" : "[V, ")\(leading.isEmpty ? "[" : "")\(n), \(h), \(w), \(c)] like /features")
+            }
+            guard ds.elementType == .float16 || ds.elementType == .float32 else {
+                throw fail("/" + name, "has element type \(ds.elementType); expected float16 or float32 like /features")
+            }
+            return ds
+        }
+        flipped = try sameAsFeatures("features_flipped", leading: [])
+        views = file.contains("features_views") ? try sameAsFeatures("features_views", leading: [file.dataset("features_views").shape.first ?? 0]) : nil
+        var boxesDS: HDF5Dataset?
+        if file.contains("boxes") {
+            let ds = try file.dataset("boxes")
+            guard ds.shape.count == 2, ds.shape[1] == 5 else {
+                throw fail("/boxes", "has shape \(ds.shape); expected [M, 5] rows of image index, x0, y0, x1, y1")
+            }
+            guard ds.elementType == .float32 || ds.elementType == .float64 else {
+                throw fail("/boxes", "has element type \(ds.elementType); expected float32")
+            }
+            boxesDS = ds
+        }
+        boxes = boxesDS
         images = imagesDS
         labels = labelsDS
         layout = StoreLayout(imageCount: n, gridHeight: h, gridWidth: w, channels: c,
                              featureType: feats.elementType == .float16 ? .float16 : .float32,
                              imageHeight: imgH, imageWidth: imgW, hasImages: imagesDS != nil, hasLabels: labelsDS != nil,
-                             hasNames: hasNames)
+                             hasNames: hasNames, hasFlippedFeatures: flipped != nil,
+                             viewCount: views?.shape[0] ?? 0, boxCount: boxesDS?.shape[0] ?? 0)
     }
 
     /// Largest values a store may declare (checked before any arithmetic with them).
@@ -258,12 +295,49 @@ public final class FeatureStore: Sendable {
     /// float16 is read raw (no HDF5 conversion) and widened with SIMD; `scratch` holds
     /// the half bits (`h*w*C` UInt16) and may be reused across calls.
     public func readFeatures(_ i: Int, into dst: UnsafeMutablePointer<Float>, scratch: inout [UInt16]) throws {
+        try readFeatures(i, from: features, view: nil, into: dst, scratch: &scratch)
+    }
+
+    /// Which features to read: the stored ones, the flipped-back ones, or augmented view `v`.
+    public enum FeatureSource: Sendable, Equatable {
+        case plain
+        case flipped
+        case view(Int)
+    }
+
+    /// Image `i`'s features from `source` as a `[h*w, C]` matrix. Errors when the store lacks
+    /// the dataset.
+    public func features(_ i: Int, source: FeatureSource) throws -> Matrix {
+        var m = Matrix(rows: layout.cellCount, cols: layout.channels)
+        var scratch: [UInt16] = []
+        let (ds, view): (HDF5Dataset?, Int?)
+        let name: String
+        switch source {
+        case .plain: (ds, view, name) = (features, nil, "/features")
+        case .flipped: (ds, view, name) = (flipped, nil, "/features_flipped")
+        case .view(let v):
+            (ds, view, name) = (views, v, "/features_views")
+            guard v >= 0 && v < layout.viewCount || views == nil else {
+                throw StoreError(file: path, dataset: name, "view \(v) is out of range 0..<\(layout.viewCount)")
+            }
+        }
+        guard let d = ds else {
+            throw StoreError(file: path, dataset: name, "missing; write it with `unseg-extract \(source == .flipped ? "--flip" : "--views V")`, or do without it")
+        }
+        try m.data.withUnsafeMutableBufferPointer { try readFeatures(i, from: d, view: view, into: $0.baseAddress!, scratch: &scratch) }
+        return m
+    }
+
+    func readFeatures(_ i: Int, from dataset: HDF5Dataset, view: Int?, into dst: UnsafeMutablePointer<Float>,
+                      scratch: inout [UInt16]) throws {
         try checkIndex(i)
         let l = layout
         let n = l.cellCount * l.channels
-        let start = [i, 0, 0, 0], cnt = [1, l.gridHeight, l.gridWidth, l.channels]
+        let start = (view.map { [$0] } ?? []) + [i, 0, 0, 0], cnt = (view == nil ? [] : [1]) + [1, l.gridHeight, l.gridWidth, l.channels]
+        let features = dataset
+        let isHalf = dataset.elementType == .float16
         do {
-            if l.featureType == .float16 {
+            if isHalf {
                 if scratch.count < n { scratch = [UInt16](repeating: 0, count: n) }
                 try scratch.withUnsafeMutableBytes { try features.read(into: $0.baseAddress!, memoryType: .float16, start: start, count: cnt) }
                 scratch.withUnsafeBufferPointer { Half.toFloat($0.baseAddress!, dst, n) }
@@ -271,14 +345,14 @@ public final class FeatureStore: Sendable {
                 try features.read(into: UnsafeMutableRawPointer(dst), memoryType: .float32, start: start, count: cnt)
             }
         } catch let e as HDF5Error {
-            throw StoreError(file: path, dataset: "/features", "cannot read image \(i): \(e.message)" + (e.stack.last.map { " (HDF5: \($0))" } ?? ""))
+            throw StoreError(file: path, dataset: dataset.objectPath, "cannot read image \(i): \(e.message)" + (e.stack.last.map { " (HDF5: \($0))" } ?? ""))
         }
         // NaN / inf never enter an algorithm: they would pass silently through argmax and sums.
         var bad = -1
         var k = 0
         while k < n { if !dst[k].isFinite { bad = k; break }; k += 1 }
         if bad >= 0 {
-            throw StoreError(file: path, dataset: "/features",
+            throw StoreError(file: path, dataset: dataset.objectPath,
                              "image \(i) has a non-finite value (\(dst[bad])) at cell \(bad / l.channels), channel \(bad % l.channels); the features are damaged: extract them again, or write a store without this image")
         }
     }
@@ -290,6 +364,21 @@ public final class FeatureStore: Sendable {
         try m.data.withUnsafeMutableBufferPointer { try readFeatures(i, into: $0.baseAddress!, scratch: &scratch) }
         return m
     }
+
+    /// The object boxes `[M]` (image index, x0, y0, x1, y1), empty when the store has none.
+    public func boxList() throws -> [(image: Int, x0: Float, y0: Float, x1: Float, y1: Float)] {
+        guard let ds = boxes, boxCount > 0 else { return [] }
+        let v = try wrap("/boxes") { try ds.read(Float.self) }
+        return try (0..<boxCount).map { r in
+            let b = Array(v[(r * 5)..<(r * 5 + 5)])
+            guard b.allSatisfy(\.isFinite), b[0] >= 0, Int(b[0]) < count, b[0] == b[0].rounded() else {
+                throw StoreError(file: path, dataset: "/boxes", "row \(r) is \(b); expected an image index in 0..<\(count) and finite coordinates")
+            }
+            return (Int(b[0]), b[1], b[2], b[3], b[4])
+        }
+    }
+
+    var boxCount: Int { layout.boxCount }
 
     /// Image `i` as RGB bytes `[H*W*3]`. Errors when the store has no `/images`.
     public func image(_ i: Int) throws -> [UInt8] {

@@ -64,7 +64,7 @@ import UnsegCore
         // the init's scattered pixel decisions into region-consistent labels, and the cross-entropy learns
         // to down-weight the nuisance channels: require a clear gain on held-out images.
         #expect(after > before + 0.15, "seed \(seed): accuracy \(before) -> \(after)")
-        #expect(t.stepCount == 120 && t.momentumUpdates == 12)
+        #expect(t.stepCount == 120 && t.momentumUpdates == 11)
     }
 
     @Test func warmUpRecoversCleanClasses() throws {
@@ -135,28 +135,41 @@ import UnsegCore
         #expect(resumed.epoch == 1 && resumed.stepCount == 11)
     }
 
-    @Test func momentumSchedule() throws {
-        #expect(EMTrainer.momentumDecay(update: 1, cap: 0.98) == 0)
-        #expect(EMTrainer.momentumDecay(update: 2, cap: 0.98) == 0.5)
-        expectClose(Double(EMTrainer.momentumDecay(update: 3, cap: 0.98)), Double(2.0 / 3.0), abs: 1e-15)
+    /// The reference's schedule (primaps ema.py with update_after_step=0, update_every=1, called
+    /// when `global_step > 0 and global_step % every == 0`): updates after steps 11, 21, 31, ...
+    /// for every = 10; the first two copy, update k >= 3 uses min(1 - 1/k, cap).
+    @Test func momentumScheduleFollowsTheReference() throws {
+        let updateSteps = (1...45).filter { EMTrainer.updatesMomentum(afterStep: $0, every: 10) }
+        #expect(updateSteps == [11, 21, 31, 41])
+        #expect((1...7).filter { EMTrainer.updatesMomentum(afterStep: $0, every: 2) } == [3, 5, 7])
+        #expect((1...4).filter { EMTrainer.updatesMomentum(afterStep: $0, every: 1) } == [2, 3, 4])
+        let decays = (1...6).map { EMTrainer.momentumDecay(update: $0, cap: 0.98) }
+        #expect(decays[0] == 0 && decays[1] == 0, "the first two updates copy")
+        expectClose(decays[2], 2.0 / 3.0, abs: 1e-15, "update 3")
+        expectClose(decays[3], 3.0 / 4.0, abs: 1e-15, "update 4")
+        expectClose(decays[5], 5.0 / 6.0, abs: 1e-15, "update 6")
         #expect(EMTrainer.momentumDecay(update: 50, cap: 0.98) == 0.98)
         #expect(EMTrainer.momentumDecay(update: 1000, cap: 0.98) == 0.98)
 
+        // Through the trainer (every = 2): updates after steps 3 (copy), 5 (copy), 7 (2/3).
         let seed: UInt64 = 103
         let p = problem(seed: seed, count: 4)
         let init0 = PrototypeModel(directions: randomMatrix(Self.K, Self.C, seed: seed))
         var t = try EMTrainer(initial: init0, config: EMConfig(momentumEvery: 2, seed: seed))
-        var decays: [Double?] = []
-        decays.append(try t.step(batch: p.samples).momentumDecay)
-        #expect(t.momentum == init0, "no update before step 2")
-        decays.append(try t.step(batch: p.samples).momentumDecay)
-        #expect(t.momentum == t.running, "first update copies")
-        _ = try t.step(batch: p.samples)
-        let mBefore = t.momentum.flatParameters
-        decays.append(try t.step(batch: p.samples).momentumDecay)
-        let r = t.running.flatParameters, m = t.momentum.flatParameters
-        for j in 0..<m.count { #expect(m[j] == 0.5 * mBefore[j] + 0.5 * r[j], "second update: d = 0.5, entry \(j)") }
-        #expect(decays == [nil, 0, 0.5])
+        var decays2: [Double?] = []
+        for step in 1...7 {
+            let mBefore = t.momentum.flatParameters
+            let d = try t.step(batch: p.samples).momentumDecay
+            decays2.append(d)
+            if step < 3 { #expect(t.momentum == init0, "no update before step 3 (step \(step))") }
+            if step == 3 || step == 5 { #expect(t.momentum == t.running, "update after step \(step) copies") }
+            if step == 7 {
+                let r = t.running.flatParameters, m = t.momentum.flatParameters
+                let d3 = EMTrainer.momentumDecay(update: 3, cap: 0.98), df = Float(d3), rf = Float(1 - d3)
+                for j in 0..<m.count { #expect(m[j] == df * mBefore[j] + rf * r[j], "update 3: d = 2/3, entry \(j)") }
+            }
+        }
+        #expect(decays2 == [nil, nil, 0, nil, 0, nil, 1 - 1.0 / 3])
     }
 
     @Test func majorityVoteAndNearestMasks() {

@@ -94,7 +94,7 @@ func smallRecipe(classes: Int = 4, warmup: Int = 1, epochs: Int = 3, batch: Int 
             r.selection = g.bernoulli(0.5) ? .bestVal : .last
             r.predictCopy = g.bernoulli(0.5) ? .running : .momentum
             r.predictRefine = g.bernoulli(0.5) ? .crf : .none
-            r.proposals = g.bernoulli(0.5) ? .file : .primaps
+            r.proposals = [.file, .primapsCRF, .primapsUnrefined][g.int(below: 3)]
             #expect(try Recipe.parse(r.yaml()) == r, "seed \(seed):\n\(r.yaml())")
         }
     }
