@@ -11,6 +11,10 @@ public struct EMSample: Sendable {
     public var height: Int, width: Int
     public var labelHeight: Int, labelWidth: Int
     public var masks: [UInt8]
+    /// Features the M-step trains on (`[h*w, C]`), when they differ from the E-step's: a
+    /// photometrically augmented view of the image, as the reference's student augmentation.
+    /// nil: the M-step uses `features`.
+    public var mStepFeatures: Matrix? = nil
 
     public init(features: Matrix, height: Int, width: Int, labelHeight: Int, labelWidth: Int, masks: [UInt8]) {
         self.features = features; self.height = height; self.width = width
@@ -27,6 +31,9 @@ public struct EMSample: Sendable {
         }
         if features.cols != channels {
             throw ClusteringError("image \(index): features have \(features.cols) channels but the prototypes were fitted on \(channels); use prototypes from the same backbone")
+        }
+        if let m = mStepFeatures, m.rows != features.rows || m.cols != features.cols {
+            throw ClusteringError("image \(index): the M-step view is [\(m.rows), \(m.cols)] but the features are [\(features.rows), \(features.cols)]")
         }
         if masks.count != labelHeight * labelWidth {
             throw ClusteringError("image \(index): mask map has \(masks.count) values but the label grid is \(labelHeight)x\(labelWidth) = \(labelHeight * labelWidth); upsample feature-resolution masks with NearestResampler.resample")
@@ -193,7 +200,7 @@ public enum PriMaPsEM {
             if flipped[i] { g = EMKernels.flipRows(g, h: s.height, w: s.width, c: kp) }
             var out = [Float](repeating: 0, count: k * c)
             g.withUnsafeBufferPointer { gp in
-                s.features.data.withUnsafeBufferPointer { f in
+                (s.mStepFeatures ?? s.features).data.withUnsafeBufferPointer { f in
                     out.withUnsafeMutableBufferPointer { o in
                         BLAS.sgemm(transA: true, transB: false, m: k, n: c, k: hw, alpha: 1,
                                    a: gp.baseAddress!, lda: kp, b: f.baseAddress!, ldb: c,
@@ -386,7 +393,12 @@ public struct EMTrainer: Sendable {
                     }
                 }
             }
-            PaddedLogits.computeInto(features: feats, weights: wR, paddedWidth: kp, out: &low)
+            if var view = s.mStepFeatures {
+                if flips[i] { view = Matrix(rows: h * w, cols: view.cols, data: EMKernels.flipRows(view.data, h: h, w: w, c: view.cols)) }
+                PaddedLogits.computeInto(features: view, weights: wR, paddedWidth: kp, out: &low)
+            } else {
+                PaddedLogits.computeInto(features: feats, weights: wR, paddedWidth: kp, out: &low)
+            }
             return low.withUnsafeBufferPointer { lp in
                 labels.withUnsafeBufferPointer { lb in
                     EMKernels.mStepPass(low: lp.baseAddress!, table: table, kp: kp, classCount: k, labels: lb.baseAddress!)

@@ -318,13 +318,13 @@ public enum FitJob {
         /// stage's state as a record, taken only when a checkpoint is written and at the end.
         func runEpochs(_ ck: inout FitCheckpoint, kind: FitStageKind, orderStage: Int, epochs: Int,
                        state: () -> StateRecord,
-                       step: ([StoreItem]) throws -> (loss: Double, model: PrototypeModel)) throws {
+                       step: (_ items: [StoreItem], _ epoch: Int) throws -> (loss: Double, model: PrototypeModel)) throws {
             while ck.epoch < epochs {
                 let stream = try StoreStream(store: store, subset: remainingOrder(ck, stage: orderStage), prefetch: batchLen)
                 while true {
                     let items = try stream.nextBatch(batchLen)
                     if items.isEmpty { break }
-                    let (loss, model) = try step(items)
+                    let (loss, model) = try step(items, ck.epoch)
                     try afterStep(&ck, kind: kind, stageEpochs: epochs, loss: loss, state: state) { model }
                 }
             }
@@ -414,7 +414,7 @@ struct CosineKMeansRunner: StageRunner {
     func run(_ ck: inout FitCheckpoint, context c: FitJob.Loop) throws -> PrototypeModel {
         let state = try CosineKMeansTrainerState(record: ck.states[.cosineKMeans]!)
         var t = try CosineKMeansTrainer(state: state, config: c.recipe.warmupConfig(threads: c.options.threads))
-        try c.runEpochs(&ck, kind: .cosineKMeans, orderStage: 0, epochs: c.recipe.warmupEpochs, state: { t.state.record }) { items in
+        try c.runEpochs(&ck, kind: .cosineKMeans, orderStage: 0, epochs: c.recipe.warmupEpochs, state: { t.state.record }) { items, _ in
             let st = try t.step(batch: items.map(\.features), executor: c.executor)
             return (st.loss, t.model)
         }
@@ -436,11 +436,21 @@ struct PriMaPsEMRunner: StageRunner {
         let state = try EMTrainerState(record: ck.states[.primapsEM]!)
         var t = try EMTrainer(state: state, config: c.recipe.emConfig(threads: c.options.threads))
         let l = c.store.layout
-        try c.runEpochs(&ck, kind: .primapsEM, orderStage: 1, epochs: c.recipe.epochs, state: { t.state.record }) { items in
+        if l.viewCount > 0 {
+            c.options.log?("M-step views: one of the \(l.viewCount) augmented views in \(c.store.path):/features_views per image and epoch (seeded)")
+        }
+        try c.runEpochs(&ck, kind: .primapsEM, orderStage: 1, epochs: c.recipe.epochs, state: { t.state.record }) { items, epoch in
             let masks = try c.proposals.masks(for: items)
-            let batch = zip(items, masks).map { item, m in
-                EMSample(features: item.features, height: l.gridHeight, width: l.gridWidth,
-                         labelHeight: l.imageHeight, labelWidth: l.imageWidth, masks: m)
+            let batch = try zip(items, masks).map { item, m in
+                var sample = EMSample(features: item.features, height: l.gridHeight, width: l.gridWidth,
+                                      labelHeight: l.imageHeight, labelWidth: l.imageWidth, masks: m)
+                if l.viewCount > 0 {
+                    // The reference's student augmentation: the M-step sees an augmented view. Which
+                    // view is a function of (seed, epoch, image), so resuming and threads change nothing.
+                    var r = SeededRandom.stream(seed: FitSeeds.mStepView(c.recipe.seed), index: UInt64(epoch) << 32 | UInt64(item.index))
+                    sample.mStepFeatures = try c.store.features(item.index, source: .view(r.int(below: l.viewCount)))
+                }
+                return sample
             }
             let st = try t.step(batch: batch, executor: c.executor)
             return (st.loss, t.momentum)

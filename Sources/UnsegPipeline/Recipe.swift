@@ -391,6 +391,8 @@ public enum FitSeeds {
     public static func pcaSample(_ seed: UInt64) -> UInt64 { derive(seed, 1) }
     public static func warmupTrainer(_ seed: UInt64) -> UInt64 { derive(seed, 2) }
     public static func emTrainer(_ seed: UInt64) -> UInt64 { derive(seed, 3) }
+    /// Seed of the choice of the M-step's augmented view per (epoch, image).
+    public static func mStepView(_ seed: UInt64) -> UInt64 { derive(seed, 4) }
     /// Seed of the image order of `epoch` of a stage (0 = warm-up, 1 = EM): a function of
     /// (seed, stage, epoch) only, so a resumed run visits the same images in the same order.
     public static func epochOrder(_ seed: UInt64, stage: Int, epoch: Int) -> UInt64 {
