@@ -20,24 +20,15 @@ extension Unseg {
         var predictions: String
         @Option(help: "hungarian (maximise matched pixels, the field's default), hungarian-iou (maximise summed IoU), or majority (many-to-one).")
         var matching: MatchingMode = .hungarian
-        @Option(help: "Class count, for a store whose labels follow no protocol unseg knows (e.g. 21 for the VOC fixture).")
-        var classes: Int?
-        @Option(help: "Also write the results as JSON here.")
-        var json: String?
-        @Option(help: "Also write report.md, confusion.png and per_class_iou.png into this directory.")
-        var report: String?
+        @OptionGroup var outputs: EvaluationOutputOptions
         @OptionGroup var parallel: ThreadsOption
-
-        func validate() throws {
-            if let c = classes, !(1...255).contains(c) { throw ValidationError("--classes must be in 1...255, got \(c)") }
-        }
 
         func run() throws {
             try reportingErrors {
                 let rep = try EvaluateJob.run(storePath: store, predictionsPath: predictions, matching: matching,
-                                              classCount: classes, threads: parallel.threads, progress: TerminalProgress(label: "evaluate"))
+                                              classCount: outputs.classes, threads: parallel.threads, progress: TerminalProgress(label: "evaluate"))
                 say(rep.result.table())
-                let files = try rep.write(json: json, report: report)
+                let files = try rep.write(json: outputs.json, report: outputs.report)
                 if !files.isEmpty { say("wrote " + files.joined(separator: ", ")) }
             }
         }

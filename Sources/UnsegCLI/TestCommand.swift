@@ -16,25 +16,16 @@ extension Unseg {
         var checkpoint: String
         @Option(help: "Labelled feature store (/labels; /images for the CRF rows).")
         var store: String
-        @Option(help: "Class count, for a store whose labels follow no protocol unseg knows.")
-        var classes: Int?
-        @Option(help: "Also write the rows as JSON here.")
-        var json: String?
-        @Option(help: "Also write report.md and one evaluation report per row into this folder.")
-        var report: String?
+        @OptionGroup var outputs: EvaluationOutputOptions
         @OptionGroup var parallel: ThreadsOption
-
-        func validate() throws {
-            if let c = classes, !(1...255).contains(c) { throw ValidationError("--classes must be in 1...255, got \(c)") }
-        }
 
         func run() throws {
             try reportingErrors {
-                var o = TestJob.Options(checkpointPath: checkpoint, storePath: store, classCount: classes, threads: parallel.threads)
+                var o = TestJob.Options(checkpointPath: checkpoint, storePath: store, classCount: outputs.classes, threads: parallel.threads)
                 o.progress = { TerminalProgress(label: $0) }
                 let rows = try TestJob.run(o)
                 say(TestJob.table(rows))
-                let files = try TestJob.write(rows, checkpoint: checkpoint, store: store, json: json, report: report)
+                let files = try TestJob.write(rows, checkpoint: checkpoint, store: store, json: outputs.json, report: outputs.report)
                 if !files.isEmpty { say("wrote " + files.joined(separator: ", ")) }
             }
         }
