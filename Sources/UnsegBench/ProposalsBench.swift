@@ -116,4 +116,13 @@ func spectralBench(quick: Bool) throws {
         print(String(format: "  %-20@ dense %7.1f ms/image, krylov %6.1f ms/image (%@%d matvecs), %.1fx; max |dlambda| %.1e, min |cos| %.7f",
                      name as NSString, td * 1000, tk * 1000, k.fellBack ? "FELL BACK, " : "", k.matvecs, td / tk, Double(dl), Double(minCos)))
     }
+    // both sides of the automatic switch (Spectral.usesKrylov)
+    for (side, k) in [(24, 7), (32, 15), (24, 15)] {
+        let f = PlantedFeatures.make(height: side, width: side, channels: 384, regions: 9, seed: 503).features
+        let td = try medianTime(repeats) { _ = try Spectral.eigenpairs(features: f, count: k, solver: .dense) }
+        let tk = try medianTime(repeats) { _ = try Spectral.eigenpairs(features: f, count: k, solver: .krylov) }
+        print(String(format: "  switch check %dx%d, k = %2d: dense %6.1f ms, krylov %6.1f ms (%.1fx); automatic picks %@",
+                     side, side, k, td * 1000, tk * 1000, td / tk,
+                     Spectral.usesKrylov(cells: side * side, count: k) ? "krylov" : "dense"))
+    }
 }

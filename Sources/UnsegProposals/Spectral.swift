@@ -122,14 +122,20 @@ public enum Spectral {
 
     /// Whether `.automatic` uses the block Krylov solver for `n` cells and `k + 1` eigenpairs.
     ///
-    /// The Krylov space holds up to `16 * block` vectors (`block = max(k, 8)`): it must stay well
-    /// below `n` (at most n/4) to be cheaper than the dense O(n^3) reduction, and every restart
-    /// costs a fixed Rayleigh-Ritz on the space. Measured on one thread (ProposalsBench `spectral`):
-    /// at n = 1,600, k = 15 the Krylov path is ~4-5x faster; dense and Krylov cost about the same
-    /// around n ~ 500 (the dense reduction is only ~10 ms there). Hence n >= 576 (24 x 24 cells).
+    /// The Krylov space holds up to `16 * block` vectors (`block = krylovBlock(k)`, 16 for k = 15): it
+    /// must stay well below `n` (at most n/4) to be cheaper than the dense O(n^3) reduction (the
+    /// Rayleigh-Ritz on the space alone is O(r^3) and every block is re-orthogonalised against all
+    /// of it), and a grid needs n >= 576 (24 x 24) for the O(n^3) reduction to dominate. So k = 15
+    /// switches at n >= 1,024 (32 x 32), k <= 8 at n >= 576. Measured on one thread (unseg-bench
+    /// `spectral`, which prints both sides of the switch): at 40 x 40, k = 15 Krylov is ~4x faster
+    /// end to end on planted features.
     public static func usesKrylov(cells n: Int, count k: Int) -> Bool {
-        n >= 576 && 16 * max(k, 8) <= n / 4
+        n >= 576 && 16 * krylovBlock(k) <= n / 4
     }
+
+    /// Block size of the Krylov solver for `k` wanted pairs: `max(k, 8)` rounded up to a multiple of 8
+    /// (sgemm on 16 vectors runs ~20% faster per vector than on 15, and the extra vector helps convergence).
+    static func krylovBlock(_ k: Int) -> Int { (max(k, 8) + 7) / 8 * 8 }
 
     /// The `k + 1` smallest eigenpairs of the normalised Laplacian (eigenvalues ascending, generalised
     /// eigenvectors as rows, sign rule applied), or nil when the affinity is all <= 0.
@@ -204,7 +210,8 @@ public enum Spectral {
     /// Block Krylov path: nil when the affinity is all <= 0, `.some(nil)` when the iteration did
     /// not converge (the caller falls back to the dense solve).
     ///
-    /// Builds `W' = max(Fn Fn^T, 0)` (unscaled), its maximum and row sums in one vectorised pass;
+    /// Builds `W' = max(Fn Fn^T, 0)` (unscaled) with `ssyrk` (half the flops of the dense path's
+    /// sgemm; the clamped upper triangle is mirrored in tiles), then its maximum and row sums;
     /// with `d = rowsum / max` (clamped to 1e-12 as in the dense path) `A = D^-1/2 (W'/max) D^-1/2`
     /// is applied as `diag(s) W' diag(s)`, `s = D^-1/2 / sqrt(max)`, so `A` is never formed.
     /// Its top eigenpair is `(1, D^1/2 1 / |D^1/2 1|)` exactly; `BlockKrylov` finds the next `k`
@@ -213,13 +220,31 @@ public enum Spectral {
         let n = features.rows, c = features.cols
         let fn = features.rowNormalized(eps: 1e-12)
         var w = Matrix(rows: n, cols: n)
-        BLAS.gemm(fn, fn, into: &w, transA: false, transB: true)
-        stats.estimatedFlops += 2 * Double(n) * Double(n) * Double(c)
         var rowSum = [Float](repeating: 0, count: n)
         var mx: Float = 0
         w.data.withUnsafeMutableBufferPointer { wb in
             let p = wb.baseAddress!
-            for t in 0..<(n * n) { p[t] = max(p[t], 0) }   // elementwise: vectorises
+            fn.data.withUnsafeBufferPointer { fb in
+                BLAS.ssyrkUpperAAt(n: n, k: c, alpha: 1, a: fb.baseAddress!, lda: c, beta: 0, c: p, ldc: n)
+            }
+            // clamp the upper triangle and mirror it into the lower one, in 64 x 64 tiles
+            let tile = 64
+            var i0 = 0
+            while i0 < n {
+                var j0 = i0
+                while j0 < n {
+                    for i in i0..<min(i0 + tile, n) {
+                        let row = p + i * n
+                        for j in max(j0, i)..<min(j0 + tile, n) {
+                            let v = max(row[j], 0)
+                            row[j] = v
+                            p[j * n + i] = v
+                        }
+                    }
+                    j0 += tile
+                }
+                i0 += tile
+            }
             var m = SIMD8<Float>(repeating: 0)
             for i in 0..<n {
                 let row = p + i * n
@@ -234,6 +259,7 @@ public enum Spectral {
             }
             mx = max(mx, m.max())
         }
+        stats.estimatedFlops += Double(n) * Double(n) * Double(c)
         if !(mx > 0) { return .none }
         let invMax = 1 / mx
         let scale = invMax.squareRoot()
@@ -246,7 +272,7 @@ public enum Spectral {
         }
         let norm = Reduce.dot(u0, u0).squareRoot()
         for i in 0..<n { u0[i] /= norm }
-        let block = max(k, 8), steps = min(16, (n - 1) / block)
+        let block = krylovBlock(k), steps = min(16, (n - 1) / block)
         if steps < 2 { return .some(nil) }
         var solver = BlockKrylov(n: n, want: k, block: block, steps: steps)
         let found = try solver.solve(w: w.data, s: s, u0: u0)
