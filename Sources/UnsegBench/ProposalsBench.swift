@@ -85,3 +85,44 @@ func refineBench(quick: Bool) throws {
     let v = try DenseCRF(image: c.image, height: 320, width: 320).latticeVertexCounts
     print("  lattice vertices for 102,400 pixels: gaussian \(v.gaussian), bilateral \(v.bilateral)")
 }
+
+/// Spectral eigenpairs (k = 15, i.e. 16 pairs) at 40x40 cells, C = 384, one thread: the dense LAPACK
+/// solve against block Krylov, ms/image (median), the ratio, and the agreement of the two
+/// (largest eigenvalue gap, smallest |cos| of matching eigenvectors; v_0 included).
+func spectralBench(quick: Bool) throws {
+    let peak = sgemmPeak(quick: quick, verbose: true)
+    let saved = BLAS.threads
+    BLAS.threads = 1
+    defer { BLAS.threads = saved }
+    let repeats = quick ? 3 : 7
+    var rng = SeededRandom(seed: 11)
+    let cases: [(String, Matrix)] = [
+        ("planted (9 regions)", PlantedFeatures.make(height: 40, width: 40, channels: 384, regions: 9, seed: 501).features),
+        ("planted (4 regions)", PlantedFeatures.make(height: 40, width: 40, channels: 384, regions: 4, seed: 502).features),
+        ("gaussian noise", Matrix(rows: 1600, cols: 384, data: (0..<(1600 * 384)).map { _ in rng.gaussian() })),
+    ]
+    print("  40x40 cells, C = 384, k = 15 (16 eigenpairs), 1 BLAS thread, medians of \(repeats); sgemm 1 thread \(String(format: "%.1f", peak.one)) GFLOP/s")
+    for (name, f) in cases {
+        var dense: SpectralEigenpairs? = nil, krylov: SpectralEigenpairs? = nil
+        let td = try medianTime(repeats) { dense = try Spectral.eigenpairs(features: f, count: 15, solver: .dense) }
+        let tk = try medianTime(repeats) { krylov = try Spectral.eigenpairs(features: f, count: 15, solver: .krylov) }
+        guard let d = dense, let k = krylov else { print("  \(name): affinity all <= 0"); continue }
+        var dl: Float = 0, minCos: Float = 1
+        for e in 0..<16 {
+            dl = max(dl, abs(d.values[e] - k.values[e]))
+            let a = d.vectors.row(e), b = k.vectors.row(e)
+            minCos = min(minCos, abs(Reduce.dot(a, b)) / (Reduce.dot(a, a) * Reduce.dot(b, b)).squareRoot())
+        }
+        print(String(format: "  %-20@ dense %7.1f ms/image, krylov %6.1f ms/image (%@%d matvecs), %.1fx; max |dlambda| %.1e, min |cos| %.7f",
+                     name as NSString, td * 1000, tk * 1000, k.fellBack ? "FELL BACK, " : "", k.matvecs, td / tk, Double(dl), Double(minCos)))
+    }
+    // both sides of the automatic switch (Spectral.usesKrylov)
+    for (side, k) in [(24, 7), (32, 15), (24, 15)] {
+        let f = PlantedFeatures.make(height: side, width: side, channels: 384, regions: 9, seed: 503).features
+        let td = try medianTime(repeats) { _ = try Spectral.eigenpairs(features: f, count: k, solver: .dense) }
+        let tk = try medianTime(repeats) { _ = try Spectral.eigenpairs(features: f, count: k, solver: .krylov) }
+        print(String(format: "  switch check %dx%d, k = %2d: dense %6.1f ms, krylov %6.1f ms (%.1fx); automatic picks %@",
+                     side, side, k, td * 1000, tk * 1000, td / tk,
+                     Spectral.usesKrylov(cells: side * side, count: k) ? "krylov" : "dense"))
+    }
+}

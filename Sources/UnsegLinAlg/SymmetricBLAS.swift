@@ -44,3 +44,16 @@ extension LAPACK {
         return SymmetricEigen(values: dd, vectors: Matrix(rows: n, cols: n, data: z).transposed())
     }
 }
+
+extension BLAS {
+    /// `C = alpha * A A^T + beta * C` on raw row-major buffers, UPPER triangle of `C` only: the Gram
+    /// matrix of the ROWS of `A` `[n, k]` (row stride `lda`), `C` `[n, n]` (row stride `ldc`); the
+    /// strictly lower triangle is not touched. O(n^2 k) via `ssyrk` (half the flops of `sgemm`).
+    @inlinable
+    public static func ssyrkUpperAAt(n: Int, k: Int, alpha: Float, a: UnsafePointer<Float>, lda: Int,
+                                     beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
+        if n == 0 { return }
+        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasNoTrans, Int32(n), Int32(k), alpha,
+                    a, Int32(max(lda, 1)), beta, c, Int32(max(ldc, 1)))
+    }
+}

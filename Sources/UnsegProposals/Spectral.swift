@@ -20,9 +20,12 @@ public struct SpectralConfig: Sendable, Equatable {
     public var restarts: Int = 4
     /// Lloyd iterations per restart.
     public var maxIterations: Int = 100
+    /// Eigen-solver (block Krylov on large grids by default; the dense solve is the reference).
+    public var solver: SpectralSolver = .automatic
 
     public init(mode: Mode = .segments(count: 15), eigenvectors: Int = 15, seed: UInt64 = 0,
-                restarts: Int = 4, maxIterations: Int = 100) {
+                restarts: Int = 4, maxIterations: Int = 100, solver: SpectralSolver = .automatic) {
+        self.solver = solver
         self.mode = mode
         self.eigenvectors = eigenvectors
         self.seed = seed
@@ -44,8 +47,9 @@ public enum Spectral {
     /// Segments of one image as `MaskProposals` (raw masks and channels one-hot).
     ///
     /// - Parameters: `features` `[height * width, C]` raw features, row-major.
-    /// - Complexity: O(n^2 C) for the affinity (sgemm) plus O(n^3) for the tridiagonal reduction
-    ///   of the dense `[n, n]` Laplacian (n = h w; not yet timed at n = 1600),
+    /// - Complexity: O(n^2 C) for the affinity (sgemm) plus, with the dense solver, O(n^3) for the
+    ///   tridiagonal reduction of the `[n, n]` Laplacian (~100 ms at n = 1,600 on one core), or with
+    ///   block Krylov (`SpectralSolver`) O(n^2 max(k, 8)) per block of 16 (typically 8-32 blocks),
     ///   plus the k-means.
     /// - Throws: `ProposalError` on a shape mismatch, non-finite features or a bad config
     ///   ("segments count=20 should be <= cells=16"); `LAPACKError` if LAPACK fails.
@@ -76,7 +80,8 @@ public enum Spectral {
         let background = MaskProposals.fromLabels([UInt8](repeating: 0, count: n), maskCount: 0,
                                                   height: height, width: width, stats: stats)
         if n == 1 { return background }
-        guard let vectors = try eigenvectors(features: features, count: min(config.eigenvectors, n - 1), stats: &stats) else {
+        guard let vectors = try eigenvectors(features: features, count: min(config.eigenvectors, n - 1),
+                                             solver: config.solver, stats: &stats) else {
             return background
         }
         var labels = [UInt8](repeating: 0, count: n)
@@ -104,15 +109,63 @@ public enum Spectral {
     }
 
     /// Generalised eigenvectors `v_0...v_k` as rows `[k + 1, n]` (sign rule applied), or nil when
-    /// the affinity is all <= 0. O(n^2 C + n^3).
-    public static func eigenvectors(features: Matrix, count k: Int) throws -> Matrix? {
+    /// the affinity is all <= 0. O(n^2 C) plus O(n^3) (dense) or O(n^2 k) per Krylov block (see `eigenpairs`).
+    public static func eigenvectors(features: Matrix, count k: Int, solver: SpectralSolver = .automatic) throws -> Matrix? {
         var stats = ProposalStats()
-        return try eigenvectors(features: features, count: k, stats: &stats)
+        return try eigenvectors(features: features, count: k, solver: solver, stats: &stats)
     }
 
-    static func eigenvectors(features: Matrix, count k: Int, stats: inout ProposalStats) throws -> Matrix? {
-        let n = features.rows, c = features.cols
+    static func eigenvectors(features: Matrix, count k: Int, solver: SpectralSolver = .automatic,
+                             stats: inout ProposalStats) throws -> Matrix? {
+        try eigenpairs(features: features, count: k, solver: solver, stats: &stats)?.vectors
+    }
+
+    /// Whether `.automatic` uses the block Krylov solver for `n` cells and `k + 1` eigenpairs.
+    ///
+    /// The Krylov space holds up to `16 * block` vectors (`block = krylovBlock(k)`, 16 for k = 15): it
+    /// must stay well below `n` (at most n/4) to be cheaper than the dense O(n^3) reduction (the
+    /// Rayleigh-Ritz on the space alone is O(r^3) and every block is re-orthogonalised against all
+    /// of it), and a grid needs n >= 576 (24 x 24) for the O(n^3) reduction to dominate. So k = 15
+    /// switches at n >= 1,024 (32 x 32), k <= 8 at n >= 576. Measured on one thread (unseg-bench
+    /// `spectral`, which prints both sides of the switch): at 40 x 40, k = 15 Krylov is ~4x faster
+    /// end to end on planted features.
+    public static func usesKrylov(cells n: Int, count k: Int) -> Bool {
+        n >= 576 && 16 * krylovBlock(k) <= n / 4
+    }
+
+    /// Block size of the Krylov solver for `k` wanted pairs: `max(k, 8)` rounded up to a multiple of 8
+    /// (sgemm on 16 vectors runs ~20% faster per vector than on 15, and the extra vector helps convergence).
+    static func krylovBlock(_ k: Int) -> Int { (max(k, 8) + 7) / 8 * 8 }
+
+    /// The `k + 1` smallest eigenpairs of the normalised Laplacian (eigenvalues ascending, generalised
+    /// eigenvectors as rows, sign rule applied), or nil when the affinity is all <= 0.
+    public static func eigenpairs(features: Matrix, count k: Int, solver: SpectralSolver = .automatic) throws -> SpectralEigenpairs? {
+        var stats = ProposalStats()
+        return try eigenpairs(features: features, count: k, solver: solver, stats: &stats)
+    }
+
+    static func eigenpairs(features: Matrix, count k: Int, solver: SpectralSolver,
+                           stats: inout ProposalStats) throws -> SpectralEigenpairs? {
+        let n = features.rows
         precondition(k >= 0 && k < n, "Spectral.eigenvectors: count \(k) should be in 0..<\(n)")
+        let krylov = k >= 1 && (solver == .krylov || (solver == .automatic && usesKrylov(cells: n, count: k)))
+        if krylov {
+            switch try krylovEigenpairs(features: features, count: k, stats: &stats) {
+            case .none: return nil
+            case .some(.some(let e)): return e
+            case .some(.none):
+                stats.lapackFallbacks += 1
+                guard var e = try denseEigenpairs(features: features, count: k, stats: &stats) else { return nil }
+                e.fellBack = true
+                return e
+            }
+        }
+        return try denseEigenpairs(features: features, count: k, stats: &stats)
+    }
+
+    /// The dense reference: LAPACK `ssyevr` on the full Laplacian. O(n^2 C + n^3).
+    static func denseEigenpairs(features: Matrix, count k: Int, stats: inout ProposalStats) throws -> SpectralEigenpairs? {
+        let n = features.rows, c = features.cols
         let fn = features.rowNormalized(eps: 1e-12)
         var w = Matrix(rows: n, cols: n)
         BLAS.gemm(fn, fn, into: &w, transA: false, transB: true)
@@ -135,7 +188,15 @@ public enum Spectral {
         let eig = try LAPACK.symmetricEigen(w, range: 0...k)
         stats.estimatedFlops += 4.0 / 3.0 * Double(n) * Double(n) * Double(n)
         var v = eig.vectors
-        for e in 0...k {
+        applySignRule(&v, dinv: dinv)
+        return SpectralEigenpairs(values: eig.values, vectors: v, solver: .dense, matvecs: 0, fellBack: false)
+    }
+
+    /// `v = D^-1/2 u` for every row of `u` `[k + 1, n]`, then the DSM sign rule: negate a row when
+    /// its fraction of positive entries is in (0.5, 1).
+    static func applySignRule(_ v: inout Matrix, dinv: [Float]) {
+        let n = v.cols
+        for e in 0..<v.rows {
             var positive = 0
             for i in 0..<n {
                 v.data[e * n + i] *= dinv[i]
@@ -144,7 +205,86 @@ public enum Spectral {
             let frac = Double(positive) / Double(n)
             if frac > 0.5 && frac < 1 { for i in 0..<n { v.data[e * n + i] = -v.data[e * n + i] } }
         }
-        return v
+    }
+
+    /// Block Krylov path: nil when the affinity is all <= 0, `.some(nil)` when the iteration did
+    /// not converge (the caller falls back to the dense solve).
+    ///
+    /// Builds `W' = max(Fn Fn^T, 0)` (unscaled) with `ssyrk` (half the flops of the dense path's
+    /// sgemm; the clamped upper triangle is mirrored in tiles), then its maximum and row sums;
+    /// with `d = rowsum / max` (clamped to 1e-12 as in the dense path) `A = D^-1/2 (W'/max) D^-1/2`
+    /// is applied as `diag(s) W' diag(s)`, `s = D^-1/2 / sqrt(max)`, so `A` is never formed.
+    /// Its top eigenpair is `(1, D^1/2 1 / |D^1/2 1|)` exactly; `BlockKrylov` finds the next `k`
+    /// in its complement; `lambda_L = 1 - lambda_A`.
+    static func krylovEigenpairs(features: Matrix, count k: Int, stats: inout ProposalStats) throws -> SpectralEigenpairs?? {
+        let n = features.rows, c = features.cols
+        let fn = features.rowNormalized(eps: 1e-12)
+        var w = Matrix(rows: n, cols: n)
+        var rowSum = [Float](repeating: 0, count: n)
+        var mx: Float = 0
+        w.data.withUnsafeMutableBufferPointer { wb in
+            let p = wb.baseAddress!
+            fn.data.withUnsafeBufferPointer { fb in
+                BLAS.ssyrkUpperAAt(n: n, k: c, alpha: 1, a: fb.baseAddress!, lda: c, beta: 0, c: p, ldc: n)
+            }
+            // clamp the upper triangle and mirror it into the lower one, in 64 x 64 tiles
+            let tile = 64
+            var i0 = 0
+            while i0 < n {
+                var j0 = i0
+                while j0 < n {
+                    for i in i0..<min(i0 + tile, n) {
+                        let row = p + i * n
+                        for j in max(j0, i)..<min(j0 + tile, n) {
+                            let v = max(row[j], 0)
+                            row[j] = v
+                            p[j * n + i] = v
+                        }
+                    }
+                    j0 += tile
+                }
+                i0 += tile
+            }
+            var m = SIMD8<Float>(repeating: 0)
+            for i in 0..<n {
+                let row = p + i * n
+                rowSum[i] = Reduce.sum(row, n)
+                var j = 0
+                while j + 8 <= n {
+                    let v = load8(row + j)
+                    m.replace(with: v, where: v .> m)
+                    j += 8
+                }
+                while j < n { mx = max(mx, row[j]); j += 1 }
+            }
+            mx = max(mx, m.max())
+        }
+        stats.estimatedFlops += Double(n) * Double(n) * Double(c)
+        if !(mx > 0) { return .none }
+        let invMax = 1 / mx
+        let scale = invMax.squareRoot()
+        var dinv = [Float](repeating: 0, count: n), s = [Float](repeating: 0, count: n), u0 = [Float](repeating: 0, count: n)
+        for i in 0..<n {
+            let d = max(rowSum[i] * invMax, 1e-12)
+            dinv[i] = 1 / d.squareRoot()
+            s[i] = dinv[i] * scale
+            u0[i] = d.squareRoot()
+        }
+        let norm = Reduce.dot(u0, u0).squareRoot()
+        for i in 0..<n { u0[i] /= norm }
+        let block = krylovBlock(k), steps = min(16, (n - 1) / block)
+        if steps < 2 { return .some(nil) }
+        var solver = BlockKrylov(n: n, want: k, block: block, steps: steps)
+        let found = try solver.solve(w: w.data, s: s, u0: u0)
+        stats.matvecs += solver.matvecs
+        stats.estimatedFlops += solver.flops
+        guard let (values, vectors) = found else { return .some(nil) }
+        var v = Matrix(rows: k + 1, cols: n)
+        for i in 0..<n { v.data[i] = u0[i] }
+        for t in 0..<(k * n) { v.data[n + t] = vectors[t] }
+        applySignRule(&v, dinv: dinv)
+        return SpectralEigenpairs(values: [0] + values.map { 1 - $0 }, vectors: v, solver: .krylov,
+                                  matvecs: solver.matvecs, fellBack: false)
     }
 
     /// Renumbers cluster ids `[h*w]`: the cluster with the most border cells becomes 0 (ties: the
