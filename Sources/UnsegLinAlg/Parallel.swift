@@ -23,6 +23,10 @@ public enum Parallel {
             for i in 0..<count { body(i) }
             return
         }
+        // Images on our threads get one BLAS thread each (BLASPolicy.imagesInParallel): never nest
+        // our threads inside BLAS threads. Set, not saved and restored: it is the policy of any run
+        // that parallelises over images.
+        if BLAS.threads != 1 { BLASPolicy.imagesInParallel.apply() }
         let next = Counter()
         withoutActuallyEscaping(body) { body in
             DispatchQueue.concurrentPerform(iterations: t) { _ in
