@@ -183,6 +183,19 @@ func storeBench(quick: Bool) throws {
         let name = "\(type)\(deflate.map { " deflate \($0)" } ?? "")"
         print(String(format: "  %-20@ %10.0f %7.0f %17.0f %7.2f %10.1f", name as NSString, mbStore, Double(n) / tStore,
                      mbPlain, (decoded / tStore) / (Double(fileBytes) / tPlain), Double(fileBytes) / 1048576))
+        if deflate != nil {
+            // Compressed chunks decoded by unseg on 1 and 2 threads (raw reads under the HDF5 lock).
+            var rates: [Double] = []
+            for threads in [1, 2] {
+                let t = try medianTime(quick ? 3 : 5) {
+                    let s = try StoreStream(store: store, prefetch: 8, decodeThreads: threads)
+                    while let item = try s.next() { _ = item.features.data[0] }
+                }
+                rates.append(Double(n) / t)
+            }
+            print(String(format: "    decoded by unseg (%@): %.0f img/s on 1 thread, %.0f img/s on 2 threads (%.2fx)",
+                         "\(store.chunkDecoding)" as NSString, rates[0], rates[1], rates[1] / rates[0]))
+        }
         unlink(path)
     }
     // Peak memory while streaming 2,000 images of 40x40x384 float16 (issue target: < 300 MB).

@@ -253,15 +253,14 @@ public struct EMTrainerState: Sendable, Equatable {
 /// generator, per-image work writes to per-image slots, and reductions run in image order, so
 /// results are bit-identical for any `config.threads`. BLAS runs single-threaded inside `step`.
 ///
-/// The M-step uses the same (clean) features as the E-step: precomputed features admit no
-/// photometric augmentation. With such features a horizontal flip is mathematically a no-op
+/// The M-step uses the sample's `mStepFeatures` (an augmented view) when given, else the same
+/// clean features as the E-step. With clean features a horizontal flip is mathematically a no-op
 /// (bilinear upsampling with `align_corners=False` commutes with the flip, and the loss is a
 /// sum over pixels); it is kept for fidelity and only changes the summation order.
 ///
-/// Momentum schedule (spec): after step s with `s % momentumEvery == 0`, n += 1,
-/// `d = n == 1 ? 0 : min(1 - 1/n, decayCap)` and `theta_M = d theta_M + (1 - d) theta_R`
-/// on `v` and `g`. (The reference's ema-pytorch copies on its first two updates and uses
-/// `1 - 1/(n-1)` afterwards: the same sequence shifted by one update.)
+/// Momentum schedule: the reference's (`updatesMomentum`, `momentumDecay`): after steps
+/// 1 + every, 1 + 2 every, ... the n-th update sets `theta_M = d theta_M + (1 - d) theta_R` on `v`
+/// and `g`, with `d = 0` (a copy) for n = 1, 2 and `min(1 - 1/n, decayCap)` from n = 3 on.
 public struct EMTrainer: Sendable {
     public let config: EMConfig
     /// The prototypes trained by gradient.
@@ -341,7 +340,7 @@ public struct EMTrainer: Sendable {
     }
 
     /// One EM step on `batch`: flip, E-step with the momentum copy, weighted cross-entropy
-    /// M-step on the running copy, Adam update, and every `momentumEvery` steps the EMA update.
+    /// M-step on the running copy, Adam update, and the EMA update on the reference's schedule.
     ///
     /// Cost per image: two `[h*w, C] x [C, K]` gemms, the fused upsample/argmax and
     /// upsample/softmax/adjoint passes over `H W K` values, one `[K, h*w] x [h*w, C]` gemm.

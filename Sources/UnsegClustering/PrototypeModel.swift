@@ -125,7 +125,7 @@ public struct PrototypeModel: Sendable, Equatable {
                     var n2 = a00 * a00 * self2[i00] + a01 * a01 * self2[i01] + a10 * a10 * self2[i10] + a11 * a11 * self2[i11]
                     n2 += 2 * (a00 * a01 * d0001 + a00 * a10 * d0010 + a00 * a11 * d0011
                                + a01 * a10 * d0110 + a01 * a11 * d0111 + a10 * a11 * d1011)
-                    let inv = Float(1 / max(n2.squareRoot(), 1e-12))
+                    let inv = Float(1 / max(max(n2, 0).squareRoot(), 1e-12))   // rounding can make n2 slightly negative
                     let row = out.baseAddress! + (Y * W + X) * k
                     for j in 0..<k { row[j] *= inv }
                 }

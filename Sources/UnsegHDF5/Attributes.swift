@@ -36,7 +36,7 @@ extension HDF5Object {
                 if n < 0 { throw HDF5Error(file: filePath, object: objectPath, message: "cannot read attribute names", stack: HDF5.takeErrorStack()) }
                 var buf = [CChar](repeating: 0, count: n + 1)
                 H5Aget_name_by_idx(handle.id, ".", H5_INDEX_NAME, H5_ITER_INC, i, &buf, n + 1, unseg_H5P_DEFAULT())
-                names.append(String(cString: buf))
+                names.append(cString(buf))
             }
             return names
         }

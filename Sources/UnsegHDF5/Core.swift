@@ -133,3 +133,8 @@ public final class HDF5Handle: @unchecked Sendable {
         HDF5.locked { if H5Iis_valid(id) > 0 { _ = close(id) } }
     }
 }
+
+/// The text of a NUL-terminated C buffer (up to the first NUL), as UTF-8 (invalid bytes replaced).
+func cString(_ buf: [CChar]) -> String {
+    String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+}

@@ -14,6 +14,10 @@ public final class HDF5Dataset: HDF5Object, Sendable {
     public let chunkShape: [Int]?
     /// Filter names in pipeline order ("shuffle", "deflate(4)", ...).
     public let filters: [String]
+    /// The pipeline as HDF5 filter ids, in order (1 = deflate, 2 = shuffle, 3 = fletcher32, ...).
+    public let filterIDs: [Int32]
+    /// Bytes per stored element.
+    public let storedElementSize: Int
 
     init(handle: HDF5Handle, filePath: String, objectPath: String) throws {
         self.handle = handle
@@ -29,6 +33,7 @@ public final class HDF5Dataset: HDF5Object, Sendable {
         let ftype = try HDF5.check(H5Dget_type(id), file: filePath, object: objectPath, "cannot read the datatype")
         defer { H5Tclose(ftype) }
         elementType = HDF5ElementType.from(typeID: ftype)
+        storedElementSize = Int(H5Tget_size(ftype))
         let dcpl = H5Dget_create_plist(id)
         defer { if dcpl >= 0 { H5Pclose(dcpl) } }
         if dcpl >= 0 && H5Pget_layout(dcpl) == H5D_CHUNKED {
@@ -39,6 +44,7 @@ public final class HDF5Dataset: HDF5Object, Sendable {
             chunkShape = nil
         }
         var names: [String] = []
+        var ids: [Int32] = []
         if dcpl >= 0 {
             let n = H5Pget_nfilters(dcpl)
             for i in 0..<max(n, 0) {
@@ -48,16 +54,40 @@ public final class HDF5Dataset: HDF5Object, Sendable {
                 var name = [CChar](repeating: 0, count: 64)
                 var config: UInt32 = 0
                 let f = H5Pget_filter2(dcpl, UInt32(i), &flags, &nelmts, &values, 64, &name, &config)
+                ids.append(Int32(f))
                 switch f {
                 case H5Z_FILTER_DEFLATE: names.append("deflate(\(nelmts > 0 ? values[0] : 0))")
                 case H5Z_FILTER_SHUFFLE: names.append("shuffle")
                 case H5Z_FILTER_FLETCHER32: names.append("fletcher32")
                 case H5Z_FILTER_SZIP: names.append("szip")
-                default: names.append(String(cString: name).isEmpty ? "filter \(f)" : String(cString: name))
+                default: names.append(cString(name).isEmpty ? "filter \(f)" : cString(name))
                 }
             }
         }
         filters = names
+        filterIDs = ids
+    }
+
+    /// Reads the stored (still filtered) bytes of the chunk at `offset` (its first element's
+    /// coordinates) and the mask of filters that were skipped for it. One call under the HDF5
+    /// lock: decoding the bytes (inflate, unshuffle) can then run on any thread.
+    public func readRawChunk(offset: [Int]) throws -> (filterMask: UInt32, bytes: [UInt8]) {
+        guard chunkShape != nil, offset.count == shape.count else {
+            throw HDF5Error(file: filePath, object: objectPath, message: "raw chunk read: the dataset is not chunked or the offset \(offset) has the wrong rank")
+        }
+        return try HDF5.locked {
+            let off = offset.map { hsize_t($0) }
+            var size: hsize_t = 0
+            try HDF5.check(H5Dget_chunk_storage_size(handle.id, off, &size), file: filePath, object: objectPath,
+                           "cannot find the chunk at \(offset)")
+            var bytes = [UInt8](repeating: 0, count: Int(size))
+            var mask: UInt32 = 0
+            try bytes.withUnsafeMutableBytes { b in
+                try HDF5.check(H5Dread_chunk(handle.id, unseg_H5P_DEFAULT(), off, &mask, b.baseAddress), file: filePath,
+                               object: objectPath, "cannot read the raw chunk at \(offset)")
+            }
+            return (mask, bytes)
+        }
     }
 
     /// Total number of elements.

@@ -56,7 +56,7 @@ public class HDF5Location: HDF5Object, @unchecked Sendable {
                 if n < 0 { throw HDF5Error(file: filePath, object: objectPath, message: "cannot read member names", stack: HDF5.takeErrorStack()) }
                 var buf = [CChar](repeating: 0, count: Int(n) + 1)
                 H5Lget_name_by_idx(handle.id, ".", H5_INDEX_NAME, H5_ITER_INC, i, &buf, Int(n) + 1, unseg_H5P_DEFAULT())
-                names.append(String(cString: buf))
+                names.append(cString(buf))
             }
             return names
         }
@@ -170,10 +170,10 @@ public class HDF5Location: HDF5Object, @unchecked Sendable {
 }
 
 /// A group inside a file.
-public final class HDF5Group: HDF5Location {}
+public final class HDF5Group: HDF5Location, @unchecked Sendable {}   // as HDF5Location
 
 /// An open HDF5 file; also its root group.
-public final class HDF5File: HDF5Location {
+public final class HDF5File: HDF5Location, @unchecked Sendable {   // as HDF5Location
     public enum Mode: Sendable { case readOnly, readWrite }
 
     /// Opens an existing file. Errors say whether it does not exist, is not HDF5, or is damaged.

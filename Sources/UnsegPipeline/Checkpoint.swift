@@ -158,6 +158,12 @@ public struct FitCheckpoint: Sendable, Equatable {
                                           accuracy: b.record.accuracy)
             }
             ck.initFrom = file.initFrom
+            guard ck.step >= 0, ck.epoch >= 0, ck.batchInEpoch >= 0 else {
+                throw fail("damaged checkpoint: step \(ck.step), epoch \(ck.epoch), batch_in_epoch \(ck.batchInEpoch) must not be negative; fit again or restore the file")
+            }
+            if let k = ck.stage, states[k] == nil {
+                throw fail("damaged checkpoint: the run is in stage '\(k.rawValue)' but /stages/\(k.rawValue) is missing; fit again or restore the file")
+            }
             // Every saved stage must decode (damaged or hand-edited files fail here, not mid-run).
             if !states.isEmpty { _ = try ck.latestPrototypes() }
             return ck

@@ -162,6 +162,12 @@ public enum FitJob {
             (ck.initFrom != nil && e.offset < runners.count - 1) ? acc : acc + e.element.epochs(recipe)
         }
         let totalSteps = trainingEpochs * batches
+        if let k = ck.stage, let i = recipe.stages.firstIndex(of: k) {
+            let stageEpochs = runners[i].epochs(recipe)
+            guard ck.batchInEpoch < max(batches, 1), ck.epoch <= stageEpochs else {
+                throw StoreError(file: o.checkpointPath, "damaged checkpoint: epoch \(ck.epoch) / batch \(ck.batchInEpoch) is beyond stage \(k.rawValue)'s \(stageEpochs) epochs of \(batches) batches; fit again or restore the file")
+            }
+        }
         let startStep = ck.step
         let context = Loop(options: o, store: store, batchLen: batchLen, batches: batches, startStep: startStep,
                            totalSteps: totalSteps, proposals: proposals, validator: validator,
@@ -243,7 +249,7 @@ public enum FitJob {
         let images = rng.sample(k, from: l.imageCount).sorted()
         var acc = PCAAccumulator(channels: l.channels)
         let executor = LocalExecutor(threads: threads)
-        let stream = try StoreStream(store: store, subset: images, prefetch: 4 * max(threads, 1))
+        let stream = try StoreStream(store: store, subset: images, prefetch: 4 * max(threads, 1), decodeThreads: threads)
         let rows = recipe.pcaRowsPerImage
         var shift: [Float] = []
         while true {
@@ -320,7 +326,8 @@ public enum FitJob {
                        state: () -> StateRecord,
                        step: (_ items: [StoreItem], _ epoch: Int) throws -> (loss: Double, model: PrototypeModel)) throws {
             while ck.epoch < epochs {
-                let stream = try StoreStream(store: store, subset: remainingOrder(ck, stage: orderStage), prefetch: batchLen)
+                let stream = try StoreStream(store: store, subset: remainingOrder(ck, stage: orderStage), prefetch: batchLen,
+                                             decodeThreads: options.threads)
                 while true {
                     let items = try stream.nextBatch(batchLen)
                     if items.isEmpty { break }
@@ -412,7 +419,8 @@ struct CosineKMeansRunner: StageRunner {
         return try CosineKMeansTrainer(initial: m, config: recipe.warmupConfig(threads: threads)).state.record
     }
     func run(_ ck: inout FitCheckpoint, context c: FitJob.Loop) throws -> PrototypeModel {
-        let state = try CosineKMeansTrainerState(record: ck.states[.cosineKMeans]!)
+        guard let saved = ck.states[.cosineKMeans] else { throw StoreError(file: c.options.checkpointPath, "damaged checkpoint: /stages/cosine-kmeans is missing") }
+        let state = try CosineKMeansTrainerState(record: saved)
         var t = try CosineKMeansTrainer(state: state, config: c.recipe.warmupConfig(threads: c.options.threads))
         try c.runEpochs(&ck, kind: .cosineKMeans, orderStage: 0, epochs: c.recipe.warmupEpochs, state: { t.state.record }) { items, _ in
             let st = try t.step(batch: items.map(\.features), executor: c.executor)
@@ -433,7 +441,8 @@ struct PriMaPsEMRunner: StageRunner {
         return try EMTrainer(initial: m, config: recipe.emConfig(threads: threads)).state.record
     }
     func run(_ ck: inout FitCheckpoint, context c: FitJob.Loop) throws -> PrototypeModel {
-        let state = try EMTrainerState(record: ck.states[.primapsEM]!)
+        guard let saved = ck.states[.primapsEM] else { throw StoreError(file: c.options.checkpointPath, "damaged checkpoint: /stages/primaps-em is missing") }
+        let state = try EMTrainerState(record: saved)
         var t = try EMTrainer(state: state, config: c.recipe.emConfig(threads: c.options.threads))
         let l = c.store.layout
         if l.viewCount > 0 {
@@ -544,7 +553,7 @@ public final class Validator: Sendable {
         }
         // Read every image once before training: damaged features (NaN, inf) fail now, not at the
         // end of the first epoch with a checkpoint already written.
-        let check = try StoreStream(store: store, includeLabels: true, prefetch: 4)
+        let check = try StoreStream(store: store, includeLabels: true, prefetch: 4, decodeThreads: threads)
         while try check.next() != nil {}
         if store.metadata.labelProtocol.flatMap({ try? LabelProtocol.named($0) }) != nil {
             labelProtocol = try EvaluateJob.labelProtocol(for: store, classCount: nil)
@@ -558,7 +567,7 @@ public final class Validator: Sendable {
     public func evaluate(_ model: PrototypeModel) throws -> EvaluationResult {
         let l = store.layout
         var confusion = try ConfusionMatrix(clusterCount: model.classCount, classCount: labelProtocol.classCount)
-        let stream = try StoreStream(store: store, includeLabels: true, prefetch: 8)
+        let stream = try StoreStream(store: store, includeLabels: true, prefetch: 8, decodeThreads: threads)
         while true {
             let items = try stream.nextBatch(max(8, 4 * threads))
             if items.isEmpty { break }

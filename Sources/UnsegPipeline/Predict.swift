@@ -88,7 +88,9 @@ public enum PredictJob {
                              "missing; --tta flip needs the flipped features (extract the store with `unseg-extract --flip`), or predict without --tta")
         }
         let (model, which) = selectPrototypes(ck, copy: o.copy, recipe: recipe)
-        let head = ck.head
+        // The best-val prototypes may come from a cosine k-means epoch of a PriMaPs-EM fit.
+        let usesBest = o.copy == nil && recipe.selection == .bestVal && ck.best != nil
+        let head: PrototypeHead = usesBest ? (ck.bestRecord?.stage == .primapsEM ? .weightNormalised : .cosine) : ck.head
         let l = store.layout
         let writer = try PredictionsWriter(
             path: o.outPath, store: store, ids: .clusters, count: model.classCount,
@@ -96,7 +98,7 @@ public enum PredictJob {
                                               refine: refine.rawValue))
         var committed = false
         defer { if !committed { writer.discard() } }
-        let stream = try StoreStream(store: store, includeImages: refine == .crf, prefetch: 8)
+        let stream = try StoreStream(store: store, includeImages: refine == .crf, prefetch: 8, decodeThreads: o.threads)
         var done = 0
         let chunk = max(8, 4 * o.threads)
         while true {

@@ -158,7 +158,7 @@ public enum ProposeJob {
         let start = Date()
         let threads = max(1, min(options.threads, max(l.imageCount, 1)))
         let block = options.blockSize ?? 4 * threads
-        let stream = try StoreStream(store: store, includeImages: refined, prefetch: block)
+        let stream = try StoreStream(store: store, includeImages: refined, prefetch: block, decodeThreads: threads)
         BLASPolicy.imagesInParallel.apply()
         var maskCounts: [Int] = []
         maskCounts.reserveCapacity(l.imageCount)

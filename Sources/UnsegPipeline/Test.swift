@@ -60,7 +60,7 @@ public enum TestJob {
                     let label = TestRow.name(copy: copy, crf: crf, flip: flip), tag = TestRow.tag(copy: copy, crf: crf, flip: flip)
                     let sink = o.progress?(label)
                     var confusion = try ConfusionMatrix(clusterCount: model.classCount, classCount: proto.classCount)
-                    let stream = try StoreStream(store: store, includeImages: crf, includeLabels: true, prefetch: 8)
+                    let stream = try StoreStream(store: store, includeImages: crf, includeLabels: true, prefetch: 8, decodeThreads: o.threads)
                     var done = 0
                     while true {
                         var items = try stream.nextBatch(max(8, 4 * o.threads))

@@ -1,5 +1,6 @@
 import Foundation
 import UnsegHDF5
+import CUnsegKernels
 import UnsegCore
 import UnsegLinAlg
 
@@ -78,6 +79,10 @@ public final class FeatureStore: Sendable {
 
     let file: HDF5File
     let features: HDF5Dataset
+    /// How `/features` chunks are decoded: by unseg on the calling thread (raw chunk read under the
+    /// HDF5 lock, then inflate / unshuffle / widen outside it, so several threads decode at once),
+    /// or by the HDF5 library (under its lock) for layouts and filters unseg does not decode.
+    public let chunkDecoding: ChunkDecoding
     let images: HDF5Dataset?
     let labels: HDF5Dataset?
     let flipped: HDF5Dataset?
@@ -137,6 +142,7 @@ public final class FeatureStore: Sendable {
             throw fail("/features", "has shape \(feats.shape): a \(h)x\(w) grid of \(c) channels per image is beyond what unseg handles (grid sides up to \(Self.maxGridSide), up to \(Self.maxChannels) channels); check the layout is [N, h, w, C] with channels last")
         }
         features = feats
+        chunkDecoding = ChunkDecoding(feats, chunk: [1, h, w, c])
 
         guard file.hasAttribute("patch_size") else {
             throw fail(nil, "missing root attribute 'patch_size' (image pixels per feature cell, e.g. 8 for ViT-S/8); add it with h5py: f.attrs['patch_size'] = 8")
@@ -328,11 +334,93 @@ public final class FeatureStore: Sendable {
         return m
     }
 
+    /// Image `i`'s `/features` chunk as stored (compressed), for `decode(_:into:)` on any thread;
+    /// nil when unseg does not decode this store's chunks itself (`chunkDecoding == .library`) or
+    /// this chunk skipped a filter. One read under the HDF5 lock.
+    public func encodedFeatures(_ i: Int) throws -> EncodedFeatures? {
+        try checkIndex(i)
+        guard chunkDecoding != .library else { return nil }
+        let raw: (filterMask: UInt32, bytes: [UInt8])
+        do { raw = try features.readRawChunk(offset: [i, 0, 0, 0]) } catch let e as HDF5Error {
+            throw StoreError(file: path, dataset: "/features", "cannot read image \(i): \(e.message)")
+        }
+        guard raw.filterMask == 0 else { return nil }
+        return EncodedFeatures(index: i, bytes: raw.bytes)
+    }
+
+    /// Decodes a chunk from `encodedFeatures` into `[h*w, C]` Floats (no HDF5 call, no lock).
+    /// Bit-identical to the library's read. Errors name the image for a damaged chunk or a
+    /// non-finite value.
+    public func decode(_ e: EncodedFeatures) throws -> Matrix {
+        let l = layout
+        let n = l.cellCount * l.channels, size = layout.featureType.size
+        var m = Matrix(rows: l.cellCount, cols: l.channels)
+        var shuffled = [UInt8](repeating: 0, count: n * size)
+        var plain = [UInt8](repeating: 0, count: n * size)
+        let ok: Bool = e.bytes.withUnsafeBufferPointer { src in
+            shuffled.withUnsafeMutableBufferPointer { dst in
+                unseg_inflate(src.baseAddress!, src.count, dst.baseAddress!, dst.count) == 0
+            }
+        }
+        guard ok else {
+            throw StoreError(file: path, dataset: "/features", "image \(e.index): the compressed chunk is damaged (it does not inflate to \(n * size) bytes); the file is corrupt: extract the features again")
+        }
+        if chunkDecoding == .shuffleDeflate {
+            shuffled.withUnsafeBufferPointer { s in plain.withUnsafeMutableBufferPointer { d in
+                unseg_unshuffle(s.baseAddress!, d.baseAddress!, n, size, n * size)
+            } }
+        } else {
+            swap(&plain, &shuffled)
+        }
+        m.data.withUnsafeMutableBufferPointer { dst in
+            plain.withUnsafeBytes { raw in
+                if size == 2 {
+                    Half.toFloat(raw.baseAddress!.assumingMemoryBound(to: UInt16.self), dst.baseAddress!, n)
+                } else {
+                    _ = memcpy(dst.baseAddress!, raw.baseAddress!, n * 4)
+                }
+            }
+        }
+        try m.data.withUnsafeBufferPointer { try checkFinite($0.baseAddress!, n, image: e.index, dataset: "/features") }
+        return m
+    }
+
+    func checkFinite(_ p: UnsafePointer<Float>, _ n: Int, image i: Int, dataset: String) throws {
+        // x - x is 0 for finite x and NaN for NaN / inf: one SIMD pass, no branch per value.
+        var acc = SIMD8<Float>()
+        var k = 0
+        while k + 8 <= n { let v = UnsafeRawPointer(p + k).loadUnaligned(as: SIMD8<Float>.self); acc += v - v; k += 8 }
+        var tail: Float = 0
+        while k < n { tail += p[k] - p[k]; k += 1 }
+        if !(acc.sum() + tail).isNaN { return }
+        var bad = -1
+        k = 0
+        while k < n { if !p[k].isFinite { bad = k; break }; k += 1 }
+        if bad >= 0 {
+            throw StoreError(file: path, dataset: dataset,
+                             "image \(i) has a non-finite value (\(p[bad])) at cell \(bad / layout.channels), channel \(bad % layout.channels); the features are damaged: extract them again, or write a store without this image")
+        }
+    }
+
+    /// Image `i`'s features read by the HDF5 library whatever `chunkDecoding` says (the reference
+    /// the tests compare unseg's own decoding with).
+    func libraryFeatures(_ i: Int) throws -> Matrix {
+        var m = Matrix(rows: layout.cellCount, cols: layout.channels)
+        var scratch: [UInt16] = []
+        try m.data.withUnsafeMutableBufferPointer { try readFeatures(i, from: features, view: nil, into: $0.baseAddress!, scratch: &scratch, forceLibrary: true) }
+        return m
+    }
+
     func readFeatures(_ i: Int, from dataset: HDF5Dataset, view: Int?, into dst: UnsafeMutablePointer<Float>,
-                      scratch: inout [UInt16]) throws {
+                      scratch: inout [UInt16], forceLibrary: Bool = false) throws {
         try checkIndex(i)
         let l = layout
         let n = l.cellCount * l.channels
+        if dataset === features, view == nil, !forceLibrary, let e = try encodedFeatures(i) {
+            let m = try decode(e)
+            m.data.withUnsafeBufferPointer { dst.update(from: $0.baseAddress!, count: n) }
+            return
+        }
         let start = (view.map { [$0] } ?? []) + [i, 0, 0, 0], cnt = (view == nil ? [] : [1]) + [1, l.gridHeight, l.gridWidth, l.channels]
         let features = dataset
         let isHalf = dataset.elementType == .float16
@@ -348,13 +436,7 @@ public final class FeatureStore: Sendable {
             throw StoreError(file: path, dataset: dataset.objectPath, "cannot read image \(i): \(e.message)" + (e.stack.last.map { " (HDF5: \($0))" } ?? ""))
         }
         // NaN / inf never enter an algorithm: they would pass silently through argmax and sums.
-        var bad = -1
-        var k = 0
-        while k < n { if !dst[k].isFinite { bad = k; break }; k += 1 }
-        if bad >= 0 {
-            throw StoreError(file: path, dataset: dataset.objectPath,
-                             "image \(i) has a non-finite value (\(dst[bad])) at cell \(bad / l.channels), channel \(bad % l.channels); the features are damaged: extract them again, or write a store without this image")
-        }
+        try checkFinite(dst, n, image: i, dataset: dataset.objectPath)
     }
 
     /// Image `i`'s features as a `[h*w, C]` matrix.
@@ -415,6 +497,31 @@ public final class FeatureStore: Sendable {
     private func wrap<T>(_ ds: String, _ body: () throws -> T) throws -> T {
         do { return try body() } catch let e as HDF5Error {
             throw StoreError(file: path, dataset: ds, e.message + (e.stack.last.map { " (HDF5: \($0))" } ?? ""))
+        }
+    }
+}
+
+/// A `/features` chunk as stored (compressed), read under the HDF5 lock, decoded anywhere.
+public struct EncodedFeatures: Sendable {
+    public let index: Int
+    let bytes: [UInt8]
+}
+
+/// Who decodes a store's `/features` chunks.
+public enum ChunkDecoding: Sendable, Equatable {
+    /// The HDF5 library (uncompressed data, other layouts, or filters unseg does not decode).
+    case library
+    /// unseg: deflate only.
+    case deflate
+    /// unseg: shuffle, then deflate (h5py's `compression="gzip", shuffle=True`).
+    case shuffleDeflate
+
+    init(_ ds: HDF5Dataset, chunk: [Int]) {
+        guard ds.chunkShape == chunk, ds.storedElementSize == (ds.elementType == .float16 ? 2 : 4) else { self = .library; return }
+        switch ds.filterIDs {
+        case [1]: self = .deflate
+        case [2, 1]: self = .shuffleDeflate
+        default: self = .library
         }
     }
 }

@@ -18,6 +18,11 @@ public struct OutputPathError: Error, CustomStringConvertible, Sendable {
 /// into place when complete.
 public enum Temporaries {
     static let active = Mutex<Set<String>>([])
+    /// Lock files of `OutputLock`s held by this process (removed on interruption, not counted).
+    static let locks = Mutex<Set<String>>([])
+    /// Held while an output is being moved into place, so an interruption never falls between
+    /// the renames of a folder replacement.
+    static let committing = NSLock()
 
     /// A fresh temporary name for `path` (same directory, so the final rename is atomic).
     public static func name(for path: String) -> String {
@@ -45,16 +50,20 @@ public enum Temporaries {
     }
 
     nonisolated(unsafe) static var sources: [any DispatchSourceSignal] = []
+    static let signalQueue = DispatchQueue(label: "unseg.signals")
 
     /// On SIGINT / SIGTERM: remove every registered temporary and exit with 128 + the signal
     /// (130 / 143). Call once, at program start, from the main thread.
     public static func removeOnInterrupt() {
         for sig in [SIGINT, SIGTERM] {
             signal(sig, SIG_IGN)
-            let src = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            // Its own queue: the global queues may be busy with a parallel batch.
+            let src = DispatchSource.makeSignalSource(signal: sig, queue: signalQueue)
             src.setEventHandler {
+                committing.lock()   // never between the renames of a commit; not released: we exit
                 let paths = active.withLock { $0 }
                 for p in paths { try? FileManager.default.removeItem(atPath: p) }
+                for p in locks.withLock({ $0 }) { unlink(p) }
                 let name = sig == SIGINT ? "interrupted" : "terminated"
                 FileHandle.standardError.write("\n\(name): removed \(paths.count) unfinished output\(paths.count == 1 ? "" : "s")\n".data(using: .utf8)!)
                 _exit(128 + sig)
@@ -115,24 +124,38 @@ public final class AtomicDirectory {
     /// A path inside the temporary folder for the relative path `name`.
     public func path(_ name: String) -> String { temporaryPath + "/" + name }
 
-    /// Moves the finished folder into place (replacing an earlier unseg output there).
+    /// Moves the finished folder into place, replacing an earlier unseg output there: the old
+    /// folder is renamed away and the new one renamed in back to back (an interruption waits for
+    /// both), and only then is the old one deleted.
     public func commit() throws {
         guard !done else { return }
         let fm = FileManager.default
+        var old: String?
+        Temporaries.committing.lock()
         if fm.fileExists(atPath: finalPath) {
-            let old = Temporaries.name(for: finalPath)
-            if rename(finalPath, old) != 0 {
-                throw OutputPathError("\(option) \(finalPath): cannot replace the earlier output (\(String(cString: strerror(errno)))); remove it and run again")
+            let o = Temporaries.name(for: finalPath)
+            if rename(finalPath, o) != 0 {
+                let err = String(cString: strerror(errno))
+                Temporaries.committing.unlock()
+                throw OutputPathError("\(option) \(finalPath): cannot replace the earlier output (\(err)); remove it and run again")
             }
-            try? fm.removeItem(atPath: old)
+            Temporaries.register(o)
+            old = o
         }
         if rename(temporaryPath, finalPath) != 0 {
             let err = String(cString: strerror(errno))
+            if let o = old { _ = rename(o, finalPath); Temporaries.unregister(o) }   // put the earlier output back
+            Temporaries.committing.unlock()
             discard()
             throw OutputPathError("\(option) \(finalPath): cannot move the finished folder into place (\(err)); choose a writable path")
         }
         Temporaries.unregister(temporaryPath)
         done = true
+        Temporaries.committing.unlock()
+        if let o = old {
+            try? fm.removeItem(atPath: o)
+            Temporaries.unregister(o)
+        }
     }
 
     /// Removes the temporary folder.
@@ -261,29 +284,42 @@ public final class OutputLock {
         self.path = path
         let url = URL(fileURLWithPath: path)
         lockPath = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).lock").path
-        fd = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
-        guard fd >= 0 else {
-            throw OutputPathError("\(option) \(path): cannot create the lock file \(lockPath) (\(String(cString: strerror(errno)))); choose a writable path")
+        fd = -1
+        // The holder unlinks the file when it is done: a lock won on a file that is no longer the
+        // one at `lockPath` (another process released it in between) is retried on the new file.
+        for _ in 0..<100 {
+            let f = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+            guard f >= 0 else {
+                throw OutputPathError("\(option) \(path): cannot create the lock file \(lockPath) (\(String(cString: strerror(errno)))); choose a writable path")
+            }
+            if flock(f, LOCK_EX | LOCK_NB) != 0 {
+                var buf = [UInt8](repeating: 0, count: 32)
+                let n = pread(f, &buf, 31, 0)
+                let holder = n > 0 ? String(decoding: buf[0..<n], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) : "?"
+                close(f)
+                throw StoreError(file: path, "another unseg process (pid \(holder)) is writing this checkpoint; wait for it to finish, or pass another \(option)")
+            }
+            var a = stat(), b = stat()
+            if fstat(f, &a) == 0 && stat(lockPath, &b) == 0 && a.st_ino == b.st_ino && a.st_dev == b.st_dev {
+                fd = f
+                break
+            }
+            close(f)
         }
-        if flock(fd, LOCK_EX | LOCK_NB) != 0 {
-            var buf = [UInt8](repeating: 0, count: 32)
-            let n = pread(fd, &buf, 31, 0)
-            let holder = n > 0 ? String(decoding: buf[0..<n], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) : "?"
-            close(fd)
-            fd = -1
-            throw StoreError(file: path, "another unseg process (pid \(holder)) is writing this checkpoint; wait for it to finish, or pass another \(option)")
+        guard fd >= 0 else {
+            throw StoreError(file: path, "cannot take the lock \(lockPath): it keeps being replaced; is another unseg process starting on this checkpoint?")
         }
         let pid = "\(getpid())\n"
         _ = ftruncate(fd, 0)
         _ = pid.withCString { pwrite(fd, $0, strlen($0), 0) }
-        Temporaries.register(lockPath)
+        _ = Temporaries.locks.withLock { $0.insert(lockPath) }
     }
 
     /// Releases the lock and removes the lock file.
     public func release() {
         guard fd >= 0 else { return }
         unlink(lockPath)
-        Temporaries.unregister(lockPath)
+        _ = Temporaries.locks.withLock { $0.remove(lockPath) }
         close(fd)
         fd = -1
     }

@@ -44,31 +44,40 @@ public final class StoreStream {
         nonisolated(unsafe) var cancelled = false
         /// The work; dropped when the run ends so that the finished `Thread` object (which
         /// Foundation may keep until process exit) holds no store or HDF5 handle.
-        nonisolated(unsafe) var job: (indices: [Int], read: @Sendable (Int) throws -> StoreItem)?
+        nonisolated(unsafe) var job: (indices: [Int], block: Int, read: @Sendable ([Int]) -> [Result<StoreItem, any Error>])?
         init(depth: Int) { self.depth = depth }
 
         func runAndRelease() {
             cond.lock()
             let j = job
             cond.unlock()
-            if let j { run(j.indices, j.read) }
+            if let j { run(j.indices, block: j.block, j.read) }
             cond.lock()
             job = nil
             cond.unlock()
         }
 
-        func run(_ indices: [Int], _ read: (Int) throws -> StoreItem) {
-            for idx in indices {
+        /// Reads `indices` in blocks of `block` (decoded together, see `readBlock`), keeping at
+        /// most `max(depth, block)` items queued; stops after the first failure.
+        func run(_ indices: [Int], block: Int, _ read: ([Int]) -> [Result<StoreItem, any Error>]) {
+            var start = 0
+            while start < indices.count {
+                let end = min(indices.count, start + block)
                 cond.lock()
-                while !cancelled && queue.count >= depth { cond.wait() }
+                while !cancelled && !queue.isEmpty && queue.count + (end - start) > max(depth, block) { cond.wait() }
                 if cancelled { cond.unlock(); return }
                 cond.unlock()
-                let r = Result { try read(idx) }
+                let results = read(Array(indices[start..<end]))
                 cond.lock()
-                queue.append(r)
+                var failed = false
+                for r in results {
+                    queue.append(r)
+                    if case .failure = r { failed = true; break }
+                }
                 cond.broadcast()
                 cond.unlock()
-                if case .failure = r { return }
+                if failed { return }
+                start = end
             }
         }
 
@@ -93,8 +102,12 @@ public final class StoreStream {
     /// - Parameters:
     ///   - subset: store indices to visit (default all), before ordering.
     ///   - prefetch: items read ahead on a background thread (0 = read on demand).
+    ///   - decodeThreads: threads that decode compressed `/features` chunks on the prefetch thread's
+    ///     behalf (raw chunks are read under the HDF5 lock, inflated in parallel outside it); the
+    ///     items are the same for any value.
     public init(store: FeatureStore, order: StreamOrder = .sequential, subset: [Int]? = nil,
-                includeImages: Bool = false, includeLabels: Bool = false, prefetch: Int = 2) throws {
+                includeImages: Bool = false, includeLabels: Bool = false, prefetch: Int = 2,
+                decodeThreads: Int = 1) throws {
         self.store = store
         var idx = subset ?? Array(0..<store.count)
         if let bad = idx.first(where: { $0 < 0 || $0 >= store.count }) {
@@ -117,8 +130,10 @@ public final class StoreStream {
             let p = Prefetcher(depth: prefetch)
             prefetcher = p
             let (images, labels, order) = (includeImages, includeLabels, idx)
+            let threads = store.chunkDecoding == .library ? 1 : max(1, decodeThreads)
             p.cond.lock()
-            p.job = (order, { try StoreStream.read(store, $0, images: images, labels: labels) })
+            p.job = (order, threads > 1 ? 2 * threads : 1,
+                     { StoreStream.readBlock(store, $0, images: images, labels: labels, threads: threads) })
             p.cond.unlock()
             let t = Thread { p.runAndRelease() }
             t.name = "unseg.prefetch"
@@ -134,6 +149,32 @@ public final class StoreStream {
     public var count: Int { indices.count }
     /// Items not yet yielded.
     public var remaining: Int { indices.count - position }
+
+    /// Items for `indices`, in order. With `threads > 1` (a store whose chunks unseg decodes): the
+    /// raw chunks are read one after the other under the HDF5 lock, then decoded in parallel.
+    static func readBlock(_ store: FeatureStore, _ indices: [Int], images: Bool, labels: Bool,
+                          threads: Int) -> [Result<StoreItem, any Error>] {
+        guard threads > 1, indices.count > 1 else {
+            return indices.map { i in Result { try read(store, i, images: images, labels: labels) } }
+        }
+        let encoded: [Result<EncodedFeatures?, any Error>] = indices.map { i in Result { try store.encodedFeatures(i) } }
+        let decoded: [Result<Matrix, any Error>] = Parallel.map(indices.count, threads: threads) { j in
+            Result {
+                switch encoded[j] {
+                case .success(let e?): return try store.decode(e)
+                case .success(nil): return try store.features(indices[j])
+                case .failure(let err): throw err
+                }
+            }
+        }
+        return indices.indices.map { j in
+            Result {
+                StoreItem(index: indices[j], features: try decoded[j].get(),
+                          image: images ? try store.image(indices[j]) : nil,
+                          labels: labels ? try store.labels(indices[j]) : nil)
+            }
+        }
+    }
 
     private static func read(_ store: FeatureStore, _ index: Int, images: Bool, labels: Bool) throws -> StoreItem {
         let f = try store.features(index)

@@ -462,7 +462,7 @@ CATEGORIES = [
     ("usage errors (64)", r"/(size-|images-0|patch-0|channels-0|deflate|overlay-count|threshold|classes-0|val-images)"),
     ("provenance and ids", r"other-store|replaced|image-count-mismatch|id-|matching-(not|wrong|class)|with-matching"),
     ("non-finite and degenerate", r"nan|inf-|zero-prototype|all-zero|constant"),
-    ("header, shape, file kind", r"patch-size|features-|count-mismatch|channel-mismatch|not-hdf5|truncated|"
+    ("header, shape, file kind", r"patch-size|features-|count-mismatch|channel-mismatch|not-hdf5|truncated|resume-|"
                                  r"checkpoint-is-a-store|predictions-is-proposals"),
     ("zero images", r"zero-images"),
     ("output == input", r"-is-|symlink|hardlink|spelling|folder-of-inputs"),

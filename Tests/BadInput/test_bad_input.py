@@ -111,6 +111,23 @@ def set_at(ds: str, index, value):
     return fn
 
 
+def set_attrs(**kv):
+    def fn(f: h5py.File):
+        for k, v in kv.items():
+            f.attrs[k] = v
+    return fn
+
+
+def drop_stage(name: str, **kv):
+    """A checkpoint whose run is in stage `name` but whose /stages/<name> group is gone."""
+    def fn(f: h5py.File):
+        del f["stages/" + name]
+        f.attrs["stages"] = [n for n in f.attrs["stages"] if n != name]
+        for k, v in kv.items():
+            f.attrs[k] = v
+    return fn
+
+
 def nan_store(e: Env, i: int, value=np.nan) -> str:
     """The session store with one non-finite feature value in image i."""
     return e.edit(store(e), set_at("features", (i, 2, 3, 5), value))
@@ -419,6 +436,14 @@ FIT = [
                                                      e.edit(e.copy("other", "val.h5", "val"),
                                                             set_at("features", (0, 1, 1, 1), np.nan))), 1,
       ("{val}", "/features", img(0))),
+    # A checkpoint whose position was damaged (edited, or written by a broken tool) is refused
+    # with a message, never a trap: a batch beyond the epoch, a negative epoch, a missing stage.
+    C("resume-batch-beyond-the-epoch", lambda e: fit_argv(e, store(e), ckpt(e, set_attrs(stage="primaps-em", batch_in_epoch=99)),
+                                                          "--resume"), 1, ("{ckpt}", "damaged checkpoint")),
+    C("resume-negative-epoch", lambda e: fit_argv(e, store(e), ckpt(e, set_attrs(stage="primaps-em", epoch=-1)), "--resume"), 1,
+      ("{ckpt}", "damaged checkpoint")),
+    C("resume-stage-group-missing", lambda e: fit_argv(e, store(e), ckpt(e, drop_stage("cosine-kmeans", stage="cosine-kmeans")),
+                                                       "--resume"), 1, ("{ckpt}", "/stages/cosine-kmeans")),
     C("init-from-nan-prototypes", lambda e: fit_argv(e, store(e), None, "--init-from", ckpt(e, nan_proto())), 1,
       ("{ckpt}", "/stages/primaps-em/momentum/directions")),
     C("init-from-zero-prototype", lambda e: fit_argv(e, store(e), None, "--init-from",

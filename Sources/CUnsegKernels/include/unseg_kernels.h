@@ -14,3 +14,10 @@ int unseg_has_f16c(void);
 /// Makes stdout line-buffered (reports piped into a file or `tee` show each line as it is printed).
 /// A C function because Swift 6 cannot touch the `stdout` global itself.
 static inline void unseg_line_buffer_stdout(void) { setvbuf(stdout, NULL, _IOLBF, 0); }
+
+/// Inflates a zlib stream (HDF5's deflate filter) of `src_len` bytes into exactly `dst_len` bytes.
+/// Returns 0 on success, -1 when the stream is damaged or does not give exactly `dst_len` bytes.
+int unseg_inflate(const unsigned char *src, size_t src_len, unsigned char *dst, size_t dst_len);
+/// Undoes HDF5's shuffle filter: `src` holds byte 0 of every element, then byte 1, ...;
+/// writes `count` elements of `size` bytes to `dst` (trailing bytes beyond count*size are copied as-is).
+void unseg_unshuffle(const unsigned char *src, unsigned char *dst, size_t count, size_t size, size_t total);
