@@ -353,36 +353,39 @@ public final class FeatureStore: Sendable {
     /// non-finite value.
     public func decode(_ e: EncodedFeatures) throws -> Matrix {
         let l = layout
-        let n = l.cellCount * l.channels, size = layout.featureType.size
-        var m = Matrix(rows: l.cellCount, cols: l.channels)
-        var shuffled = [UInt8](repeating: 0, count: n * size)
-        var plain = [UInt8](repeating: 0, count: n * size)
-        let ok: Bool = e.bytes.withUnsafeBufferPointer { src in
-            shuffled.withUnsafeMutableBufferPointer { dst in
-                unseg_inflate(src.baseAddress!, src.count, dst.baseAddress!, dst.count) == 0
+        let n = l.cellCount * l.channels, size = layout.featureType.size, bytes = n * size
+        var inflateFailed = false
+        // No zero-filling: every byte is written by inflate / unshuffle / widening.
+        let data = [Float](unsafeUninitializedCapacity: n) { out, count in
+            count = n
+            let dst = UnsafeMutableRawPointer(out.baseAddress!)
+            let shuffled = chunkDecoding == .shuffleDeflate
+            // Where inflate writes: straight into the result for unshuffled float32, else a scratch.
+            let needsScratch = shuffled || size == 2
+            let scratch: UnsafeMutableRawPointer = needsScratch ? .allocate(byteCount: bytes * (shuffled && size == 2 ? 2 : 1), alignment: 16) : dst
+            defer { if needsScratch { scratch.deallocate() } }
+            let ok = e.bytes.withUnsafeBufferPointer { src in
+                unseg_inflate(src.baseAddress!, src.count, scratch.assumingMemoryBound(to: UInt8.self), bytes) == 0
             }
-        }
-        guard ok else {
-            throw StoreError(file: path, dataset: "/features", "image \(e.index): the compressed chunk is damaged (it does not inflate to \(n * size) bytes); the file is corrupt: extract the features again")
-        }
-        if chunkDecoding == .shuffleDeflate {
-            shuffled.withUnsafeBufferPointer { s in plain.withUnsafeMutableBufferPointer { d in
-                unseg_unshuffle(s.baseAddress!, d.baseAddress!, n, size, n * size)
-            } }
-        } else {
-            swap(&plain, &shuffled)
-        }
-        m.data.withUnsafeMutableBufferPointer { dst in
-            plain.withUnsafeBytes { raw in
-                if size == 2 {
-                    Half.toFloat(raw.baseAddress!.assumingMemoryBound(to: UInt16.self), dst.baseAddress!, n)
-                } else {
-                    _ = memcpy(dst.baseAddress!, raw.baseAddress!, n * 4)
+            guard ok else { inflateFailed = true; return }
+            if size == 4 {
+                if shuffled {
+                    unseg_unshuffle(scratch.assumingMemoryBound(to: UInt8.self), dst.assumingMemoryBound(to: UInt8.self), n, 4, bytes)
                 }
+            } else {
+                var halves = scratch
+                if shuffled {
+                    halves = scratch + bytes
+                    unseg_unshuffle(scratch.assumingMemoryBound(to: UInt8.self), halves.assumingMemoryBound(to: UInt8.self), n, 2, bytes)
+                }
+                Half.toFloat(halves.assumingMemoryBound(to: UInt16.self), out.baseAddress!, n)
             }
         }
-        try m.data.withUnsafeBufferPointer { try checkFinite($0.baseAddress!, n, image: e.index, dataset: "/features") }
-        return m
+        guard !inflateFailed else {
+            throw StoreError(file: path, dataset: "/features", "image \(e.index): the compressed chunk is damaged (it does not inflate to \(bytes) bytes); the file is corrupt: extract the features again")
+        }
+        try data.withUnsafeBufferPointer { try checkFinite($0.baseAddress!, n, image: e.index, dataset: "/features") }
+        return Matrix(rows: l.cellCount, cols: l.channels, data: data)
     }
 
     func checkFinite(_ p: UnsafePointer<Float>, _ n: Int, image i: Int, dataset: String) throws {
