@@ -80,7 +80,7 @@ let package = Package(
         .testTarget(name: "UnsegProposalsTests", dependencies: ["UnsegProposals", "UnsegCore", "UnsegFixtures", "UnsegTestSupport"]),
         .testTarget(name: "UnsegClusteringTests", dependencies: ["UnsegClustering", "UnsegCore", "UnsegFixtures", "UnsegTestSupport"]),
         .testTarget(name: "UnsegPipelineTests", dependencies: ["UnsegPipeline", "UnsegSynthetic", "UnsegCore", "UnsegClustering", "UnsegTestSupport"]),
-        .testTarget(name: "UnsegCLITests", dependencies: ["UnsegPipeline", "UnsegSynthetic", "UnsegStore", "UnsegCore", "UnsegTestSupport"]),
+        .testTarget(name: "UnsegCLITests", dependencies: ["UnsegPipeline", "UnsegSynthetic", "UnsegStore", "UnsegCore", "UnsegEvaluation", "UnsegTestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

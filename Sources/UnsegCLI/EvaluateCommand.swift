@@ -16,8 +16,10 @@ extension Unseg {
 
         @Option(help: "Feature store with /labels (the ground truth).")
         var store: String
-        @Option(help: "Predictions file written by `unseg predict` (/predictions [N, H, W] uint8).")
+        @Option(help: "Predictions file written by `unseg predict` (/predictions [N, H, W] uint8); for --task saliency or corloc, a proposals file with /foreground (`unseg propose --method fiedler`).")
         var predictions: String
+        @Option(help: "classes (Hungarian-matched mIoU / Acc), saliency (Acc, IoU, max F-beta against binary labels) or corloc (against the store's /boxes).")
+        var task: EvaluationTask = .classes
         @Option(help: "hungarian (maximise matched pixels, the field's default), hungarian-iou (maximise summed IoU), or majority (many-to-one).")
         var matching: MatchingMode = .hungarian
         @OptionGroup var outputs: EvaluationOutputOptions
@@ -25,6 +27,14 @@ extension Unseg {
 
         func run() throws {
             try reportingErrors {
+                if task != .classes {
+                    let r = try ForegroundEvaluation.run(task: task, storePath: store, proposalsPath: predictions, threads: parallel.threads)
+                    say(r.table())
+                    let files = try ForegroundEvaluation.write(r, storePath: store, proposalsPath: predictions,
+                                                               json: outputs.json, report: outputs.report)
+                    if !files.isEmpty { say("wrote " + files.joined(separator: ", ")) }
+                    return
+                }
                 let rep = try EvaluateJob.run(storePath: store, predictionsPath: predictions, matching: matching,
                                               classCount: outputs.classes, threads: parallel.threads, progress: TerminalProgress(label: "evaluate"))
                 say(rep.result.table())

@@ -38,3 +38,4 @@ extension MatchingMode: ExpressibleByArgument {}
 extension PrototypeCopy: ExpressibleByArgument {}
 extension PredictRefinement: ExpressibleByArgument {}
 extension TestTimeAugmentation: ExpressibleByArgument {}
+extension EvaluationTask: ExpressibleByArgument {}

@@ -10,6 +10,9 @@ public enum ProposalMethod: String, CaseIterable, Sendable {
     case primaps
     /// Spectral eigen-segments (Melas-Kyriazi et al. 2022), `Spectral.propose`.
     case spectral
+    /// The Fiedler foreground (Deep Spectral Methods' localisation), `Spectral.fiedler`: one mask,
+    /// plus a soft foreground map `/foreground` at image resolution.
+    case fiedler
 }
 
 /// Everything that decides the content of a proposals file (all of it is written as root attributes).
@@ -48,6 +51,10 @@ public struct ProposeOptions: Sendable, Equatable {
         if let b = blockSize, b < 1 { throw ProposeOptionError("blockSize=\(b) should be >= 1") }
         switch method {
         case .primaps: try primaps.validate()
+        case .fiedler:
+            guard refine != .crf else {
+                throw ProposeOptionError("--method fiedler refines its soft foreground map with --refine guided (the Two Tricks paper's filter) or none, not crf")
+            }
         case .spectral:
             if case .segments(let s) = spectral.mode, !(1...(MaskProposals.maxMaskCount + 1)).contains(s) {
                 throw ProposeOptionError("spectral segments=\(s) should be in 1...\(MaskProposals.maxMaskCount + 1)")
@@ -69,6 +76,8 @@ public struct ProposeOptions: Sendable, Equatable {
         func f(_ x: Float) -> AttributeValue { .double(Double("\(x)") ?? Double(x)) }
         var a: [(String, AttributeValue)] = [("method", .string(method.rawValue)), ("refine", .string(refine.rawValue))]
         switch method {
+        case .fiedler:
+            a += [("solver", .string(spectral.solver.rawValue))]
         case .primaps:
             a += [("threshold", f(primaps.threshold)), ("coverage", f(primaps.coverage)),
                   ("max_masks", .int(primaps.maxMasks)), ("solver", .string(primaps.solver.rawValue)),
@@ -151,7 +160,8 @@ public enum ProposeJob {
                              "spectral segments=\(s) exceeds the \(l.gridHeight)x\(l.gridWidth) = \(l.cellCount) cells of the feature grid; use fewer segments")
         }
         let refined = options.refine != .none
-        let writer = try ProposalsWriter(path: outputPath, store: store, refined: refined, parameters: options.attributes)
+        let writer = try ProposalsWriter(path: outputPath, store: store, refined: refined, foreground: options.method == .fiedler,
+                                         parameters: options.attributes)
         var committed = false
         defer { if !committed { writer.discard() } }
 
@@ -166,12 +176,12 @@ public enum ProposeJob {
         while true {
             let items = try stream.nextBatch(block)
             if items.isEmpty { break }
-            let results = try Parallel.tryMap(items.count, threads: threads) { j -> (MaskProposals, [UInt8]?) in
-                try process(items[j], layout: l, options: options, storePath: storePath)
+            let results = try Parallel.tryMap(items.count, threads: threads) { j -> (MaskProposals, [UInt8]?, [UInt8]?) in
+                try processWithForeground(items[j], layout: l, options: options, storePath: storePath)
             }
-            for (j, (p, r)) in results.enumerated() {
+            for (j, (p, r, fg)) in results.enumerated() {
                 let i = items[j].index
-                try writer.write(i, masks: p.labels, refined: r)
+                try writer.write(i, masks: p.labels, refined: r, foreground: fg)
                 maskCounts.append(p.maskCount)
             }
             done += items.count
@@ -190,6 +200,38 @@ public enum ProposeJob {
         return summary
     }
 
+    /// `process`, plus for `.fiedler` the soft foreground map `[H*W]` uint8 (0...255 = 0...1):
+    /// the feature-resolution soft map upsampled bilinearly, guided-filtered with `--refine guided`
+    /// (radius 9, eps 1e-3, the image's grayscale as the guide, result clamped to [0, 1]); the
+    /// refined mask is then that map thresholded at 0.5.
+    static func processWithForeground(_ item: StoreItem, layout l: StoreLayout, options: ProposeOptions,
+                                      storePath: String) throws -> (MaskProposals, [UInt8]?, [UInt8]?) {
+        guard options.method == .fiedler else {
+            let (p, r) = try process(item, layout: l, options: options, storePath: storePath)
+            return (p, r, nil)
+        }
+        let f: (mask: [UInt8], soft: [Float])
+        do { f = try Spectral.fiedler(features: item.features, height: l.gridHeight, width: l.gridWidth, solver: options.spectral.solver) } catch {
+            throw StoreError(file: storePath, dataset: "/features", "image \(item.index): \(error)")
+        }
+        let p = MaskProposals.fromLabels(f.mask, maskCount: f.mask.contains(1) ? 1 : 0, height: l.gridHeight, width: l.gridWidth,
+                                         stats: ProposalStats())
+        var soft = BilinearResampler(sourceHeight: l.gridHeight, sourceWidth: l.gridWidth, targetHeight: l.imageHeight,
+                                     targetWidth: l.imageWidth).upsample(Matrix(rows: l.cellCount, cols: 1, data: f.soft)).data
+        var refined: [UInt8]?
+        if options.refine == .guided, let image = item.image {
+            do {
+                let g = try GuidedFilter(image: image, height: l.imageHeight, width: l.imageWidth, config: options.guided)
+                soft = g.apply(soft)
+            } catch {
+                throw StoreError(file: storePath, dataset: "/images", "image \(item.index): \(error)")
+            }
+            refined = soft.map { $0 >= 0.5 ? 1 : 0 }
+        }
+        let fg = soft.map { UInt8(min(max(($0 * 255).rounded(), 0), 255)) }
+        return (p, refined, fg)
+    }
+
     /// Proposals and (when asked) the refined map of one image. Errors carry the image index.
     static func process(_ item: StoreItem, layout l: StoreLayout, options: ProposeOptions,
                         storePath: String) throws -> (MaskProposals, [UInt8]?) {
@@ -200,6 +242,10 @@ public enum ProposeJob {
                 p = try PriMaPs.propose(features: item.features, height: l.gridHeight, width: l.gridWidth, config: options.primaps)
             case .spectral:
                 p = try Spectral.propose(features: item.features, height: l.gridHeight, width: l.gridWidth, config: options.spectral)
+            case .fiedler:
+                var c = options.spectral
+                c.mode = .foreground
+                p = try Spectral.propose(features: item.features, height: l.gridHeight, width: l.gridWidth, config: c)
             }
         } catch {
             throw StoreError(file: storePath, dataset: "/features", "image \(item.index): \(error)")

@@ -44,6 +44,32 @@ public struct SpectralConfig: Sendable, Equatable {
 /// Defined edge cases: a single cell, or features whose affinities are all <= 0 (e.g. all zero),
 /// give no segments (everything background). A cell with zero degree is isolated (D clamped to 1e-12).
 public enum Spectral {
+    /// The Fiedler foreground of one image (Deep Spectral Methods' localisation): the second
+    /// generalised eigenvector `v_1` of the affinity, foreground where `v_1 > 0`, negated for the
+    /// image (not a batch) when that covers more than half of the cells. `mask` `[h*w]` 1 / 0;
+    /// `soft` `[h*w]` in [0, 1] = `0.5 + 0.5 v_1 / max |v_1|`, so `soft >= 0.5` exactly where the
+    /// mask is 1 (cells with `v_1 = 0`, background, are put just below 0.5). No foreground (all
+    /// zeros) when the affinity is degenerate.
+    public static func fiedler(features: Matrix, height: Int, width: Int,
+                               solver: SpectralSolver = .automatic) throws -> (mask: [UInt8], soft: [Float]) {
+        let n = height * width
+        guard n == features.rows, n >= 2 else {
+            throw ProposalError("Spectral.fiedler: \(features.rows) feature rows for a \(height) x \(width) grid; need at least 2 cells")
+        }
+        var stats = ProposalStats()
+        guard let vectors = try eigenvectors(features: features, count: 1, solver: solver, stats: &stats) else {
+            return ([UInt8](repeating: 0, count: n), [Float](repeating: 0, count: n))
+        }
+        var v = vectors.row(1)
+        if 2 * v.filter({ $0 > 0 }).count > n { v = v.map { -$0 } }
+        let m = v.map { abs($0) }.max() ?? 0
+        guard m > 0 else { return ([UInt8](repeating: 0, count: n), [Float](repeating: 0, count: n)) }
+        let mask = v.map { UInt8($0 > 0 ? 1 : 0) }
+        let below = Float(0.5).nextDown
+        let soft = v.map { x -> Float in x > 0 ? 0.5 + 0.5 * x / m : min(below, 0.5 + 0.5 * x / m) }
+        return (mask, soft)
+    }
+
     /// Segments of one image as `MaskProposals` (raw masks and channels one-hot).
     ///
     /// - Parameters: `features` `[height * width, C]` raw features, row-major.

@@ -29,6 +29,9 @@ public final class ProposalsFile: Sendable {
     let file: LabelMapsFile
     let masksMap: LabelMapDataset
     let refinedMaps: LabelMapDataset?
+    let foregroundMaps: LabelMapDataset?
+    /// Whether `/foreground` `[N, H, W]` (a soft foreground map, `--method fiedler`) is present.
+    public var hasForeground: Bool { foregroundMaps != nil }
 
     /// Opens `path` and checks it against `store`: same image count, `/masks` on the store's
     /// feature grid, `/refined` (if any) at the store's image size.
@@ -50,6 +53,8 @@ public final class ProposalsFile: Sendable {
         masksMap = try file.map("masks", count: count, height: grid.height, width: grid.width, storePath: storePath)
         refinedMaps = file.contains("refined")
             ? try file.map("refined", count: count, height: image.height, width: image.width, storePath: storePath) : nil
+        foregroundMaps = file.contains("foreground")
+            ? try file.map("foreground", count: count, height: image.height, width: image.width, storePath: storePath) : nil
         self.count = count
         gridHeight = grid.height
         gridWidth = grid.width
@@ -73,6 +78,15 @@ public final class ProposalsFile: Sendable {
     public func masks(_ i: Int) throws -> [UInt8] {
         try check(i)
         return try masksMap.read(i)
+    }
+
+    /// Image `i`'s soft foreground map `[H*W]` (0...255 = 0...1). Errors when the file has none.
+    public func foreground(_ i: Int) throws -> [UInt8] {
+        try check(i)
+        guard let f = foregroundMaps else {
+            throw StoreError(file: path, dataset: "/foreground", "missing; foreground maps come from `unseg propose --method fiedler`")
+        }
+        return try f.read(i)
     }
 
     /// Image `i`'s refined masks `[H*W]`, or nil when the file holds no `/refined`.
@@ -109,11 +123,16 @@ public final class ProposalsFile: Sendable {
 public final class ProposalsWriter {
     let output: LabelMapsWriter
     let refined: Bool
+    let foreground: Bool
 
-    public init(path: String, store: FeatureStore, refined: Bool, parameters: [(String, AttributeValue)]) throws {
+    /// - foreground: also write `/foreground` uint8 `[N, H, W]`, a soft foreground map (0...255 = 0...1).
+    public init(path: String, store: FeatureStore, refined: Bool, foreground: Bool = false,
+                parameters: [(String, AttributeValue)]) throws {
         let l = store.layout
         var maps = [LabelMapsWriter.MapSpec(name: "masks", count: l.imageCount, height: l.gridHeight, width: l.gridWidth)]
         if refined { maps.append(.init(name: "refined", count: l.imageCount, height: l.imageHeight, width: l.imageWidth)) }
+        if foreground { maps.append(.init(name: "foreground", count: l.imageCount, height: l.imageHeight, width: l.imageWidth)) }
+        self.foreground = foreground
         let attrs: [(String, AttributeValue)] = [
             ("store", .string(store.path)), ("store_fingerprint", .string(try store.fingerprint)), ("images", .int(l.imageCount)),
             ("grid_height", .int(l.gridHeight)), ("grid_width", .int(l.gridWidth)),
@@ -124,9 +143,10 @@ public final class ProposalsWriter {
     }
 
     /// Image `index`: masks `[h*w]` (0 = background, 1...K) and, for a refined file, `[H*W]`.
-    public func write(_ index: Int, masks: [UInt8], refined r: [UInt8]?) throws {
+    public func write(_ index: Int, masks: [UInt8], refined r: [UInt8]?, foreground f: [UInt8]? = nil) throws {
         try output.write("masks", index: index, masks)
         if refined, let r { try output.write("refined", index: index, r) }
+        if foreground, let f { try output.write("foreground", index: index, f) }
     }
 
     /// Writes the mask statistics and renames the file into place.

@@ -55,7 +55,7 @@ private func writeSmallStore(_ path: String, n: Int = 3, images: Bool = true) th
         let cases: [([String], [String])] = [
             (["--store", dir + "/missing.h5", "--out", out], [dir + "/missing.h5", "no such file"]),
             (["--store", noImages, "--out", out, "--refine", "crf"], [noImages, "/images", "--refine crf"]),
-            (["--store", noImages, "--out", out, "--method", "kmeans"], ["--method", "'primaps' and 'spectral'", "kmeans"]),
+            (["--store", noImages, "--out", out, "--method", "kmeans"], ["--method", "'primaps', 'spectral'", "kmeans"]),
             (["--store", noImages, "--out", out, "--threshold", "1.5"], ["--threshold"]),
         ]
         for (args, needles) in cases {

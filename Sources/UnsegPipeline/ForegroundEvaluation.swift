@@ -1,0 +1,113 @@
+import Foundation
+import UnsegEvaluation
+import UnsegImaging
+import UnsegLinAlg
+import UnsegStore
+
+/// What `unseg evaluate` scores.
+public enum EvaluationTask: String, Sendable, CaseIterable, Equatable {
+    /// Hungarian-matched mIoU / accuracy of cluster or class ids (`--predictions` from `unseg predict`).
+    case classes
+    /// Saliency of soft foreground maps (`--predictions` a proposals file with `/foreground`, from
+    /// `unseg propose --method fiedler`) against binary labels (1 foreground, 0 background, 255 ignore).
+    case saliency
+    /// CorLoc of the foreground maps against the store's `/boxes`.
+    case corloc
+}
+
+/// Saliency or CorLoc of a proposals file's `/foreground` maps on a store (see `Saliency`, `CorLoc`
+/// for the conventions). Images in parallel, reduced in image order.
+public enum ForegroundEvaluation {
+    public struct Report: Sendable {
+        public var task: EvaluationTask
+        public var saliency: Saliency.Result?
+        /// CorLoc: images with boxes, images whose predicted box hits one, the percentage.
+        public var corlocImages: Int = 0
+        public var corlocCorrect: Int = 0
+        public var corloc: Double { corlocImages > 0 ? 100 * Double(corlocCorrect) / Double(corlocImages) : 0 }
+
+        public func table() -> String {
+            if let s = saliency {
+                return String(format: "saliency of %d images (threshold 0.5 for Acc / IoU; beta^2 = 0.3):\n  Acc %.2f   IoU %.2f   max F-beta %.2f (foreground: value > %d)",
+                              s.images, s.accuracy, s.iou, s.maxFBeta, s.bestThreshold)
+            }
+            return String(format: "CorLoc %.2f (%d of %d images with boxes; largest-box 8-connected component, IoU >= 0.5)",
+                          corloc, corlocCorrect, corlocImages)
+        }
+
+        public func json() throws -> Data {
+            var o: [String: Any] = ["task": task.rawValue]
+            if let s = saliency {
+                o.merge(["images": s.images, "accuracy": s.accuracy, "iou": s.iou, "max_fbeta": s.maxFBeta,
+                         "best_threshold": s.bestThreshold, "precision": s.precision, "recall": s.recall]) { $1 }
+            } else {
+                o.merge(["images": corlocImages, "correct": corlocCorrect, "corloc": corloc]) { $1 }
+            }
+            return try JSONSerialization.data(withJSONObject: o, options: [.prettyPrinted, .sortedKeys])
+        }
+    }
+
+    public static func run(task: EvaluationTask, storePath: String, proposalsPath: String,
+                           threads: Int = Parallel.coreCount) throws -> Report {
+        precondition(task != .classes, "ForegroundEvaluation: task classes is EvaluateJob's")
+        BLASPolicy.imagesInParallel.apply()
+        let store = try FeatureStore(path: storePath)
+        let props = try ProposalsFile(path: proposalsPath, store: store)
+        guard props.hasForeground else {
+            throw StoreError(file: proposalsPath, dataset: "/foreground", "missing; --task \(task.rawValue) scores soft foreground maps: write them with `unseg propose --method fiedler`")
+        }
+        let l = store.layout
+        var report = Report(task: task)
+        switch task {
+        case .saliency:
+            guard l.hasLabels else {
+                throw StoreError(file: storePath, dataset: "/labels", "missing; --task saliency needs binary labels (1 foreground, 0 background, 255 ignore)")
+            }
+            var acc = Saliency.Accumulator()
+            for i in 0..<l.imageCount {
+                do { try acc.add(soft: try props.foreground(i), labels: try store.labels(i)) } catch let e as EvaluationError {
+                    throw StoreError(file: storePath, dataset: "/labels", "image \(i): \(e)")
+                }
+            }
+            do { report.saliency = try acc.result() } catch { throw StoreError(file: storePath, dataset: "/labels", "\(error)") }
+        case .corloc:
+            let boxes = try store.boxList()
+            guard !boxes.isEmpty else {
+                throw StoreError(file: storePath, dataset: "/boxes", "missing or empty; --task corloc needs object boxes [M, 5] (image, x0, y0, x1, y1); write them with unseg-extract folder --boxes")
+            }
+            var byImage = [[CorLoc.Box]](repeating: [], count: l.imageCount)
+            for b in boxes { byImage[b.image].append(CorLoc.Box(x0: Double(b.x0), y0: Double(b.y0), x1: Double(b.x1), y1: Double(b.y1))) }
+            for i in 0..<l.imageCount where !byImage[i].isEmpty {
+                let box = CorLoc.predictedBox(soft: try props.foreground(i), height: l.imageHeight, width: l.imageWidth)
+                report.corlocImages += 1
+                if CorLoc.isCorrect(predicted: box, truth: byImage[i]) { report.corlocCorrect += 1 }
+            }
+        case .classes:
+            break
+        }
+        return report
+    }
+
+    /// JSON (`json`) and, for saliency, a folder (`report`) with `report.md` and the PR curve.
+    public static func write(_ r: Report, storePath: String, proposalsPath: String, json: String?, report: String?) throws -> [String] {
+        try OutputGuard.check(outputs: json.map { [("--json", $0)] } ?? [], inputs: [("--store", storePath), ("--predictions", proposalsPath)],
+                              folders: report.map { [("--report", $0)] } ?? [])
+        var files: [String] = []
+        if let j = json { try writeOutputFile(try r.json(), to: j, option: "--json"); files.append(j) }
+        if let dir = report {
+            let folder = try AtomicDirectory(path: dir, option: "--report")
+            var md = "# Foreground evaluation\n\n- store: `\(storePath)`\n- foreground maps: `\(proposalsPath)`\n\n" + r.table() + "\n"
+            if let s = r.saliency {
+                let pr = Charts.lineChart(series: [LineSeries(name: "precision vs recall", values: s.precision, x: s.recall)],
+                                          title: String(format: "Precision-recall, max F-beta %.1f%%", s.maxFBeta),
+                                          xLabel: "recall", yLabel: "precision")
+                try PNG.write(pr, to: folder.path("precision_recall.png"))
+                md += "\n![precision-recall](precision_recall.png)\n"
+            }
+            try Data(md.utf8).write(to: URL(fileURLWithPath: folder.path("report.md")))
+            try folder.commit()
+            files.append(dir + "/report.md")
+        }
+        return files
+    }
+}
