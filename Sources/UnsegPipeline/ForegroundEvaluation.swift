@@ -63,12 +63,20 @@ public enum ForegroundEvaluation {
             guard l.hasLabels else {
                 throw StoreError(file: storePath, dataset: "/labels", "missing; --task saliency needs binary labels (1 foreground, 0 background, 255 ignore)")
             }
-            var acc = Saliency.Accumulator()
-            for i in 0..<l.imageCount {
-                do { try acc.add(soft: try props.foreground(i), labels: try store.labels(i)) } catch let e as EvaluationError {
-                    throw StoreError(file: storePath, dataset: "/labels", "image \(i): \(e)")
+            // Chunks of 16 images on all threads (one map and label image at a time each: bounded
+            // memory), merged in chunk order: the same sums in the same order for any thread count.
+            let n = l.imageCount, per = 16, chunks = (n + per - 1) / per
+            let parts = try Parallel.tryMap(chunks, threads: threads) { c -> Saliency.Accumulator in
+                var acc = Saliency.Accumulator()
+                for i in (c * per)..<min(n, (c + 1) * per) {
+                    do { try acc.add(soft: try props.foreground(i), labels: try store.labels(i)) } catch let e as EvaluationError {
+                        throw StoreError(file: storePath, dataset: "/labels", "image \(i): \(e)")
+                    }
                 }
+                return acc
             }
+            var acc = Saliency.Accumulator()
+            for p in parts { acc.merge(p) }
             do { report.saliency = try acc.result() } catch { throw StoreError(file: storePath, dataset: "/labels", "\(error)") }
         case .corloc:
             let boxes = try store.boxList()
@@ -77,11 +85,14 @@ public enum ForegroundEvaluation {
             }
             var byImage = [[CorLoc.Box]](repeating: [], count: l.imageCount)
             for b in boxes { byImage[b.image].append(CorLoc.Box(x0: Double(b.x0), y0: Double(b.y0), x1: Double(b.x1), y1: Double(b.y1))) }
-            for i in 0..<l.imageCount where !byImage[i].isEmpty {
-                let box = CorLoc.predictedBox(soft: try props.foreground(i), height: l.imageHeight, width: l.imageWidth)
-                report.corlocImages += 1
-                if CorLoc.isCorrect(predicted: box, truth: byImage[i]) { report.corlocCorrect += 1 }
+            let withBoxes = (0..<l.imageCount).filter { !byImage[$0].isEmpty }
+            let (H, W, truth) = (l.imageHeight, l.imageWidth, byImage)
+            let hits = try Parallel.tryMap(withBoxes.count, threads: threads) { j -> Bool in
+                let i = withBoxes[j]
+                return CorLoc.isCorrect(predicted: CorLoc.predictedBox(soft: try props.foreground(i), height: H, width: W), truth: truth[i])
             }
+            report.corlocImages = withBoxes.count
+            report.corlocCorrect = hits.filter { $0 }.count
         case .classes:
             break
         }

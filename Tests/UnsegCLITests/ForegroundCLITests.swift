@@ -56,6 +56,11 @@ import UnsegTestSupport
             if CorLoc.isCorrect(predicted: box, truth: [CorLoc.Box(x0: 4, y0: 4, x1: 20, y1: 24)]) { correct += 1 }
         }
         #expect((co["correct"] as? Int) == correct && (co["images"] as? Int) == 4)
+        // The same bytes on 1 and 2 threads.
+        let j1 = dir + "/t1.json", j2 = dir + "/t2.json"
+        #expect(try runUnseg(["evaluate", "--task", "saliency", "--store", store, "--predictions", guided, "--json", j1, "--threads", "1"]).status == 0)
+        #expect(try runUnseg(["evaluate", "--task", "saliency", "--store", store, "--predictions", guided, "--json", j2, "--threads", "2"]).status == 0)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: j1)) == Data(contentsOf: URL(fileURLWithPath: j2)))
         // A predictions file without /foreground names what to do.
         let bad = try runUnseg(["evaluate", "--task", "saliency", "--store", store, "--predictions", dir + "/none.h5"])
         #expect(bad.status == 1)
