@@ -39,3 +39,4 @@ extension PrototypeCopy: ExpressibleByArgument {}
 extension PredictRefinement: ExpressibleByArgument {}
 extension TestTimeAugmentation: ExpressibleByArgument {}
 extension EvaluationTask: ExpressibleByArgument {}
+extension FiedlerForeground: ExpressibleByArgument {}

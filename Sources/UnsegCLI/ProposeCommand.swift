@@ -23,6 +23,8 @@ extension Unseg {
         var method: ProposalMethod = .primaps
         @Option(help: "none, guided (guided filter, radius 9, eps 1e-3) or crf (dense CRF, 10 mean-field iterations).")
         var refine: RefinementMethod = .none
+        @Option(help: "--method fiedler: /foreground from the hard mask (mask, the Two Tricks setting) or the soft eigenvector map (eigenvector).")
+        var foreground: FiedlerForeground = .mask
         @Option(help: "PriMaPs relative similarity threshold psi in [0, 1].")
         var threshold: Float = 0.4
         @Option(help: "PriMaPs: stop once this fraction of cells is covered, in (0, 1].")
@@ -45,6 +47,7 @@ extension Unseg {
         func run() throws {
             try reportingErrors {
                 var o = ProposeOptions(method: method, refine: refine, threads: parallel.threads)
+                o.foreground = foreground
                 o.primaps.threshold = threshold
                 o.primaps.coverage = coverage
                 o.spectral.mode = .segments(count: segments)

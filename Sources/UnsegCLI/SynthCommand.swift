@@ -13,6 +13,8 @@ extension Unseg {
 
         @Option(help: "Output store (.h5); written to a temporary name and renamed when complete.")
         var out: String
+        @Option(help: "street (the default corpus: street scenes, 27 classes) or object (object-centric scenes: one or a few salient objects, binary labels, /boxes; for saliency and CorLoc).")
+        var scene: SyntheticScene = .street
         @Option(help: "Number of images.")
         var images: Int = 200
         @Option(help: "Image side in pixels (square images).")
@@ -36,6 +38,12 @@ extension Unseg {
         func validate() throws {
             guard images >= 1 else { throw ValidationError("--images must be >= 1, got \(images)") }
             if let d = deflate, !(1...9).contains(d) { throw ValidationError("--deflate must be in 1...9, got \(d)") }
+            if scene == .object {
+                guard size % max(patch, 1) == 0, size / max(patch, 1) >= 4, channels >= 4, patch >= 1 else {
+                    throw ValidationError("--scene object needs --size a multiple of --patch with at least 4 cells per side and --channels >= 4")
+                }
+                return
+            }
             // The generator's own checks, as usage errors (exit 64) naming the option.
             let config = SyntheticConfig(imageCount: images, imageSize: size, patchSize: patch, channels: channels,
                                          classes: classes, seed: seed, split: split)
@@ -50,6 +58,13 @@ extension Unseg {
 
         func run() throws {
             try reportingErrors {
+                if scene == .object {
+                    let oc = ObjectSceneConfig(imageCount: images, imageSize: size, patchSize: patch, channels: channels, seed: seed, split: split)
+                    try Synthesize.writeObjectStore(config: oc, path: out, options: StoreWriteOptions(featureType: float32 ? .float32 : .float16, deflate: deflate),
+                                                    threads: parallel.threads, progress: TerminalProgress(label: "synth"))
+                    say("wrote \(out): \(images) object-centric images, \(size)x\(size), binary labels and boxes, seed \(seed)")
+                    return
+                }
                 let config = SyntheticConfig(imageCount: images, imageSize: size, patchSize: patch, channels: channels,
                                              classes: classes, seed: seed, split: split)
                 let opts = StoreWriteOptions(featureType: float32 ? .float32 : .float16, deflate: deflate)
@@ -59,4 +74,9 @@ extension Unseg {
             }
         }
     }
+}
+
+/// Which synthetic corpus `unseg synth` writes.
+enum SyntheticScene: String, CaseIterable, ExpressibleByArgument {
+    case street, object
 }

@@ -15,6 +15,14 @@ public enum ProposalMethod: String, CaseIterable, Sendable {
     case fiedler
 }
 
+/// What the Fiedler foreground map `/foreground` is made from.
+public enum FiedlerForeground: String, Sendable, CaseIterable, Equatable {
+    /// The hard mask (1 / 0), upsampled bilinearly: soft only along the cell edges.
+    case mask
+    /// The eigenvector map `0.5 + 0.5 v_1 / max |v_1|`, upsampled bilinearly.
+    case eigenvector
+}
+
 /// Everything that decides the content of a proposals file (all of it is written as root attributes).
 public struct ProposeOptions: Sendable, Equatable {
     public var method: ProposalMethod = .primaps
@@ -26,6 +34,9 @@ public struct ProposeOptions: Sendable, Equatable {
     public var refine: RefinementMethod = .none
     public var guided = GuidedFilterConfig()
     public var crf = DenseCRFConfig()
+    /// `--method fiedler`: what `/foreground` upsamples: the hard mask (the default; the Two Tricks
+    /// paper refines the binary mask with the guided filter) or the soft eigenvector map.
+    public var foreground: FiedlerForeground = .mask
     /// Worker threads (one image per thread, single-threaded BLAS inside). >= 1.
     public var threads: Int = Parallel.coreCount
     /// Images read and processed per block (bounds memory); nil = `4 * threads`.
@@ -77,7 +88,7 @@ public struct ProposeOptions: Sendable, Equatable {
         var a: [(String, AttributeValue)] = [("method", .string(method.rawValue)), ("refine", .string(refine.rawValue))]
         switch method {
         case .fiedler:
-            a += [("solver", .string(spectral.solver.rawValue))]
+            a += [("solver", .string(spectral.solver.rawValue)), ("foreground", .string(foreground.rawValue))]
         case .primaps:
             a += [("threshold", f(primaps.threshold)), ("coverage", f(primaps.coverage)),
                   ("max_masks", .int(primaps.maxMasks)), ("solver", .string(primaps.solver.rawValue)),
@@ -216,8 +227,9 @@ public enum ProposeJob {
         }
         let p = MaskProposals.fromLabels(f.mask, maskCount: f.mask.contains(1) ? 1 : 0, height: l.gridHeight, width: l.gridWidth,
                                          stats: ProposalStats())
+        let source = options.foreground == .mask ? f.mask.map(Float.init) : f.soft
         var soft = BilinearResampler(sourceHeight: l.gridHeight, sourceWidth: l.gridWidth, targetHeight: l.imageHeight,
-                                     targetWidth: l.imageWidth).upsample(Matrix(rows: l.cellCount, cols: 1, data: f.soft)).data
+                                     targetWidth: l.imageWidth).upsample(Matrix(rows: l.cellCount, cols: 1, data: source)).data
         var refined: [UInt8]?
         if options.refine == .guided, let image = item.image {
             do {

@@ -41,4 +41,35 @@ public enum Synthesize {
             throw error
         }
     }
+
+    /// Writes an object-centric store (`synth --scene object`): features, images, binary labels
+    /// (protocol `generic2`: background, foreground) and `/boxes`. Same determinism as `writeStore`.
+    public static func writeObjectStore(config: ObjectSceneConfig, path: String, options: StoreWriteOptions = StoreWriteOptions(),
+                                        threads: Int = Parallel.coreCount, progress: ProgressSink? = nil) throws {
+        try OutputGuard.check(outputs: [("--out", path)], inputs: [])
+        let scene = try ObjectScene(config: config)
+        let g = config.gridSize
+        let meta = StoreMetadata(backbone: "synthetic", patchSize: config.patchSize, dataset: "synthetic-objects", split: config.split,
+                                 labelProtocol: "generic2", classNames: ["background", "foreground"])
+        let writer = try FeatureStoreWriter(path: path, metadata: meta, count: config.imageCount, gridHeight: g, gridWidth: g,
+                                            channels: config.channels, options: options)
+        defer { progress?.finish() }
+        var done = 0
+        do {
+            while done < config.imageCount {
+                let n = min(max(1, 2 * threads), config.imageCount - done), base = done
+                let images = Parallel.map(n, threads: threads) { scene.image(base + $0) }
+                for (k, img) in images.enumerated() {
+                    try writer.write(base + k, features: img.features, image: img.image, labels: img.labels, name: img.name)
+                    writer.boxes += img.boxes
+                }
+                done += n
+                progress?.update(done: done, total: config.imageCount, note: nil)
+            }
+            try writer.commit()
+        } catch {
+            writer.discard()
+            throw error
+        }
+    }
 }

@@ -30,6 +30,8 @@ public final class FeatureStoreWriter {
     private var images: HDF5Dataset?
     private var labels: HDF5Dataset?
     private var names: [String]
+    /// Object boxes (image index, x0, y0, x1, y1), written as `/boxes` `[M, 5]` float32 at commit.
+    public var boxes: [[Float]] = []
     private var halfScratch: [UInt16] = []
 
     public init(path: String, metadata: StoreMetadata, count: Int, gridHeight: Int, gridWidth: Int, channels: Int,
@@ -108,6 +110,10 @@ public final class FeatureStoreWriter {
         guard let out = output else { return }
         do {
             try out.file!.createStringDataset("names", values: names)
+            if !boxes.isEmpty {
+                let d = try out.file!.createDataset("boxes", type: .float32, shape: [boxes.count, 5])
+                try d.write(boxes.flatMap { $0 })
+            }
             features = nil; images = nil; labels = nil
             try out.commit()
             Temporaries.unregister(out.temporaryPath)
