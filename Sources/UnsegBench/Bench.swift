@@ -50,6 +50,7 @@ enum BenchSections {
             BenchSection(name: "em", summary: "PriMaPs-EM steps/s and images/s (40x40x384, batch 32, K 27, 320x320) on 1 and 2 threads", run: { try emBench(quick: $0) }),
             BenchSection(name: "evaluate", summary: "confusion matrix + Hungarian matching, pixels/s vs a plain pass over the same bytes", run: { try evaluateBench(quick: $0) }),
             BenchSection(name: "primaps", summary: "PriMaPs on 40x40x384 float32, images/s on 1 and 2 threads, GFLOP/s vs sgemm", run: { try primapsBench(quick: $0) }),
+            BenchSection(name: "foreground", summary: "Fiedler foreground maps of 40x40x384 features, with the guided filter at 320x320, maps/s on 1 and 2 threads", run: { try foregroundBench(quick: $0) }),
             BenchSection(name: "spectral", summary: "spectral eigenpairs at 40x40x384, dense LAPACK vs block Krylov, 1 thread, ms/image", run: { try spectralBench(quick: $0) }),
             BenchSection(name: "refine", summary: "dense CRF (10 iterations) and guided filter per 320x320 image, 5/10/27 labels", run: { try refineBench(quick: $0) }),
         ]

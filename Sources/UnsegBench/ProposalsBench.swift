@@ -2,6 +2,7 @@ import Foundation
 import UnsegLinAlg
 import UnsegProposals
 import UnsegFixtures
+import UnsegCore
 
 /// CPU time of the calling thread, seconds (`CLOCK_THREAD_CPUTIME_ID`).
 func threadCPUTime() -> Double {
@@ -124,5 +125,30 @@ func spectralBench(quick: Bool) throws {
         print(String(format: "  switch check %dx%d, k = %2d: dense %6.1f ms, krylov %6.1f ms (%.1fx); automatic picks %@",
                      side, side, k, td * 1000, tk * 1000, td / tk,
                      Spectral.usesKrylov(cells: side * side, count: k) ? "krylov" : "dense"))
+    }
+}
+
+/// Fiedler foreground maps (issue: "the benchmark reports foreground maps per second").
+func foregroundBench(quick: Bool) throws {
+    let n = quick ? 16 : 48
+    let feats = (0..<n).map { PlantedFeatures.make(height: 40, width: 40, channels: 384, regions: 3, seed: 900 + UInt64($0)).features }
+    let c = RefinementBenchCase(side: 320, labels: 2, seed: 5)
+    print("  \(n) planted maps of 40x40x384 (3 regions), soft map upsampled to 320x320; medians of 3")
+    for threads in [1, 2] {
+        let t = try medianTime(3) {
+            _ = try Parallel.tryMap(n, threads: threads) { i -> [Float] in
+                let f = try Spectral.fiedler(features: feats[i], height: 40, width: 40)
+                return BilinearResampler(sourceHeight: 40, sourceWidth: 40, targetHeight: 320, targetWidth: 320)
+                    .upsample(Matrix(rows: 1600, cols: 1, data: f.mask.map(Float.init))).data
+            }
+        }
+        let g = try medianTime(3) {
+            _ = try Parallel.tryMap(n, threads: threads) { _ -> [Float] in
+                let gf = try GuidedFilter(image: c.image, height: 320, width: 320)
+                return gf.apply([Float](repeating: 0.5, count: 320 * 320))
+            }
+        }
+        print(String(format: "  %d thread%@: Fiedler maps %.0f maps/s; + guided filter (320x320) %.0f maps/s", threads, threads == 1 ? "" : "s",
+                     Double(n) / t, Double(n) / (t + g)))
     }
 }

@@ -17,6 +17,8 @@ extension Unseg {
 
         @Option(help: "Working directory for the stores and outputs.")
         var workdir: String = "unseg-demo"
+        @Option(help: "classes (the default: Baseline vs +PriMaPs-EM on street scenes) or saliency (the Fiedler foreground with and without the guided filter, and CorLoc, on object-centric scenes).")
+        var task: DemoTask = .classes
         @Option(help: "Training images.")
         var trainImages: Int = 300
         @Option(help: "Validation images.")
@@ -36,6 +38,17 @@ extension Unseg {
 
         func run() throws {
             try reportingErrors {
+                if task == .saliency {
+                    let s = try SaliencyDemo.run(workdir: workdir, images: valImages, seed: seed,
+                                                 threads: parallel.threads, log: { say($0) })
+                    say("")
+                    say("Object-centric synthetic scenes, saliency at threshold 0.5 (Acc / IoU, %) and max F-beta (beta^2 = 0.3):")
+                    say(s.table())
+                    say("files:")
+                    for (what, p) in s.files { say("  \(what.padding(toLength: 32, withPad: " ", startingAt: 0)) \(p)") }
+                    say(String(format: "done in %.0f s", s.seconds))
+                    return
+                }
                 var o = DemoJob.Options()
                 o.workdir = workdir
                 o.trainImages = trainImages
@@ -54,4 +67,9 @@ extension Unseg {
             }
         }
     }
+}
+
+/// What `unseg demo` shows.
+enum DemoTask: String, CaseIterable, ExpressibleByArgument {
+    case classes, saliency
 }

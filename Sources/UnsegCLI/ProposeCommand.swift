@@ -31,6 +31,8 @@ extension Unseg {
         var coverage: Float = 0.95
         @Option(help: "Spectral: number of k-means segments on the eigenvectors (one becomes background).")
         var segments: Int = 15
+        @Flag(help: "Spectral: choose the number of segments per image by the largest eigengap (Deep Spectral Methods' adaptive count) instead of --segments.")
+        var eigengap = false
         @OptionGroup var parallel: ThreadsOption
         @Option(help: "Also write PNGs of image | masks | refined masks into this directory.")
         var overlays: String?
@@ -50,7 +52,7 @@ extension Unseg {
                 o.foreground = foreground
                 o.primaps.threshold = threshold
                 o.primaps.coverage = coverage
-                o.spectral.mode = .segments(count: segments)
+                o.spectral.mode = eigengap ? .adaptiveSegments : .segments(count: segments)
                 let s = try ProposeJob.run(storePath: store, outputPath: out, options: o,
                                            overlays: overlays.map { ($0, overlayCount) }, progress: TerminalProgress(label: "propose"))
                 say(String(format: "%d images, %.1f masks/image (min %d, max %d), %.1f images/s; wrote %@",

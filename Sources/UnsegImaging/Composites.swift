@@ -2,6 +2,19 @@
 
 /// Composite pictures built from images and label maps.
 public enum Composite {
+    /// The image with box outlines drawn on it: `boxes` as (x0, y0, x1, y1) in pixels (`[x0, x1)`),
+    /// each with its colour, `thickness` pixels wide, clipped to the image. O(box perimeters).
+    public static func boxes(on image: RGBImage, _ boxes: [(x0: Double, y0: Double, x1: Double, y1: Double, color: RGB)],
+                             thickness: Int = 2) -> RGBImage {
+        var out = image
+        for b in boxes {
+            let x0 = Int(b.x0.rounded(.down)), y0 = Int(b.y0.rounded(.down))
+            let x1 = Int(b.x1.rounded(.up)), y1 = Int(b.y1.rounded(.up))
+            out.strokeRect(x: x0, y: y0, width: max(1, x1 - x0), height: max(1, y1 - y0), color: b.color, thickness: thickness)
+        }
+        return out
+    }
+
     /// Blends a coloured label map over an image and outlines the segments.
     ///
     /// - Parameters:

@@ -1,4 +1,5 @@
 import Foundation
+import UnsegCore
 import UnsegEvaluation
 import UnsegImaging
 import UnsegLinAlg
@@ -24,6 +25,8 @@ public enum ForegroundEvaluation {
         /// CorLoc: images with boxes, images whose predicted box hits one, the percentage.
         public var corlocImages: Int = 0
         public var corlocCorrect: Int = 0
+        /// The first images with boxes (up to 8): predicted box, ground-truth boxes, hit or miss.
+        public var corlocSamples: [(index: Int, predicted: CorLoc.Box?, truth: [CorLoc.Box], correct: Bool)] = []
         public var corloc: Double { corlocImages > 0 ? 100 * Double(corlocCorrect) / Double(corlocImages) : 0 }
 
         public func table() -> String {
@@ -87,12 +90,13 @@ public enum ForegroundEvaluation {
             for b in boxes { byImage[b.image].append(CorLoc.Box(x0: Double(b.x0), y0: Double(b.y0), x1: Double(b.x1), y1: Double(b.y1))) }
             let withBoxes = (0..<l.imageCount).filter { !byImage[$0].isEmpty }
             let (H, W, truth) = (l.imageHeight, l.imageWidth, byImage)
-            let hits = try Parallel.tryMap(withBoxes.count, threads: threads) { j -> Bool in
-                let i = withBoxes[j]
-                return CorLoc.isCorrect(predicted: CorLoc.predictedBox(soft: try props.foreground(i), height: H, width: W), truth: truth[i])
+            let found = try Parallel.tryMap(withBoxes.count, threads: threads) { j -> CorLoc.Box? in
+                CorLoc.predictedBox(soft: try props.foreground(withBoxes[j]), height: H, width: W)
             }
+            let hits = withBoxes.indices.map { CorLoc.isCorrect(predicted: found[$0], truth: truth[withBoxes[$0]]) }
             report.corlocImages = withBoxes.count
             report.corlocCorrect = hits.filter { $0 }.count
+            report.corlocSamples = withBoxes.indices.prefix(8).map { (withBoxes[$0], found[$0], truth[withBoxes[$0]], hits[$0]) }
         case .classes:
             break
         }
@@ -108,6 +112,24 @@ public enum ForegroundEvaluation {
         if let dir = report {
             let folder = try AtomicDirectory(path: dir, option: "--report")
             var md = "# Foreground evaluation\n\n- store: `\(storePath)`\n- foreground maps: `\(proposalsPath)`\n\n" + r.table() + "\n"
+            if !r.corlocSamples.isEmpty {
+                let store = try FeatureStore(path: storePath)
+                let l = store.layout
+                if l.hasImages {
+                    md += "\nSamples: ground-truth boxes in green, the predicted box (largest component) in red, or orange when it misses.\n\n"
+                    let stems = FileNames.stems(try store.names())
+                    try FileManager.default.createDirectory(atPath: folder.path("samples"), withIntermediateDirectories: true)
+                    for s in r.corlocSamples {
+                        var boxes = s.truth.map { ($0.x0, $0.y0, $0.x1, $0.y1, RGB(40, 200, 60)) }
+                        if let p = s.predicted { boxes.append((p.x0, p.y0, p.x1, p.y1, s.correct ? RGB(230, 30, 30) : RGB(255, 150, 0))) }
+                        let img = Composite.boxes(on: RGBImage(width: l.imageWidth, height: l.imageHeight, pixels: try store.image(s.index)), boxes)
+                        let name = "samples/\(stems[s.index]).png"
+                        try PNG.write(img, to: folder.path(name))
+                        md += "![\(stems[s.index]) \(s.correct ? "hit" : "miss")](\(name)) "
+                    }
+                    md += "\n"
+                }
+            }
             if let s = r.saliency {
                 let pr = Charts.lineChart(series: [LineSeries(name: "precision vs recall", values: s.precision, x: s.recall)],
                                           title: String(format: "Precision-recall, max F-beta %.1f%%", s.maxFBeta),

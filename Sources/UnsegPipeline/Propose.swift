@@ -97,6 +97,7 @@ public struct ProposeOptions: Sendable, Equatable {
             switch spectral.mode {
             case .foreground: a.append(("spectral_mode", .string("foreground")))
             case .segments(let s): a += [("spectral_mode", .string("segments")), ("segments", .int(s))]
+            case .adaptiveSegments: a.append(("spectral_mode", .string("adaptive-segments (largest eigengap)")))
             }
             a += [("eigenvectors", .int(spectral.eigenvectors)), ("seed", .int(Int(truncatingIfNeeded: spectral.seed))),
                   ("kmeans_restarts", .int(spectral.restarts)), ("kmeans_max_iterations", .int(spectral.maxIterations))]

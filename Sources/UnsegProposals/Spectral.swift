@@ -10,6 +10,10 @@ public struct SpectralConfig: Sendable, Equatable {
         /// k-means on eigenvectors 1...`eigenvectors` into `count` segments (1...255); the segment
         /// touching the border most is background. K <= count - 1.
         case segments(count: Int)
+        /// As `segments`, with the count chosen per image by the largest eigengap (Deep Spectral
+        /// Methods' adaptive count): with eigenvalues `l_0 <= ... <= l_k`, the count is the `i` in
+        /// 2...k that maximises `l_i - l_(i-1)` (first on ties).
+        case adaptiveSegments
     }
     public var mode: Mode = .segments(count: 15)
     /// Eigenvectors 1...k used for k-means (eigenvector 0 is constant); capped at cells - 1.
@@ -106,13 +110,18 @@ public enum Spectral {
         let background = MaskProposals.fromLabels([UInt8](repeating: 0, count: n), maskCount: 0,
                                                   height: height, width: width, stats: stats)
         if n == 1 { return background }
-        guard let vectors = try eigenvectors(features: features, count: min(config.eigenvectors, n - 1),
-                                             solver: config.solver, stats: &stats) else {
+        guard let pairs = try eigenpairs(features: features, count: min(config.eigenvectors, n - 1),
+                                         solver: config.solver, stats: &stats) else {
             return background
         }
+        let vectors = pairs.vectors
+        var mode = config.mode
+        if mode == .adaptiveSegments { mode = .segments(count: eigengapCount(pairs.values)) }
         var labels = [UInt8](repeating: 0, count: n)
         var k = 0
-        switch config.mode {
+        switch mode {
+        case .adaptiveSegments:
+            break
         case .foreground:
             let v1 = vectors.row(1)
             var fg = v1.map { $0 > 0 }
@@ -132,6 +141,15 @@ public enum Spectral {
             (labels, k) = numberSegments(assign, height: height, width: width)
         }
         return MaskProposals.fromLabels(labels, maskCount: k, height: height, width: width, stats: stats)
+    }
+
+    /// The segment count of the largest eigengap: the `i` in 2...k maximising `l_i - l_(i-1)` for
+    /// ascending eigenvalues `l_0...l_k` (first on ties); 2 when k < 2.
+    public static func eigengapCount(_ values: [Float]) -> Int {
+        guard values.count >= 3 else { return 2 }
+        var best = 2, gap = values[2] - values[1]
+        for i in 3..<values.count where values[i] - values[i - 1] > gap { gap = values[i] - values[i - 1]; best = i }
+        return best
     }
 
     /// Generalised eigenvectors `v_0...v_k` as rows `[k + 1, n]` (sign rule applied), or nil when
