@@ -40,6 +40,8 @@ extension Unseg {
         var overlayCount: Int = 16
 
         func validate() throws {
+            if eigengap && method != .spectral { throw ValidationError("--eigengap is an option of --method spectral") }
+            if foreground != .mask && method != .fiedler { throw ValidationError("--foreground is an option of --method fiedler") }
             guard threshold >= 0 && threshold <= 1 else { throw ValidationError("--threshold must be in [0, 1], got \(threshold)") }
             guard coverage > 0 && coverage <= 1 else { throw ValidationError("--coverage must be in (0, 1], got \(coverage)") }
             guard (1...255).contains(segments) else { throw ValidationError("--segments must be in 1...255, got \(segments)") }

@@ -18,6 +18,9 @@ public final class HDF5Dataset: HDF5Object, Sendable {
     public let filterIDs: [Int32]
     /// Bytes per stored element.
     public let storedElementSize: Int
+    /// Whether the stored type is a little-endian IEEE float (binary32, or binary16 with the IEEE
+    /// half layout): the only layouts whose raw bytes unseg decodes itself.
+    public let isLittleEndianIEEEFloat: Bool
 
     init(handle: HDF5Handle, filePath: String, objectPath: String) throws {
         self.handle = handle
@@ -34,6 +37,17 @@ public final class HDF5Dataset: HDF5Object, Sendable {
         defer { H5Tclose(ftype) }
         elementType = HDF5ElementType.from(typeID: ftype)
         storedElementSize = Int(H5Tget_size(ftype))
+        var ieee = false
+        if H5Tget_class(ftype) == H5T_FLOAT && H5Tget_order(ftype) == H5T_ORDER_LE {
+            if storedElementSize == 4 {
+                ieee = H5Tequal(ftype, unseg_H5T_IEEE_F32LE()) > 0
+            } else if storedElementSize == 2 {
+                var spos = 0, epos = 0, esize = 0, mpos = 0, msize = 0
+                ieee = H5Tget_fields(ftype, &spos, &epos, &esize, &mpos, &msize) >= 0
+                    && (spos, epos, esize, mpos, msize) == (15, 10, 5, 0, 10) && H5Tget_ebias(ftype) == 15
+            }
+        }
+        isLittleEndianIEEEFloat = ieee
         let dcpl = H5Dget_create_plist(id)
         defer { if dcpl >= 0 { H5Pclose(dcpl) } }
         if dcpl >= 0 && H5Pget_layout(dcpl) == H5D_CHUNKED {

@@ -7,9 +7,13 @@ public enum Composite {
     public static func boxes(on image: RGBImage, _ boxes: [(x0: Double, y0: Double, x1: Double, y1: Double, color: RGB)],
                              thickness: Int = 2) -> RGBImage {
         var out = image
+        func clamp(_ v: Double, _ hi: Int) -> Int {
+            guard v.isFinite else { return v > 0 ? hi + thickness : -thickness }
+            return Int(min(max(v, Double(-thickness)), Double(hi + thickness)))
+        }
         for b in boxes {
-            let x0 = Int(b.x0.rounded(.down)), y0 = Int(b.y0.rounded(.down))
-            let x1 = Int(b.x1.rounded(.up)), y1 = Int(b.y1.rounded(.up))
+            let x0 = clamp(b.x0.rounded(.down), image.width), y0 = clamp(b.y0.rounded(.down), image.height)
+            let x1 = clamp(b.x1.rounded(.up), image.width), y1 = clamp(b.y1.rounded(.up), image.height)
             out.strokeRect(x: x0, y: y0, width: max(1, x1 - x0), height: max(1, y1 - y0), color: b.color, thickness: thickness)
         }
         return out

@@ -340,11 +340,9 @@ public final class FeatureStore: Sendable {
     public func encodedFeatures(_ i: Int) throws -> EncodedFeatures? {
         try checkIndex(i)
         guard chunkDecoding != .library else { return nil }
-        let raw: (filterMask: UInt32, bytes: [UInt8])
-        do { raw = try features.readRawChunk(offset: [i, 0, 0, 0]) } catch let e as HDF5Error {
-            throw StoreError(file: path, dataset: "/features", "cannot read image \(i): \(e.message)")
-        }
-        guard raw.filterMask == 0 else { return nil }
+        // A chunk that was never written (the library reads the fill value), or any chunk the raw
+        // read cannot serve, goes through the library: its read gives the answer or the error.
+        guard let raw = try? features.readRawChunk(offset: [i, 0, 0, 0]), raw.filterMask == 0, !raw.bytes.isEmpty else { return nil }
         return EncodedFeatures(index: i, bytes: raw.bytes)
     }
 
@@ -456,7 +454,7 @@ public final class FeatureStore: Sendable {
         let v = try wrap("/boxes") { try ds.read(Float.self) }
         return try (0..<boxCount).map { r in
             let b = Array(v[(r * 5)..<(r * 5 + 5)])
-            guard b.allSatisfy(\.isFinite), b[0] >= 0, Int(b[0]) < count, b[0] == b[0].rounded() else {
+            guard b.allSatisfy(\.isFinite), b[0] >= 0, b[0] < Float(count), b[0] == b[0].rounded() else {
                 throw StoreError(file: path, dataset: "/boxes", "row \(r) is \(b); expected an image index in 0..<\(count) and finite coordinates")
             }
             return (Int(b[0]), b[1], b[2], b[3], b[4])
@@ -520,7 +518,8 @@ public enum ChunkDecoding: Sendable, Equatable {
     case shuffleDeflate
 
     init(_ ds: HDF5Dataset, chunk: [Int]) {
-        guard ds.chunkShape == chunk, ds.storedElementSize == (ds.elementType == .float16 ? 2 : 4) else { self = .library; return }
+        guard ds.chunkShape == chunk, ds.isLittleEndianIEEEFloat,
+              ds.storedElementSize == (ds.elementType == .float16 ? 2 : 4) else { self = .library; return }
         switch ds.filterIDs {
         case [1]: self = .deflate
         case [2, 1]: self = .shuffleDeflate

@@ -35,7 +35,7 @@ public enum Inspect {
             let l = s.layout
             out += "\nlayout: \(l.imageCount) images, \(l.gridHeight)x\(l.gridWidth) cells x \(l.channels) channels (\(l.featureType))"
             out += ", images \(l.imageHeight)x\(l.imageWidth), patch \(s.metadata.patchSize)\n"
-            out += "  images: \(l.hasImages ? "yes" : "no"), labels: \(l.hasLabels ? "yes" : "no") (\(s.metadata.labelIDs.rawValue) ids), names: \(l.hasNames ? "yes" : "no")"
+            out += "  images: \(l.hasImages ? "yes" : "no"), labels: \(l.hasLabels ? "yes (\(s.metadata.labelIDs.rawValue) ids)" : "no"), names: \(l.hasNames ? "yes" : "no")"
             out += ", flipped features: \(l.hasFlippedFeatures ? "yes" : "no"), augmented views: \(l.viewCount), boxes: \(l.boxCount)\n"
             let n = min(sampleImages, l.imageCount)
             if n > 0 {

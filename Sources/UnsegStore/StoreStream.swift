@@ -23,8 +23,10 @@ public enum StreamOrder: Sendable, Equatable {
 /// Reads a store one image at a time with bounded memory, in order or in a seeded
 /// shuffled order, optionally prefetching on a background thread.
 ///
-/// Memory: at most `prefetch + 1` items are alive inside the stream (plus what the
-/// caller keeps). The sequence of items is the same with or without prefetching.
+/// Memory: at most `prefetch + 1` items are alive inside the stream (plus what the caller keeps);
+/// with `decodeThreads > 1`, up to `max(prefetch, 2 decodeThreads)` queued plus a block of
+/// `2 decodeThreads` being decoded. The sequence of items is the same with or without prefetching
+/// and for any number of decoding threads.
 /// Used from one thread (the consumer); only the prefetcher is shared with the reading thread.
 public final class StoreStream {
     public let store: FeatureStore

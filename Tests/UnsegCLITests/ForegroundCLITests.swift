@@ -61,6 +61,20 @@ import UnsegTestSupport
         #expect(try runUnseg(["evaluate", "--task", "saliency", "--store", store, "--predictions", guided, "--json", j1, "--threads", "1"]).status == 0)
         #expect(try runUnseg(["evaluate", "--task", "saliency", "--store", store, "--predictions", guided, "--json", j2, "--threads", "2"]).status == 0)
         #expect(try Data(contentsOf: URL(fileURLWithPath: j1)) == Data(contentsOf: URL(fileURLWithPath: j2)))
+        // Damaged boxes: a huge image index is an error naming /boxes; huge coordinates are drawn
+        // clipped in the report, not a trap.
+        let badIndex = dir + "/bad-index.h5", hugeBox = dir + "/huge-box.h5"
+        try FileManager.default.copyItem(atPath: store, toPath: badIndex)
+        try FileManager.default.copyItem(atPath: store, toPath: hugeBox)
+        _ = try runPython("""
+        import h5py, sys
+        with h5py.File(sys.argv[1], 'a') as f: f['boxes'][0, 0] = 1e20
+        with h5py.File(sys.argv[2], 'a') as f: f['boxes'][0, 3] = 1e20
+        """, args: [badIndex, hugeBox])
+        let bi = try runUnseg(["evaluate", "--task", "corloc", "--store", badIndex, "--predictions", props])
+        #expect(bi.status == 1 && bi.stderr.contains("/boxes"), "\(bi.stderr)")
+        let hb = try runUnseg(["evaluate", "--task", "corloc", "--store", hugeBox, "--predictions", props, "--report", dir + "/huge-rep"])
+        #expect(hb.status == 0 && FileManager.default.fileExists(atPath: dir + "/huge-rep/report.md"), "\(hb.stderr)")
         // A predictions file without /foreground names what to do.
         let bad = try runUnseg(["evaluate", "--task", "saliency", "--store", store, "--predictions", dir + "/none.h5"])
         #expect(bad.status == 1)
