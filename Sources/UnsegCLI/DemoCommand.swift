@@ -44,9 +44,7 @@ extension Unseg {
                     say("")
                     say("Object-centric synthetic scenes, saliency at threshold 0.5 (Acc / IoU, %) and max F-beta (beta^2 = 0.3):")
                     say(s.table())
-                    say("files:")
-                    for (what, p) in s.files { say("  \(what.padding(toLength: 32, withPad: " ", startingAt: 0)) \(p)") }
-                    say(String(format: "done in %.0f s", s.seconds))
+                    sayFiles(s.files, seconds: s.seconds)
                     return
                 }
                 var o = DemoJob.Options()
@@ -61,12 +59,17 @@ extension Unseg {
                 say("")
                 say("Synthetic corpus, \(valImages) val images, Hungarian-matched (Acc / mIoU, %):")
                 say(summary.table())
-                say("files:")
-                for (what, p) in summary.files { say("  \(what.padding(toLength: 32, withPad: " ", startingAt: 0)) \(p)") }
-                say(String(format: "done in %.0f s", summary.seconds))
+                sayFiles(summary.files, seconds: summary.seconds)
             }
         }
     }
+}
+
+/// The demo's file list and time.
+private func sayFiles(_ files: [(String, String)], seconds: Double) {
+    say("files:")
+    for (what, p) in files { say("  \(what.padding(toLength: 32, withPad: " ", startingAt: 0)) \(p)") }
+    say(String(format: "done in %.0f s", seconds))
 }
 
 /// What `unseg demo` shows.

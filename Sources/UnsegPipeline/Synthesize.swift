@@ -22,18 +22,29 @@ public enum Synthesize {
         let writer = try FeatureStoreWriter(path: path, metadata: meta, count: config.imageCount, gridHeight: grid,
                                             gridWidth: grid, channels: config.channels, options: options)
         defer { progress?.finish() }
+        try fill(writer, count: config.imageCount, threads: threads, progress: progress) { i in
+            let img = corpus.image(i)
+            return (img.features, img.image, img.labels, img.name, [])
+        }
+    }
+
+    /// Generates images `0..<count` in parallel blocks of `2 * threads` (each a function of its
+    /// index only) and writes them in order, boxes included; commits, or discards on error. The
+    /// file's bytes do not depend on the thread count. Memory: one block of images.
+    static func fill(_ writer: FeatureStoreWriter, count: Int, threads: Int, progress: ProgressSink?,
+                     generate: @escaping @Sendable (Int) -> (Matrix, [UInt8], [UInt8], String, [[Float]])) throws {
         let block = max(1, 2 * threads)
         var done = 0
         do {
-            while done < config.imageCount {
-                let n = min(block, config.imageCount - done)
-                let base = done
-                let images = Parallel.map(n, threads: threads) { corpus.image(base + $0) }
+            while done < count {
+                let n = min(block, count - done), base = done
+                let images = Parallel.map(n, threads: threads) { generate(base + $0) }
                 for (k, img) in images.enumerated() {
-                    try writer.write(base + k, features: img.features, image: img.image, labels: img.labels, name: img.name)
+                    try writer.write(base + k, features: img.0, image: img.1, labels: img.2, name: img.3)
+                    writer.boxes += img.4
                 }
                 done += n
-                progress?.update(done: done, total: config.imageCount, note: nil)
+                progress?.update(done: done, total: count, note: nil)
             }
             try writer.commit()
         } catch {
@@ -54,22 +65,9 @@ public enum Synthesize {
         let writer = try FeatureStoreWriter(path: path, metadata: meta, count: config.imageCount, gridHeight: g, gridWidth: g,
                                             channels: config.channels, options: options)
         defer { progress?.finish() }
-        var done = 0
-        do {
-            while done < config.imageCount {
-                let n = min(max(1, 2 * threads), config.imageCount - done), base = done
-                let images = Parallel.map(n, threads: threads) { scene.image(base + $0) }
-                for (k, img) in images.enumerated() {
-                    try writer.write(base + k, features: img.features, image: img.image, labels: img.labels, name: img.name)
-                    writer.boxes += img.boxes
-                }
-                done += n
-                progress?.update(done: done, total: config.imageCount, note: nil)
-            }
-            try writer.commit()
-        } catch {
-            writer.discard()
-            throw error
+        try fill(writer, count: config.imageCount, threads: threads, progress: progress) { i in
+            let img = scene.image(i)
+            return (img.features, img.image, img.labels, img.name, img.boxes)
         }
     }
 }
