@@ -18,15 +18,16 @@ public enum Parallel {
     /// Concurrency: `body` is `@Sendable` (checked by the compiler): it may only capture values
     /// that are safe to share; each call writes only its own result.
     public static func forEach(_ count: Int, threads: Int, _ body: @Sendable (Int) -> Void) {
+        // Images get one BLAS thread each (BLASPolicy.imagesInParallel), on one of our threads or
+        // several: never nest our threads inside BLAS threads, and the same BLAS partitioning (so
+        // the same bits) whatever `threads` is. Set, not saved and restored: it is the policy of any
+        // run over images.
+        if BLAS.threads != 1 { BLASPolicy.imagesInParallel.apply() }
         let t = min(max(threads, 1), count)
         if t <= 1 {
             for i in 0..<count { body(i) }
             return
         }
-        // Images on our threads get one BLAS thread each (BLASPolicy.imagesInParallel): never nest
-        // our threads inside BLAS threads. Set, not saved and restored: it is the policy of any run
-        // that parallelises over images.
-        if BLAS.threads != 1 { BLASPolicy.imagesInParallel.apply() }
         let next = Counter()
         withoutActuallyEscaping(body) { body in
             DispatchQueue.concurrentPerform(iterations: t) { _ in
