@@ -387,6 +387,16 @@ protocol StageRunner {
     func run(_ ck: inout FitCheckpoint, context: FitJob.Loop) throws -> PrototypeModel
 }
 
+extension StageRunner {
+    /// The stage's saved state in the checkpoint (a missing one is a damaged checkpoint).
+    func savedState(_ ck: FitCheckpoint, _ c: FitJob.Loop) throws -> StateRecord {
+        guard let saved = ck.states[kind] else {
+            throw StoreError(file: c.options.checkpointPath, "damaged checkpoint: /stages/\(kind.rawValue) is missing")
+        }
+        return saved
+    }
+}
+
 /// `pca-init`: the PCA of a seeded sample of rows (state: the model).
 struct PCAInitRunner: StageRunner {
     var kind: FitStageKind { .pcaInit }
@@ -419,7 +429,7 @@ struct CosineKMeansRunner: StageRunner {
         return try CosineKMeansTrainer(initial: m, config: recipe.warmupConfig(threads: threads)).state.record
     }
     func run(_ ck: inout FitCheckpoint, context c: FitJob.Loop) throws -> PrototypeModel {
-        guard let saved = ck.states[.cosineKMeans] else { throw StoreError(file: c.options.checkpointPath, "damaged checkpoint: /stages/cosine-kmeans is missing") }
+        let saved = try savedState(ck, c)
         let state = try CosineKMeansTrainerState(record: saved)
         var t = try CosineKMeansTrainer(state: state, config: c.recipe.warmupConfig(threads: c.options.threads))
         try c.runEpochs(&ck, kind: .cosineKMeans, orderStage: 0, epochs: c.recipe.warmupEpochs, state: { t.state.record }) { items, _ in
@@ -441,7 +451,7 @@ struct PriMaPsEMRunner: StageRunner {
         return try EMTrainer(initial: m, config: recipe.emConfig(threads: threads)).state.record
     }
     func run(_ ck: inout FitCheckpoint, context c: FitJob.Loop) throws -> PrototypeModel {
-        guard let saved = ck.states[.primapsEM] else { throw StoreError(file: c.options.checkpointPath, "damaged checkpoint: /stages/primaps-em is missing") }
+        let saved = try savedState(ck, c)
         let state = try EMTrainerState(record: saved)
         var t = try EMTrainer(state: state, config: c.recipe.emConfig(threads: c.options.threads))
         let l = c.store.layout
