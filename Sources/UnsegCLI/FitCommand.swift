@@ -34,6 +34,8 @@ extension Unseg {
         var keepGains = false
         @Option(help: "Override the recipe's seed.")
         var seed: UInt64?
+        @Option(help: ArgumentHelp("Override the recipe's stages, comma-separated: e.g. maskcontrast,segment-kmeans for the MaskContrast-style method, segment-kmeans alone for segment k-means without training.", valueName: "list"))
+        var stages: String?
         @OptionGroup var parallel: ThreadsOption
         @Option(help: .hidden)
         var debugStepDelayMs: Int = 0
@@ -47,6 +49,16 @@ extension Unseg {
             try reportingErrors {
                 var r = try Recipe.load(path: recipe)
                 if let s = seed { r.seed = s }
+                if let list = stages {
+                    let names = list.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+                    r.stages = try names.map { n in
+                        guard let k = FitStageKind(rawValue: n) else {
+                            throw RecipeError("--stages: '\(n)' is not a stage; stages are \(FitStageKind.allCases.map(\.rawValue).joined(separator: ", "))")
+                        }
+                        return k
+                    }
+                    try r.validate()
+                }
                 let clear = isatty(STDERR_FILENO) != 0 ? "\r\u{1B}[K" : ""
                 let log: @Sendable (String) -> Void = { line in FileHandle.standardError.write((clear + line + "\n").data(using: .utf8)!) }
                 var opts = FitOptions(recipe: r, storePath: store, proposalsPath: proposals, valPath: val, valClassCount: valClasses,
@@ -57,10 +69,11 @@ extension Unseg {
                 opts.keepGains = keepGains
                 let res = try FitJob.run(opts)
                 let ck = res.checkpoint
-                say("fit \(r.name): \(ck.warmupSteps) warm-up + \(ck.emSteps) EM steps" +
+                let steps = r.stages.map { k in "\(ck.loss(k).count) \(k.rawValue)" }.joined(separator: " + ")
+                say("fit \(r.name): \(steps) steps" +
                     (res.resumedFrom.map { " (resumed at step \($0), ran \(res.stepsRun))" } ?? "") +
                     String(format: " in %.1f s", res.seconds))
-                if let last = ck.emLoss.last ?? ck.warmupLoss.last { say(String(format: "final loss %.4f", last)) }
+                if let last = r.stages.reversed().lazy.compactMap({ ck.loss($0).last }).first { say(String(format: "final loss %.4f", last)) }
                 if let v = ck.valHistory.last {
                     say(String(format: "val after %@ epoch %d: mIoU %.2f, Acc %.2f", v.stage.rawValue, v.epoch, v.miou, v.accuracy))
                 }

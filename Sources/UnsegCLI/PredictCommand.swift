@@ -10,7 +10,9 @@ extension Unseg {
             abstract: "Per-pixel cluster ids from fitted prototypes: a predictions file that `unseg evaluate` reads.",
             discussion: """
             Logits are computed at feature resolution and upsampled bilinearly to the label resolution (exact by \
-            linearity); the id is their argmax. --refine crf runs a dense CRF on their softmax with the store's images.
+            linearity); the id is their argmax. --refine crf runs a dense CRF on their softmax with the store's images. \
+            A mask-clustering checkpoint (stages ending in segment-kmeans) scores each cell's embedding against its \
+            centroids (cosine); with --proposals, every mask of the predicted store takes the cluster of its mean embedding.
             """)
 
         @Option(help: "Checkpoint written by `unseg fit`.")
@@ -25,6 +27,8 @@ extension Unseg {
         var refine: PredictRefinement?
         @Option(help: "Test-time augmentation: none, or flip (average with the store's /features_flipped, as the reference test script).")
         var tta: TestTimeAugmentation = .none
+        @Option(help: "Proposals of the predicted store (`unseg propose`): mask voting for a mask-clustering checkpoint.")
+        var proposals: String?
         @OptionGroup var parallel: ThreadsOption
 
         func validate() throws {
@@ -34,7 +38,8 @@ extension Unseg {
             try reportingErrors {
                 let s = try PredictJob.run(PredictOptions(checkpointPath: checkpoint, storePath: store, outPath: out,
                                                           copy: copy, refine: refine, tta: tta,
-                                                          threads: parallel.threads, progress: TerminalProgress(label: "predict")))
+                                                          threads: parallel.threads, progress: TerminalProgress(label: "predict"),
+                                                          proposalsPath: proposals))
                 say(String(format: "wrote %@: %d images, %d clusters, prototypes %@, refine %@, %.1f s",
                            s.outPath, s.imageCount, s.classCount, s.prototypes, s.refine.rawValue, s.seconds))
             }

@@ -118,3 +118,35 @@ extension EMTrainerState {
                   momentumUpdates: try r.int("momentum_updates"), rngState: try loadRNG(r), lossHistory: try r.doubles("loss"))
     }
 }
+
+extension MaskContrastTrainerState {
+    /// The state as a record: `query/*`, `key/*` (heads), `optimizer/*`, `queue/entries`
+    /// `[capacity, D]`, `queue/pointer`, `queue/filled`, `step`, `epoch`, `loss`.
+    public var record: StateRecord {
+        var r = StateRecord()
+        query.save(into: &r, at: "query")
+        key.save(into: &r, at: "key")
+        optimizer.save(into: &r, at: "optimizer")
+        r.set("queue/entries", queue.entries.data, shape: [queue.entries.rows, queue.entries.cols])
+        r.set("queue/pointer", queue.pointer)
+        r.set("queue/filled", queue.filled)
+        r.set("step", step)
+        r.set("epoch", epoch)
+        r.set("loss", lossHistory)
+        return r
+    }
+    public init(record r: StateRecord) throws {
+        let (q, shape) = try r.floats("queue/entries")
+        guard shape.count == 2, shape[0] * shape[1] == q.count else {
+            throw ClusteringError("saved queue '\(r.place("queue/entries"))' has shape \(shape); expected [capacity, D]")
+        }
+        if let bad = Finite.describeFirstNonFinite(q, cols: max(shape[1], 1)) {
+            throw ClusteringError("saved queue '\(r.place("queue/entries"))' \(bad); the checkpoint is damaged; fit again")
+        }
+        self.init(query: try ProjectionHead(record: r, at: "query"), key: try ProjectionHead(record: r, at: "key"),
+                  optimizer: try AdamState(record: r, at: "optimizer"),
+                  queue: try PrototypeQueue(entries: Matrix(rows: shape[0], cols: shape[1], data: q), pointer: try r.int("queue/pointer"),
+                                            filled: try r.int("queue/filled")),
+                  step: try r.int("step"), epoch: try r.int("epoch"), lossHistory: try r.doubles("loss"))
+    }
+}

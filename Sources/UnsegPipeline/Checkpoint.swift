@@ -79,6 +79,11 @@ public struct FitCheckpoint: Sendable, Equatable {
         for kind in FitStageKind.allCases.reversed() {
             guard let r = states[kind] else { continue }
             switch kind {
+            case .segmentKMeans:
+                guard let m = try maskModel() else { continue }   // not clustered yet
+                return (kind, m.prototypes, m.prototypes)
+            case .maskContrast:
+                continue   // a head, no prototypes
             case .primapsEM:
                 let s = try EMTrainerState(record: r)
                 return (kind, s.running, s.momentum)
@@ -92,6 +97,33 @@ public struct FitCheckpoint: Sendable, Equatable {
             }
         }
         throw ClusteringError("the checkpoint holds no prototypes yet (no stage has started)")
+    }
+
+    /// The mask clustering of a finished `segment-kmeans` stage (nil before it).
+    public func maskModel() throws -> MaskClusterModel? {
+        guard let r = states[.segmentKMeans], (try? r.int("done")) == 1 else { return nil }
+        return try MaskClusterModel(record: r, at: "model")
+    }
+
+    /// Every saved stage decodes (damaged or hand-edited files fail on load, not mid-run).
+    func validateStates() throws {
+        for (kind, r) in states {
+            switch kind {
+            case .pcaInit: if r.arrays["model/directions"] != nil { _ = try PrototypeModel(record: r, at: "model") }
+            case .cosineKMeans: _ = try CosineKMeansTrainerState(record: r)
+            case .primapsEM: _ = try EMTrainerState(record: r)
+            case .maskContrast: if r.scalars["fresh"] == nil { _ = try MaskContrastTrainerState(record: r) }
+            case .segmentKMeans:
+                if r.scalars["head/kind"] != nil { _ = try ProjectionHead(record: r, at: "head") }
+                _ = try maskModel()
+            }
+        }
+    }
+
+    /// Feature channels the fitted model reads.
+    public var inputChannels: Int {
+        if let m = try? maskModel() { return m.head.inputChannels }
+        return running.channelCount
     }
 
     /// Running prototypes of the latest stage.
@@ -165,7 +197,7 @@ public struct FitCheckpoint: Sendable, Equatable {
                 throw fail("damaged checkpoint: the run is in stage '\(k.rawValue)' but /stages/\(k.rawValue) is missing; fit again or restore the file")
             }
             // Every saved stage must decode (damaged or hand-edited files fail here, not mid-run).
-            if !states.isEmpty { _ = try ck.latestPrototypes() }
+            try ck.validateStates()
             return ck
         } catch let e as StoreError {
             throw e
@@ -177,7 +209,7 @@ public struct FitCheckpoint: Sendable, Equatable {
     /// Checks that `store` has the feature channels the prototypes were fitted on.
     /// Error: "S.h5:/features has 768 channels but the checkpoint C.h5 was fitted on 384; ...".
     public func checkCompatible(with store: FeatureStore, checkpointPath: String) throws {
-        if store.layout.channels != channels || running.channelCount != store.layout.channels {
+        if store.layout.channels != channels || inputChannels != store.layout.channels {
             throw StoreError(file: store.path, dataset: "/features",
                              "has \(store.layout.channels) channels but the checkpoint \(checkpointPath) was fitted on \(channels); use a checkpoint fitted on features of the same backbone (or fit one on this store with `unseg fit`)")
         }

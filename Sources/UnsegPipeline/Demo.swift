@@ -29,6 +29,11 @@ extension Recipe {
         r.selection = .last
         r.predictCopy = .momentum
         r.predictRefine = .none
+        r.maskContrast.epochs = 8
+        r.maskContrast.hidden = 128
+        r.maskContrast.learningRate = 1.0
+        r.segmentKMeans.pcaDims = 0
+        r.masks.source = .file
         return r
     }
 
@@ -38,6 +43,22 @@ extension Recipe {
         var r = self
         r.name = name + "-baseline"
         r.stages = r.stages.filter { $0 != .primapsEM }
+        return r
+    }
+
+    /// The "Segment k-means" row: mask-level clustering of the stored features (identity head).
+    public var segmentKMeansOnly: Recipe {
+        var r = self
+        r.name = name + "-segment-kmeans"
+        r.stages = [.segmentKMeans]
+        return r
+    }
+
+    /// The "MaskContrast-style" row: the contrastive head, then mask-level clustering through it.
+    public var maskContrastOnly: Recipe {
+        var r = self
+        r.name = name + "-maskcontrast"
+        r.stages = [.maskContrast, .segmentKMeans]
         return r
     }
 }
@@ -68,9 +89,11 @@ public struct DemoSummary: Sendable {
 
 /// `unseg demo` as a library call: the whole pipeline on a synthetic corpus.
 ///
-/// synth train + val -> propose (PriMaPs) -> k-means baseline (fit warm-up only) ->
-/// PriMaPs-EM on top of it (fit) -> predict val -> evaluate (Hungarian) -> report + export. Every stage writes its file
-/// into `workdir`, so any stage can be rerun alone with the matching subcommand.
+/// synth train + val -> propose (PriMaPs) -> four fits, each followed by predict val -> evaluate
+/// (Hungarian) -> report: the k-means Baseline (PCA + cosine k-means warm-up), Segment k-means
+/// (mask-level clustering of the stored features), MaskContrast-style (contrastive head + mask
+/// clustering), PriMaPs-EM on top of the Baseline; then export. Every stage writes its file into
+/// `workdir`, so any stage can be rerun alone with the matching subcommand.
 public enum DemoJob {
     public struct Options: Sendable {
         public var workdir = "unseg-demo"
@@ -120,9 +143,11 @@ public enum DemoJob {
         files += [("train proposals", props), ("proposal overlays (PNG)", path("proposal-overlays"))]
         log(String(format: "propose: %.1f masks per image, %.0f images/s -> %@ (%d overlays)", ps.meanMasks, ps.imagesPerSecond, props, overlays.count))
 
-        // 3. Baseline (cosine k-means) and 4. PriMaPs-EM on top of it, each: fit -> predict val -> evaluate.
+        // 3. Baseline (cosine k-means), Segment k-means, MaskContrast-style, and PriMaPs-EM on top of
+        // the Baseline, each: fit -> predict val -> evaluate.
         var rows: [DemoRow] = []
-        for (label, r, tag) in [("Baseline", recipe.baseline, "baseline"), ("+PriMaPs-EM", recipe, "primaps-em")] {
+        for (label, r, tag) in [("Baseline (k-means)", recipe.baseline, "baseline"), ("Segment k-means", recipe.segmentKMeansOnly, "segment-kmeans"),
+                                ("MaskContrast-style", recipe.maskContrastOnly, "maskcontrast"), ("+PriMaPs-EM", recipe, "primaps-em")] {
             let ckpt = path("\(tag).h5")
             if fm.fileExists(atPath: ckpt) { try fm.removeItem(atPath: ckpt) }
             var fo = FitOptions(recipe: r, storePath: path("train.h5"), proposalsPath: props, checkpointPath: ckpt)

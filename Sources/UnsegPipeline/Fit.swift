@@ -128,15 +128,18 @@ public enum FitJob {
                                valHistory: [], best: nil, bestRecord: nil, storePath: store.path, storeImages: l.imageCount,
                                featureHeight: l.gridHeight, featureWidth: l.gridWidth, channels: l.channels)
             var first = 0
-            var model: PrototypeModel?
+            var model: StageOutput?
             if let src = o.initFromPath {
+                if recipe.stages.contains(where: \.isMaskStage) {
+                    throw RecipeError("--init-from starts the last stage of a prototype recipe (primaps-em) from a checkpoint's prototypes; the stages \(recipe.stages.map(\.rawValue).joined(separator: ", ")) take none; fit without --init-from")
+                }
                 var m = try initialPrototypes(from: src, store: store, recipe: recipe)
                 if !o.keepGains { m.gains = [Float](repeating: 1, count: m.classCount) }
                 // The recipe's last stage starts from these prototypes; the stages before it are skipped.
                 first = recipe.stages.count - 1
                 o.log?("\(recipe.stages.indices.contains(first) ? recipe.stages[first].rawValue : "the fit") starts from the prototypes of \(src) (stages before it skipped)")
                 ck.initFrom = src
-                model = m
+                model = StageOutput(prototypes: m)
             }
             if first < runners.count {
                 ck.stage = recipe.stages[first]
@@ -146,6 +149,9 @@ public enum FitJob {
             // (a bad store fails in the PCA without leaving a checkpoint behind); a run that starts
             // from --init-from has them already.
             if model != nil { try ck.write(to: o.checkpointPath) }
+        }
+        if ck.stage != nil, recipe.runs(.segmentKMeans) {
+            o.log?("masks: " + (o.proposalsPath.map { "\($0):/masks (feature resolution)" } ?? proposals.featureSummary))
         }
         if ck.stage != nil, recipe.runs(.primapsEM), recipe.epochs > 0 {
             if recipe.proposals == .primapsCRF && proposals.onTheFly && !proposals.refined {
@@ -236,6 +242,8 @@ public enum FitJob {
         case .pcaInit: return PCAInitRunner()
         case .cosineKMeans: return CosineKMeansRunner()
         case .primapsEM: return PriMaPsEMRunner()
+        case .maskContrast: return MaskContrastRunner()
+        case .segmentKMeans: return SegmentKMeansRunner()
         }
     }
 
@@ -324,7 +332,7 @@ public enum FitJob {
         /// stage's state as a record, taken only when a checkpoint is written and at the end.
         func runEpochs(_ ck: inout FitCheckpoint, kind: FitStageKind, orderStage: Int, epochs: Int,
                        state: () -> StateRecord,
-                       step: (_ items: [StoreItem], _ epoch: Int) throws -> (loss: Double, model: PrototypeModel)) throws {
+                       step: (_ items: [StoreItem], _ epoch: Int) throws -> (loss: Double, model: PrototypeModel?)) throws {
             while ck.epoch < epochs {
                 let stream = try StoreStream(store: store, subset: remainingOrder(ck, stage: orderStage), prefetch: batchLen,
                                              decodeThreads: options.threads)
@@ -340,18 +348,17 @@ public enum FitJob {
 
         /// Bookkeeping after every step: position, validation at epoch ends, checkpoints, progress.
         func afterStep(_ ck: inout FitCheckpoint, kind: FitStageKind, stageEpochs: Int, loss: Double,
-                       state: () -> StateRecord, model: () -> PrototypeModel) throws {
+                       state: () -> StateRecord, model: () -> PrototypeModel?) throws {
             ck.step += 1
             ck.batchInEpoch += 1
             var epochEnded = false
-            let label = kind == .cosineKMeans ? "warm-up" : (kind == .primapsEM ? "PriMaPs-EM" : kind.rawValue)
+            let label = kind == .cosineKMeans ? "warm-up" : (kind == .primapsEM ? "PriMaPs-EM" : (kind == .maskContrast ? "MaskContrast head" : kind.rawValue))
             if ck.batchInEpoch == batches {
                 ck.epoch += 1
                 ck.batchInEpoch = 0
                 epochEnded = true
                 var line = String(format: "%@ epoch %d/%d: loss %.4f", label, ck.epoch, stageEpochs, loss)
-                if let v = validator {
-                    let m = model()
+                if let v = validator, let m = model() {
                     let r = try v.evaluate(m)
                     let rec = ValRecord(stage: kind, epoch: ck.epoch, miou: r.miou, accuracy: r.accuracy)
                     ck.valHistory.append(rec)
@@ -381,10 +388,18 @@ protocol StageRunner {
     var kind: FitStageKind { get }
     /// Epochs of training steps (0 for one-pass stages such as the PCA).
     func epochs(_ recipe: Recipe) -> Int
-    /// The stage's fresh state, starting from the previous stage's prototypes (nil for a first stage).
-    func initialState(from model: PrototypeModel?, recipe: Recipe, threads: Int) throws -> StateRecord
-    /// Runs (or resumes from `ck.states[kind]`) the stage to its end; returns its prototypes.
-    func run(_ ck: inout FitCheckpoint, context: FitJob.Loop) throws -> PrototypeModel
+    /// The stage's fresh state, starting from what the previous stage produced (nil for a first stage).
+    func initialState(from previous: StageOutput?, recipe: Recipe, threads: Int) throws -> StateRecord
+    /// Runs (or resumes from `ck.states[kind]`) the stage to its end; returns what it produced.
+    func run(_ ck: inout FitCheckpoint, context: FitJob.Loop) throws -> StageOutput
+}
+
+/// What a stage hands to the next: prototypes (the prototype stages, segment k-means' centroids)
+/// and / or a trained projection head (maskcontrast).
+struct StageOutput {
+    var prototypes: PrototypeModel?
+    var head: ProjectionHead?
+    init(prototypes: PrototypeModel? = nil, head: ProjectionHead? = nil) { self.prototypes = prototypes; self.head = head }
 }
 
 extension StageRunner {
@@ -401,20 +416,20 @@ extension StageRunner {
 struct PCAInitRunner: StageRunner {
     var kind: FitStageKind { .pcaInit }
     func epochs(_ recipe: Recipe) -> Int { 0 }
-    func initialState(from model: PrototypeModel?, recipe: Recipe, threads: Int) throws -> StateRecord {
+    func initialState(from previous: StageOutput?, recipe: Recipe, threads: Int) throws -> StateRecord {
         var r = StateRecord()
         r.set("done", 0)
         return r
     }
-    func run(_ ck: inout FitCheckpoint, context c: FitJob.Loop) throws -> PrototypeModel {
-        if let r = ck.states[.pcaInit], (try? r.int("done")) == 1 { return try PrototypeModel(record: r, at: "model") }
+    func run(_ ck: inout FitCheckpoint, context c: FitJob.Loop) throws -> StageOutput {
+        if let r = ck.states[.pcaInit], (try? r.int("done")) == 1 { return StageOutput(prototypes: try PrototypeModel(record: r, at: "model")) }
         c.options.log?("PCA initialisation on up to \(c.recipe.pcaSampleImages) images of \(c.store.path)")
         let m = try FitJob.pcaInitialisation(store: c.store, recipe: c.recipe, threads: c.options.threads)
         var r = StateRecord()
         m.save(into: &r, at: "model")
         r.set("done", 1)
         ck.states[.pcaInit] = r
-        return m
+        return StageOutput(prototypes: m)
     }
 }
 
@@ -422,13 +437,13 @@ struct PCAInitRunner: StageRunner {
 struct CosineKMeansRunner: StageRunner {
     var kind: FitStageKind { .cosineKMeans }
     func epochs(_ recipe: Recipe) -> Int { recipe.warmupEpochs }
-    func initialState(from model: PrototypeModel?, recipe: Recipe, threads: Int) throws -> StateRecord {
-        guard let m = model else {
+    func initialState(from previous: StageOutput?, recipe: Recipe, threads: Int) throws -> StateRecord {
+        guard let m = previous?.prototypes else {
             throw RecipeError("stages: cosine-kmeans needs initial prototypes; list pca-init before it or pass --init-from")
         }
         return try CosineKMeansTrainer(initial: m, config: recipe.warmupConfig(threads: threads)).state.record
     }
-    func run(_ ck: inout FitCheckpoint, context c: FitJob.Loop) throws -> PrototypeModel {
+    func run(_ ck: inout FitCheckpoint, context c: FitJob.Loop) throws -> StageOutput {
         let saved = try savedState(ck, c)
         let state = try CosineKMeansTrainerState(record: saved)
         var t = try CosineKMeansTrainer(state: state, config: c.recipe.warmupConfig(threads: c.options.threads))
@@ -436,7 +451,7 @@ struct CosineKMeansRunner: StageRunner {
             let st = try t.step(batch: items.map(\.features), executor: c.executor)
             return (st.loss, t.model)
         }
-        return t.model
+        return StageOutput(prototypes: t.model)
     }
 }
 
@@ -444,13 +459,13 @@ struct CosineKMeansRunner: StageRunner {
 struct PriMaPsEMRunner: StageRunner {
     var kind: FitStageKind { .primapsEM }
     func epochs(_ recipe: Recipe) -> Int { recipe.epochs }
-    func initialState(from model: PrototypeModel?, recipe: Recipe, threads: Int) throws -> StateRecord {
-        guard let m = model else {
+    func initialState(from previous: StageOutput?, recipe: Recipe, threads: Int) throws -> StateRecord {
+        guard let m = previous?.prototypes else {
             throw RecipeError("stages: primaps-em needs initial prototypes; list pca-init (and cosine-kmeans) before it or pass --init-from")
         }
         return try EMTrainer(initial: m, config: recipe.emConfig(threads: threads)).state.record
     }
-    func run(_ ck: inout FitCheckpoint, context c: FitJob.Loop) throws -> PrototypeModel {
+    func run(_ ck: inout FitCheckpoint, context c: FitJob.Loop) throws -> StageOutput {
         let saved = try savedState(ck, c)
         let state = try EMTrainerState(record: saved)
         var t = try EMTrainer(state: state, config: c.recipe.emConfig(threads: c.options.threads))
@@ -474,7 +489,7 @@ struct PriMaPsEMRunner: StageRunner {
             let st = try t.step(batch: batch, executor: c.executor)
             return (st.loss, t.momentum)
         }
-        return t.momentum
+        return StageOutput(prototypes: t.momentum)
     }
 }
 
@@ -494,6 +509,9 @@ final class ProposalProvider {
     /// On-the-fly masks, computed once per image: at feature resolution (`N h w` bytes) when
     /// unrefined, at label resolution (`N H W` bytes) when CRF-refined.
     private var cache: [Int: [UInt8]] = [:]
+    /// Feature-resolution masks of the mask stages (PriMaPs on the fly, unrefined), once per image.
+    private var featureCache: [Int: [UInt8]] = [:]
+    let featureOptions: ProposeOptions
 
     init(options o: FitOptions, store: FeatureStore) throws {
         self.store = store
@@ -505,6 +523,9 @@ final class ProposalProvider {
             onTheFly = false
             refined = false
         } else {
+            if o.recipe.masks.source == .file && o.recipe.runs(.segmentKMeans) {
+                throw RecipeError("masks.source: the recipe says 'file' but no proposals file was given; pass --proposals P.h5 (written by `unseg propose` from \(store.path)) or set 'source: primaps' to compute PriMaPs masks on the fly")
+            }
             if o.recipe.proposals == .file && o.recipe.epochs > 0 && o.recipe.runs(.primapsEM) {
                 throw RecipeError("primaps-em.proposals: the recipe says 'file' but no proposals file was given; pass --proposals P.h5 (written by `unseg propose --refine crf` from \(store.path)) or set 'proposals: primaps-crf' to compute them on the fly")
             }
@@ -513,6 +534,28 @@ final class ProposalProvider {
             if refined { po.refine = .crf }
         }
         options = po
+        featureOptions = ProposeOptions(method: .primaps, primaps: PriMaPsConfig(threshold: Float(o.recipe.masks.primapsThreshold)),
+                                        refine: .none, threads: o.threads)
+    }
+
+    /// How the mask stages' masks are made, for the log.
+    var featureSummary: String {
+        onTheFly ? "PriMaPs on the fly (threshold \(featureOptions.primaps.threshold)) at feature resolution" : "file"
+    }
+
+    /// `[h*w]` mask maps at feature resolution (0 = background) for the items, in order: the
+    /// file's `/masks`, or PriMaPs on the fly (computed once per image).
+    func featureMasks(for items: [StoreItem]) throws -> [[UInt8]] {
+        if let f = file { return try items.map { try f.masks($0.index) } }
+        let missing = items.filter { featureCache[$0.index] == nil }
+        if !missing.isEmpty {
+            let (opts, layout, path) = (featureOptions, store.layout, store.path)
+            let results = try Parallel.tryMap(missing.count, threads: threads) { j in
+                try ProposeJob.process(missing[j], layout: layout, options: opts, storePath: path)
+            }
+            for (item, (p, _)) in zip(missing, results) { featureCache[item.index] = p.labels }
+        }
+        return items.map { featureCache[$0.index]! }
     }
 
     /// How the masks are made, for the log.
@@ -573,8 +616,9 @@ public final class Validator: Sendable {
         self.threads = threads
     }
 
-    /// Confusion of `model`'s predictions against the labels, then the metrics.
-    public func evaluate(_ model: PrototypeModel) throws -> EvaluationResult {
+    /// Confusion of `model`'s predictions against the labels, then the metrics. With `embedding`
+    /// (mask clustering), the cells go through it first and `model` is its centroids.
+    public func evaluate(_ model: PrototypeModel, embedding: MaskClusterModel? = nil) throws -> EvaluationResult {
         let l = store.layout
         var confusion = try ConfusionMatrix(clusterCount: model.classCount, classCount: labelProtocol.classCount)
         let stream = try StoreStream(store: store, includeLabels: true, prefetch: 8, decodeThreads: threads)
@@ -582,7 +626,8 @@ public final class Validator: Sendable {
             let items = try stream.nextBatch(max(8, 4 * threads))
             if items.isEmpty { break }
             let preds = Parallel.map(items.count, threads: threads) { i in
-                model.predict(features: items[i].features, h: l.gridHeight, w: l.gridWidth, H: l.imageHeight, W: l.imageWidth)
+                model.predict(features: embedding.map { $0.embedCells(items[i].features) } ?? items[i].features,
+                              h: l.gridHeight, w: l.gridWidth, H: l.imageHeight, W: l.imageWidth)
             }
             for (item, p) in zip(items, preds) { try confusion.accumulate(predictions: p, labels: item.labels!) }
         }

@@ -19,12 +19,17 @@ public struct PredictOptions: Sendable {
     /// Test-time augmentation: `.flip` averages each image's features with its flipped-back
     /// features (`/features_flipped`), as the reference test script does.
     public var tta: TestTimeAugmentation = .none
+    /// Proposals of the predicted store (`unseg propose` on it): with a mask-clustering checkpoint
+    /// (`segment-kmeans`), every mask takes the cluster of its mean embedding; cells outside masks
+    /// keep their own.
+    public var proposalsPath: String? = nil
     public var threads: Int
     public var progress: ProgressSink?
 
     public init(checkpointPath: String, storePath: String, outPath: String, copy: PrototypeCopy? = nil,
                 refine: PredictRefinement? = nil, tta: TestTimeAugmentation = .none, crf: DenseCRFConfig = DenseCRFConfig(),
-                threads: Int = 1, progress: ProgressSink? = nil) {
+                threads: Int = 1, progress: ProgressSink? = nil, proposalsPath: String? = nil) {
+        self.proposalsPath = proposalsPath
         self.checkpointPath = checkpointPath; self.storePath = storePath; self.outPath = outPath; self.copy = copy
         self.refine = refine; self.tta = tta; self.crf = crf; self.threads = threads; self.progress = progress
     }
@@ -45,12 +50,19 @@ public enum PrototypeHead: String, Sendable, Equatable {
     case cosine
     /// PriMaPs-EM's weight-normalised linear head on raw features: `g_k v_k . x / |v_k|`.
     case weightNormalised = "weight-normalised"
+    /// Mask clustering (`segment-kmeans`): each cell's embedding through the projection head and
+    /// the whitening, scored by cosine / T against the centroids.
+    case maskClusters = "mask-clusters"
 }
 
 extension FitCheckpoint {
     /// The head its prototypes belong to (PriMaPs-EM's when its last stage is `primaps-em`).
     public var head: PrototypeHead {
-        ((try? latestPrototypes())?.0 == .primapsEM) ? .weightNormalised : .cosine
+        switch (try? latestPrototypes())?.0 {
+        case .primapsEM?: return .weightNormalised
+        case .segmentKMeans?: return .maskClusters
+        default: return .cosine
+        }
     }
 }
 
@@ -72,7 +84,8 @@ public enum PredictJob {
     /// `/images` for CRF refinement, I/O.
     public static func run(_ o: PredictOptions) throws -> PredictSummary {
         let started = Date()
-        try OutputGuard.check(outputs: [("--out", o.outPath)], inputs: [("--checkpoint", o.checkpointPath), ("--store", o.storePath)])
+        try OutputGuard.check(outputs: [("--out", o.outPath)],
+                              inputs: [("--checkpoint", o.checkpointPath), ("--store", o.storePath)] + (o.proposalsPath.map { [("--proposals", $0)] } ?? []))
         BLASPolicy.imagesInParallel.apply()
         let ck = try FitCheckpoint.load(path: o.checkpointPath)
         let store = try FeatureStore(path: o.storePath)
@@ -88,6 +101,14 @@ public enum PredictJob {
                              "missing; --tta flip needs the flipped features (extract the store with `unseg-extract --flip`), or predict without --tta")
         }
         let (model, which) = selectPrototypes(ck, copy: o.copy, recipe: recipe)
+        let embedding = try ck.maskModel()
+        var proposals: ProposalsFile?
+        if let p = o.proposalsPath {
+            guard embedding != nil else {
+                throw RecipeError("--proposals: mask voting is for mask-clustering checkpoints (stages ending in segment-kmeans); \(o.checkpointPath) holds prototypes of \((try? ck.latestPrototypes().0.rawValue) ?? "?"); predict without --proposals")
+            }
+            proposals = try ProposalsFile(path: p, store: store)
+        }
         // The best-val prototypes may come from a cosine k-means epoch of a PriMaPs-EM fit.
         let usesBest = o.copy == nil && recipe.selection == .bestVal && ck.best != nil
         let head: PrototypeHead = usesBest ? (ck.bestRecord?.stage == .primapsEM ? .weightNormalised : .cosine) : ck.head
@@ -106,9 +127,11 @@ public enum PredictJob {
             if items.isEmpty { break }
             if o.tta == .flip { items = try items.map { try averagedWithFlip($0, store: store) } }
             let batch = items
+            let masks = try proposals.map { p in try batch.map { try p.masks($0.index) } }
             let maps = try Parallel.tryMap(batch.count, threads: o.threads) { i in
-                try predict(model: model, head: head, features: batch[i].features, h: l.gridHeight, w: l.gridWidth,
-                            H: l.imageHeight, W: l.imageWidth, image: batch[i].image, refine: refine, crf: o.crf)
+                try predict(model: model, head: head, embedding: embedding, masks: masks?[i], features: batch[i].features,
+                            h: l.gridHeight, w: l.gridWidth, H: l.imageHeight, W: l.imageWidth, image: batch[i].image,
+                            refine: refine, crf: o.crf)
             }
             for (item, m) in zip(items, maps) { try writer.write(item.index, m) }
             done += items.count
@@ -146,6 +169,7 @@ public enum PredictJob {
     /// PriMaPs-EM's head). O(h w C K + H W K).
     public static func crfProbabilities(model: PrototypeModel, head: PrototypeHead, features: Matrix,
                                         h: Int, w: Int, H: Int, W: Int) -> [Float] {
+        // (.maskClusters: the features are the cells' unit vectors in the cluster space, the gains 1/T.)
         let scores = head == .cosine ? model.cosineScores(features: features, h: h, w: w, H: H, W: W)
             : model.logits(features: features, h: h, w: w, H: H, W: W)
         return Reduce.softmax(scores.data, rows: H * W, cols: model.classCount)
@@ -155,9 +179,17 @@ public enum PredictJob {
     /// classes for both heads: the cosine head's per-pixel normalisation does not change the
     /// argmax); with `.crf`, the CRF on `crfProbabilities` with the image `[H*W*3]` as its guide.
     /// O(h w C K + H W K) (+ CRF).
-    public static func predict(model: PrototypeModel, head: PrototypeHead = .weightNormalised, features: Matrix,
+    /// With `embedding` (a mask-clustering checkpoint), the features first go through its head
+    /// and whitening (`embedCells`, with mask voting when `masks` are given) and `model` is its
+    /// centroids.
+    public static func predict(model: PrototypeModel, head: PrototypeHead = .weightNormalised,
+                               embedding: MaskClusterModel? = nil, masks: [UInt8]? = nil, features raw: Matrix,
                                h: Int, w: Int, H: Int, W: Int, image: [UInt8]?, refine: PredictRefinement,
                                crf: DenseCRFConfig = DenseCRFConfig()) throws -> [UInt8] {
+        if let m = masks, m.count != h * w {
+            throw RefinementError.shapeMismatch("proposal masks have \(m.count) cells for a \(h)x\(w) grid")
+        }
+        let features = embedding.map { $0.embedCells(raw, masks: masks) } ?? raw
         guard refine == .crf else { return model.predict(features: features, h: h, w: w, H: H, W: W) }
         guard let img = image else {
             throw RefinementError.shapeMismatch("CRF refinement needs the image; none was read")

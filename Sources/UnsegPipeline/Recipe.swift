@@ -47,6 +47,24 @@ public enum FitStageKind: String, Sendable, CaseIterable, Equatable, Codable {
     case cosineKMeans = "cosine-kmeans"
     /// PriMaPs-EM: pseudo-labels from the momentum prototypes voted inside mask proposals.
     case primapsEM = "primaps-em"
+    /// MaskContrast-style training of a projection head: pixels of a mask agree with its
+    /// prototype, other masks disagree. Followed by `segment-kmeans`.
+    case maskContrast = "maskcontrast"
+    /// Mask-level clustering: one vector per mask through the head (the identity when no
+    /// `maskcontrast` stage precedes it: Deep Spectral Methods' semantic step), PCA whitening,
+    /// k-means. A one-pass stage.
+    case segmentKMeans = "segment-kmeans"
+
+    /// The prototype stages (PriMaPs and its Baseline) and the mask stages do not mix in one fit.
+    public var isMaskStage: Bool { self == .maskContrast || self == .segmentKMeans }
+}
+
+/// Where the mask stages (`maskcontrast`, `segment-kmeans`) take their masks from, at feature resolution.
+public enum MaskSource: String, Sendable, CaseIterable, Equatable, Codable {
+    /// A proposals file written by `unseg propose` (`--proposals P.h5`, its `/masks`).
+    case file
+    /// PriMaPs on the fly (threshold `masks.primaps_threshold`); a given `--proposals` file still wins.
+    case primaps
 }
 
 /// Every hyperparameter of a fit and of predicting with its result, one section per stage.
@@ -69,7 +87,7 @@ public struct Recipe: Equatable, Sendable, Codable {
     /// Which prototypes are the result.
     public var selection: ModelSelection = .last
     /// The stages, in order.
-    public var stages: [FitStageKind] = FitStageKind.allCases
+    public var stages: [FitStageKind] = [.pcaInit, .cosineKMeans, .primapsEM]
 
     /// `pca-init` settings.
     public struct PCAInit: Equatable, Sendable, Codable {
@@ -114,6 +132,54 @@ public struct Recipe: Equatable, Sendable, Codable {
             case primapsThreshold = "primaps_threshold"
         }
     }
+    /// `maskcontrast` settings: the contrastive projection head. Defaults: the MaskContrast
+    /// reference's where they carry over to a head on frozen features (T 0.5, key momentum 0.999,
+    /// dim 32, SGD momentum 0.9, weight decay 1e-4, poly 0.9 per epoch); ours: the MLP head, its
+    /// width, the queue of 256 that starts empty, the learning rate for a head alone.
+    public struct MaskContrast: Equatable, Sendable, Codable {
+        public init() {}
+        public var epochs: Int = 10
+        /// linear | mlp.
+        public var head: HeadKind = .mlp
+        /// Hidden width of the MLP head.
+        public var hidden: Int = 256
+        /// Embedding dimension (32-128).
+        public var dim: Int = 32
+        public var temperature: Double = 0.5
+        /// Prototypes of recent batches kept as negatives (FIFO).
+        public var queue: Int = 256
+        public var keyMomentum: Double = 0.999
+        /// Class-balancing weights `1 / log(1.02 + share)` over the targets.
+        public var classBalance: Bool = true
+        public var optimizer: HeadOptimizer = .sgd
+        public var learningRate: Double = 0.1
+        public var sgdMomentum: Double = 0.9
+        public var weightDecay: Double = 1e-4
+        /// Poly schedule power (0: constant learning rate).
+        public var polyPower: Double = 0.9
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case epochs, head, hidden, dim, temperature, queue, keyMomentum = "key_momentum", classBalance = "class_balance"
+            case optimizer, learningRate = "learning_rate", sgdMomentum = "sgd_momentum", weightDecay = "weight_decay"
+            case polyPower = "poly_power"
+        }
+    }
+    /// `segment-kmeans` settings: the mask-level clustering.
+    public struct SegmentKMeans: Equatable, Sendable, Codable {
+        public init() {}
+        /// PCA whitening of the mask vectors (0: none).
+        public var pcaDims: Int = 32
+        /// Seeded k-means++ restarts (lowest inertia wins).
+        public var restarts: Int = 10
+        enum CodingKeys: String, CodingKey, CaseIterable { case pcaDims = "pca_dims", restarts }
+    }
+    /// `masks` settings: where the mask stages' masks come from.
+    public struct Masks: Equatable, Sendable, Codable {
+        public init() {}
+        public var source: MaskSource = .primaps
+        /// PriMaPs similarity threshold psi for on-the-fly masks.
+        public var primapsThreshold: Double = 0.4
+        enum CodingKeys: String, CodingKey, CaseIterable { case source, primapsThreshold = "primaps_threshold" }
+    }
     /// `predict` settings (what `unseg predict` does by default with the result).
     public struct Predict: Equatable, Sendable, Codable {
         public init() {}
@@ -127,11 +193,15 @@ public struct Recipe: Equatable, Sendable, Codable {
     public var pcaInit = PCAInit()
     public var cosineKMeans = CosineKMeans()
     public var primapsEM = PriMaPsEM()
+    public var maskContrast = MaskContrast()
+    public var segmentKMeans = SegmentKMeans()
+    public var masks = Masks()
     public var predict = Predict()
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case name, classes, seed, batchSize = "batch_size", checkpointEvery = "checkpoint_every", selection, stages
-        case pcaInit = "pca-init", cosineKMeans = "cosine-kmeans", primapsEM = "primaps-em", predict
+        case pcaInit = "pca-init", cosineKMeans = "cosine-kmeans", primapsEM = "primaps-em", maskContrast = "maskcontrast"
+        case segmentKMeans = "segment-kmeans", masks, predict
     }
 
     public init() {}
@@ -175,6 +245,9 @@ public struct Recipe: Equatable, Sendable, Codable {
         "pca-init": PCAInit.CodingKeys.allCases.map(\.rawValue),
         "cosine-kmeans": CosineKMeans.CodingKeys.allCases.map(\.rawValue),
         "primaps-em": PriMaPsEM.CodingKeys.allCases.map(\.rawValue),
+        "maskcontrast": MaskContrast.CodingKeys.allCases.map(\.rawValue),
+        "segment-kmeans": SegmentKMeans.CodingKeys.allCases.map(\.rawValue),
+        "masks": Masks.CodingKeys.allCases.map(\.rawValue),
         "predict": Predict.CodingKeys.allCases.map(\.rawValue),
     ]
 
@@ -219,7 +292,7 @@ public struct Recipe: Equatable, Sendable, Codable {
 
     /// What each value must look like (checked on the YAML before decoding, so every error
     /// names the key and what is allowed).
-    enum ValueKind { case int, number, string, choice([String]), stageList }
+    enum ValueKind { case int, number, string, bool, choice([String]), stageList }
     static let valueKinds: [String: ValueKind] = [
         "name": .string, "classes": .int, "seed": .int, "batch_size": .int, "checkpoint_every": .int,
         "selection": .choice(ModelSelection.allCases.map(\.rawValue)), "stages": .stageList,
@@ -229,6 +302,13 @@ public struct Recipe: Equatable, Sendable, Codable {
         "primaps-em.momentum_every": .int, "primaps-em.momentum_decay_cap": .number,
         "primaps-em.flip_probability": .number, "primaps-em.proposals": .choice(ProposalsSource.allCases.map(\.rawValue)),
         "primaps-em.primaps_threshold": .number,
+        "maskcontrast.epochs": .int, "maskcontrast.head": .choice([HeadKind.linear.rawValue, HeadKind.mlp.rawValue]),
+        "maskcontrast.hidden": .int, "maskcontrast.dim": .int, "maskcontrast.temperature": .number, "maskcontrast.queue": .int,
+        "maskcontrast.key_momentum": .number, "maskcontrast.class_balance": .bool,
+        "maskcontrast.optimizer": .choice(HeadOptimizer.allCases.map(\.rawValue)), "maskcontrast.learning_rate": .number,
+        "maskcontrast.sgd_momentum": .number, "maskcontrast.weight_decay": .number, "maskcontrast.poly_power": .number,
+        "segment-kmeans.pca_dims": .int, "segment-kmeans.restarts": .int,
+        "masks.source": .choice(MaskSource.allCases.map(\.rawValue)), "masks.primaps_threshold": .number,
         "predict.copy": .choice(["momentum", "running"]), "predict.refine": .choice(PredictRefinement.allCases.map(\.rawValue)),
     ]
 
@@ -242,6 +322,8 @@ public struct Recipe: Equatable, Sendable, Codable {
             guard let t = text, Double(t) != nil else { throw RecipeError("\(key): '\(text ?? "a list")' is not allowed; expected a number") }
         case .string:
             guard text != nil else { throw RecipeError("\(key): expected a string") }
+        case .bool:
+            guard let t = text, ["true", "false"].contains(t) else { throw RecipeError("\(key): '\(text ?? "a list")' is not allowed; expected true or false") }
         case .choice(let allowed):
             guard let t = text, allowed.contains(t) else {
                 throw RecipeError("\(key): '\(text ?? "a list")' is not allowed; expected one of \(allowed.joined(separator: ", "))")
@@ -284,6 +366,9 @@ public struct Recipe: Equatable, Sendable, Codable {
         pcaInit = try c.decodeIfPresent(PCAInit.self, forKey: .pcaInit) ?? pcaInit
         cosineKMeans = try c.decodeIfPresent(CosineKMeans.self, forKey: .cosineKMeans) ?? cosineKMeans
         primapsEM = try c.decodeIfPresent(PriMaPsEM.self, forKey: .primapsEM) ?? primapsEM
+        maskContrast = try c.decodeIfPresent(MaskContrast.self, forKey: .maskContrast) ?? maskContrast
+        segmentKMeans = try c.decodeIfPresent(SegmentKMeans.self, forKey: .segmentKMeans) ?? segmentKMeans
+        masks = try c.decodeIfPresent(Masks.self, forKey: .masks) ?? masks
         predict = try c.decodeIfPresent(Predict.self, forKey: .predict) ?? predict
     }
 
@@ -324,6 +409,30 @@ public struct Recipe: Equatable, Sendable, Codable {
         try num("primaps-em.momentum_decay_cap", primapsEM.momentumDecayCap, 0, 1, loOpen: false, hiOpen: true)
         try num("primaps-em.flip_probability", primapsEM.flipProbability, 0, 1, loOpen: false, hiOpen: false)
         try num("primaps-em.primaps_threshold", primapsEM.primapsThreshold, 0, 1, loOpen: false, hiOpen: false)
+        if stages.contains(where: \.isMaskStage) {
+            guard stages.allSatisfy(\.isMaskStage) else {
+                throw RecipeError("stages: \(stages.map(\.rawValue).joined(separator: ", ")) mixes the prototype stages (pca-init, cosine-kmeans, primaps-em) with the mask stages (maskcontrast, segment-kmeans); fit them as two recipes")
+            }
+            guard stages.last == .segmentKMeans else {
+                throw RecipeError("stages: maskcontrast trains a head but nothing clusters with it; end the list with segment-kmeans ([maskcontrast, segment-kmeans])")
+            }
+        }
+        try int("maskcontrast.epochs", maskContrast.epochs, 0...100_000)
+        try int("maskcontrast.hidden", maskContrast.hidden, 1...65_536)
+        try int("maskcontrast.dim", maskContrast.dim, 2...1024)
+        try num("maskcontrast.temperature", maskContrast.temperature, 0, 100, loOpen: true, hiOpen: false)
+        try int("maskcontrast.queue", maskContrast.queue, 0...1_000_000)
+        try num("maskcontrast.key_momentum", maskContrast.keyMomentum, 0, 1, loOpen: false, hiOpen: false)
+        try num("maskcontrast.learning_rate", maskContrast.learningRate, 0, 100, loOpen: true, hiOpen: false)
+        try num("maskcontrast.sgd_momentum", maskContrast.sgdMomentum, 0, 1, loOpen: false, hiOpen: true)
+        try num("maskcontrast.weight_decay", maskContrast.weightDecay, 0, 1, loOpen: false, hiOpen: false)
+        try num("maskcontrast.poly_power", maskContrast.polyPower, 0, 10, loOpen: false, hiOpen: false)
+        if maskContrast.head == .identity {
+            throw RecipeError("maskcontrast.head: 'identity' is not allowed; expected one of linear, mlp (segment-kmeans alone clusters with the identity head)")
+        }
+        try int("segment-kmeans.pca_dims", segmentKMeans.pcaDims, 0...4096)
+        try int("segment-kmeans.restarts", segmentKMeans.restarts, 1...1000)
+        try num("masks.primaps_threshold", masks.primapsThreshold, 0, 1, loOpen: false, hiOpen: false)
     }
 
     // MARK: printing
@@ -362,6 +471,26 @@ public struct Recipe: Equatable, Sendable, Codable {
         out += "  flip_probability: \(num(primapsEM.flipProbability))\n"
         out += "  proposals: \(primapsEM.proposals.rawValue)          # file (unseg propose) | primaps-crf | primaps-unrefined (on the fly)\n"
         out += "  primaps_threshold: \(num(primapsEM.primapsThreshold))\n"
+        out += "maskcontrast:\n"
+        out += "  epochs: \(maskContrast.epochs)\n"
+        out += "  head: \(maskContrast.head.rawValue)              # linear | mlp\n"
+        out += "  hidden: \(maskContrast.hidden)             # MLP hidden width\n"
+        out += "  dim: \(maskContrast.dim)                 # embedding dimension\n"
+        out += "  temperature: \(num(maskContrast.temperature))\n"
+        out += "  queue: \(maskContrast.queue)              # prototypes kept as negatives (FIFO)\n"
+        out += "  key_momentum: \(num(maskContrast.keyMomentum))\n"
+        out += "  class_balance: \(maskContrast.classBalance)      # weights 1 / log(1.02 + share)\n"
+        out += "  optimizer: \(maskContrast.optimizer.rawValue)            # sgd | adam\n"
+        out += "  learning_rate: \(num(maskContrast.learningRate))\n"
+        out += "  sgd_momentum: \(num(maskContrast.sgdMomentum))\n"
+        out += "  weight_decay: \(num(maskContrast.weightDecay))\n"
+        out += "  poly_power: \(num(maskContrast.polyPower))          # lr (1 - epoch/epochs)^power\n"
+        out += "segment-kmeans:\n"
+        out += "  pca_dims: \(segmentKMeans.pcaDims)            # PCA whitening of the mask vectors, 0 = none\n"
+        out += "  restarts: \(segmentKMeans.restarts)\n"
+        out += "masks:\n"
+        out += "  source: \(masks.source.rawValue)          # file (unseg propose) | primaps (on the fly)\n"
+        out += "  primaps_threshold: \(num(masks.primapsThreshold))\n"
         out += "predict:\n"
         out += "  copy: \(predict.copy.rawValue)             # momentum | running\n"
         out += "  refine: \(predict.refine.rawValue)               # none | crf\n"
@@ -373,6 +502,25 @@ public struct Recipe: Equatable, Sendable, Codable {
         EMConfig(batchSize: batchSize, adam: AdamConfig(learningRate: Float(learningRate)), gamma: gamma,
                  momentumEvery: momentumEvery, decayCap: momentumDecayCap, flipProbability: flipProbability,
                  threads: threads, seed: FitSeeds.emTrainer(seed))
+    }
+
+    /// The contrastive head's settings (`batches`: steps per epoch, for nothing but the log).
+    public func maskContrastConfig(threads: Int) -> MaskContrastConfig {
+        var c = MaskContrastConfig()
+        let m = maskContrast
+        c.head = m.head; c.hidden = m.hidden; c.dim = m.dim; c.temperature = Float(m.temperature); c.queueSize = m.queue
+        c.keyMomentum = Float(m.keyMomentum); c.classBalance = m.classBalance; c.optimizer = m.optimizer
+        c.learningRate = Float(m.learningRate); c.sgdMomentum = Float(m.sgdMomentum); c.weightDecay = Float(m.weightDecay)
+        c.polyPower = m.polyPower; c.epochs = m.epochs; c.seed = FitSeeds.maskContrastHead(seed); c.threads = threads
+        return c
+    }
+
+    /// The mask clustering's settings.
+    public func maskClusterConfig(threads: Int) -> MaskClusterConfig {
+        var c = MaskClusterConfig(classes: classes)
+        c.pcaDims = segmentKMeans.pcaDims; c.restarts = segmentKMeans.restarts
+        c.temperature = Float(maskContrast.temperature); c.seed = FitSeeds.segmentKMeans(seed); c.threads = threads
+        return c
     }
 
     /// The warm-up stage's settings.
@@ -393,6 +541,12 @@ public enum FitSeeds {
     public static func emTrainer(_ seed: UInt64) -> UInt64 { derive(seed, 3) }
     /// Seed of the choice of the M-step's augmented view per (epoch, image).
     public static func mStepView(_ seed: UInt64) -> UInt64 { derive(seed, 4) }
+    /// Seed of the contrastive head's initialisation.
+    public static func maskContrastHead(_ seed: UInt64) -> UInt64 { derive(seed, 5) }
+    /// Seed of the choice of the key view per (epoch, image) when the store holds augmented views.
+    public static func keyView(_ seed: UInt64) -> UInt64 { derive(seed, 6) }
+    /// Seed of the segment k-means restarts.
+    public static func segmentKMeans(_ seed: UInt64) -> UInt64 { derive(seed, 7) }
     /// Seed of the image order of `epoch` of a stage (0 = warm-up, 1 = EM): a function of
     /// (seed, stage, epoch) only, so a resumed run visits the same images in the same order.
     public static func epochOrder(_ seed: UInt64, stage: Int, epoch: Int) -> UInt64 {
@@ -425,6 +579,38 @@ extension Recipe.PriMaPsEM {
         momentumDecayCap = try c.decodeIfPresent(Double.self, forKey: .momentumDecayCap) ?? momentumDecayCap
         flipProbability = try c.decodeIfPresent(Double.self, forKey: .flipProbability) ?? flipProbability
         proposals = try c.decodeIfPresent(ProposalsSource.self, forKey: .proposals) ?? proposals
+        primapsThreshold = try c.decodeIfPresent(Double.self, forKey: .primapsThreshold) ?? primapsThreshold
+    }
+}
+extension Recipe.MaskContrast {
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        epochs = try c.decodeIfPresent(Int.self, forKey: .epochs) ?? epochs
+        head = try c.decodeIfPresent(HeadKind.self, forKey: .head) ?? head
+        hidden = try c.decodeIfPresent(Int.self, forKey: .hidden) ?? hidden
+        dim = try c.decodeIfPresent(Int.self, forKey: .dim) ?? dim
+        temperature = try c.decodeIfPresent(Double.self, forKey: .temperature) ?? temperature
+        queue = try c.decodeIfPresent(Int.self, forKey: .queue) ?? queue
+        keyMomentum = try c.decodeIfPresent(Double.self, forKey: .keyMomentum) ?? keyMomentum
+        classBalance = try c.decodeIfPresent(Bool.self, forKey: .classBalance) ?? classBalance
+        optimizer = try c.decodeIfPresent(HeadOptimizer.self, forKey: .optimizer) ?? optimizer
+        learningRate = try c.decodeIfPresent(Double.self, forKey: .learningRate) ?? learningRate
+        sgdMomentum = try c.decodeIfPresent(Double.self, forKey: .sgdMomentum) ?? sgdMomentum
+        weightDecay = try c.decodeIfPresent(Double.self, forKey: .weightDecay) ?? weightDecay
+        polyPower = try c.decodeIfPresent(Double.self, forKey: .polyPower) ?? polyPower
+    }
+}
+extension Recipe.SegmentKMeans {
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        pcaDims = try c.decodeIfPresent(Int.self, forKey: .pcaDims) ?? pcaDims
+        restarts = try c.decodeIfPresent(Int.self, forKey: .restarts) ?? restarts
+    }
+}
+extension Recipe.Masks {
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        source = try c.decodeIfPresent(MaskSource.self, forKey: .source) ?? source
         primapsThreshold = try c.decodeIfPresent(Double.self, forKey: .primapsThreshold) ?? primapsThreshold
     }
 }

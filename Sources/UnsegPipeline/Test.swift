@@ -52,6 +52,7 @@ public enum TestJob {
         let proto = try EvaluateJob.labelProtocol(for: store, classCount: o.classCount)
         let l = store.layout
         let head = ck.head
+        let embedding = try ck.maskModel()
         var rows: [TestRow] = []
         for copy in [PrototypeCopy.momentum, .running] {
             let model = copy == .momentum ? ck.momentum : ck.running
@@ -68,7 +69,7 @@ public enum TestJob {
                         if flip { items = try items.map { try PredictJob.averagedWithFlip($0, store: store) } }
                         let batch = items, cfg = o.crf
                         let preds = try Parallel.tryMap(batch.count, threads: o.threads) { i in
-                            try PredictJob.predict(model: model, head: head, features: batch[i].features, h: l.gridHeight,
+                            try PredictJob.predict(model: model, head: head, embedding: embedding, features: batch[i].features, h: l.gridHeight,
                                                    w: l.gridWidth, H: l.imageHeight, W: l.imageWidth, image: batch[i].image,
                                                    refine: crf ? .crf : .none, crf: cfg)
                         }

@@ -109,7 +109,7 @@ import UnsegPipeline
         let ck2 = dir + "/ck2.h5"
         try? FileManager.default.removeItem(atPath: ck2)
         let again = try runUnseg(["fit", "--recipe", recipe, "--store", train, "--checkpoint", ck2, "--init-from", ck])
-        #expect(again.status == 0 && again.stdout.contains("0 warm-up + ") && again.stderr.contains("starts from the prototypes of \(ck)"),
+        #expect(again.status == 0 && again.stdout.contains("0 cosine-kmeans + ") && again.stderr.contains("starts from the prototypes of \(ck)"),
                 "\(again.stdout)\n\(again.stderr)")
         let notFound = try runUnseg(["fit", "--recipe", recipe, "--store", train, "--checkpoint", dir + "/ck3.h5", "--init-from", dir + "/nope.h5"])
         #expect(notFound.status == 1 && notFound.stderr.contains("nope.h5") && !FileManager.default.fileExists(atPath: dir + "/ck3.h5"),
