@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import UnsegTestSupport
 import UnsegPipeline
+import UnsegStore
 
 /// `unseg fit` / `predict` / `export` as a user runs them.
 @Suite struct FitCLITests {
@@ -73,6 +74,61 @@ import UnsegPipeline
         // Without --resume an existing checkpoint is refused.
         let again = try runUnseg(base + ["--checkpoint", ck])
         #expect(again.status == 1 && again.stderr.contains("--resume"))
+    }
+
+    static let maskRecipe = """
+    name: "mask-kill"
+    classes: 4
+    batch_size: 4
+    checkpoint_every: 2
+    seed: 5
+    stages: [maskcontrast, segment-kmeans]
+    maskcontrast:
+      epochs: 8
+      hidden: 16
+      dim: 8
+      queue: 12
+      learning_rate: 0.5
+    segment-kmeans:
+      pca_dims: 4
+      restarts: 3
+    """
+
+    /// The MaskContrast-style fit through the binary: 2 threads give the bits of 1 thread; a run
+    /// killed with SIGKILL in the head's training and resumed (on another thread count) ends with
+    /// the same head, key head, queue, optimiser state, centroids and predictions.
+    @Test func maskContrastFitIsThreadInvariantAndResumesBitIdentically() throws {
+        let dir = scratchDir("mask-kill")
+        let store = dir + "/train.h5", recipe = dir + "/r.yaml"
+        try writePlantedStore(store, n: 24, seed: 8)
+        try Self.maskRecipe.write(toFile: recipe, atomically: true, encoding: .utf8)
+        let one = dir + "/one.h5", two = dir + "/two.h5", ck = dir + "/ck.h5"
+        for f in [one, two, ck] { try? FileManager.default.removeItem(atPath: f) }
+        let base = ["fit", "--recipe", recipe, "--store", store]
+        let r1 = try runUnseg(base + ["--checkpoint", one, "--threads", "1"])
+        #expect(r1.status == 0 && r1.stdout.contains("48 maskcontrast + 0 segment-kmeans steps"), "\(r1.stdout)\n\(r1.stderr)")
+        #expect(r1.stderr.contains("segment k-means: ") && r1.stderr.contains("through the mlp head (8 dims)"), "\(r1.stderr)")
+        let r2 = try runUnseg(base + ["--checkpoint", two, "--threads", "2"])
+        #expect(r2.status == 0, "\(r2.stderr)")
+        let a = try FitCheckpoint.load(path: one), b = try FitCheckpoint.load(path: two)
+        #expect(a.isDone && a.states == b.states, "1 vs 2 threads")
+        // 6 steps an epoch, 48 steps of head training.
+        let s = try killRun(base + ["--checkpoint", ck, "--threads", "2", "--debug-step-delay-ms", "25"], checkpoint: ck, atStep: 13)
+        let mid = try FitCheckpoint.load(path: ck)
+        #expect(mid.stage == .maskContrast && s >= 13 && mid.step < 48, "killed in the head's training: step \(mid.step)")
+        let done = try runUnseg(base + ["--checkpoint", ck, "--resume", "--threads", "1"])
+        #expect(done.status == 0 && done.stdout.contains("resumed at step"), "\(done.stdout)\n\(done.stderr)")
+        let c = try FitCheckpoint.load(path: ck)
+        #expect(c.states == a.states && c.step == a.step, "killed + resumed differs from the uninterrupted run")
+        #expect(try c.maskModel() == a.maskModel())
+        // Predictions through the binary: the same ids from both checkpoints.
+        let pa = dir + "/pa.h5", pc = dir + "/pc.h5"
+        for f in [pa, pc] { try? FileManager.default.removeItem(atPath: f) }
+        #expect(try runUnseg(["predict", "--checkpoint", one, "--store", store, "--out", pa, "--threads", "1"]).status == 0)
+        #expect(try runUnseg(["predict", "--checkpoint", ck, "--store", store, "--out", pc, "--threads", "2"]).status == 0)
+        let st = try FeatureStore(path: store)
+        let fa = try PredictionsFile(path: pa, store: st), fc = try PredictionsFile(path: pc, store: st)
+        for i in 0..<24 { #expect(try fa.read(i) == fc.read(i), "image \(i)") }
     }
 
     @Test func fitPredictEvaluateExportThroughTheBinary() throws {
