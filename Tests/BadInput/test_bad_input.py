@@ -373,6 +373,15 @@ def test_propose(env, c):
 # ---------------------------------------------------------------------------------------------
 # fit
 
+MASK_RECIPE = """\
+name: "bad-input-mask"
+classes: 4
+seed: 0
+batch_size: 3
+stages: [maskcontrast, segment-kmeans]
+"""
+
+
 def fit_argv(e: Env, st: str | None = None, ck: str | None = None, *more) -> list:
     return ["fit", "--recipe", e.p.get("recipe") or recipe(e), "--store", st or store(e),
             "--checkpoint", ck or e.path("ck.h5", "ck")] + list(more)
@@ -466,6 +475,19 @@ FIT = [
       ("{recipe}", "classes")),
     C("recipe-mismatch-on-resume-names-key", b_recipe_mismatch, 1, ("{ck}", "cosine-kmeans.epochs")),
     C("stale-temporary-of-dead-process-removed", b_fit_stale, 0, (), exists("ck")),
+    # The mask stages (maskcontrast, segment-kmeans).
+    C("maskcontrast-identity-head", lambda e: (recipe(e, MASK_RECIPE + "maskcontrast:\n  head: identity\n"), fit_argv(e))[1], 1,
+      ("{recipe}", "maskcontrast.head")),
+    C("mask-and-prototype-stages-mixed", lambda e: (recipe(e, RECIPE.replace("stages: [pca-init, cosine-kmeans, primaps-em]",
+                                                                              "stages: [pca-init, segment-kmeans]")), fit_argv(e))[1], 1,
+      ("{recipe}", "stages", "segment-kmeans")),
+    C("maskcontrast-class-balance-not-bool", lambda e: (recipe(e, MASK_RECIPE + "maskcontrast:\n  class_balance: 2\n"), fit_argv(e))[1],
+      1, ("{recipe}", "maskcontrast.class_balance", "true or false")),
+    C("masks-from-file-without-proposals", lambda e: (recipe(e, MASK_RECIPE + "masks:\n  source: file\n"), fit_argv(e))[1], 1,
+      ("masks.source", "--proposals")),
+    C("stages-override-unknown", lambda e: fit_argv(e, None, None, "--stages", "maskcontrast,kmeans"), 1, ("--stages", "kmeans")),
+    C("stages-override-head-alone", lambda e: fit_argv(e, None, None, "--stages", "maskcontrast"), 1,
+      ("stages", "segment-kmeans")),
 ]
 
 
@@ -658,6 +680,8 @@ PREDICT = [
       ("{ckpt}", "/stages/primaps-em/momentum/directions")),
     C("channel-mismatch", lambda e: predict_argv(e, e.copy("store32", "store.h5", "store")), 1, ("{store}", "{ckpt}")),
     C("zero-images", lambda e: predict_argv(e, zero_store(e)), 1, ("{store}", "/features")),
+    C("proposals-with-a-prototype-checkpoint", lambda e: predict_argv(e, store(e), ckpt(e), None, "--proposals",
+                                                                     e.copy("props", "props.h5", "props")), 1, ("--proposals", "segment-kmeans")),
     C("patch-size-2^61", lambda e: predict_argv(e, features_only(e, P61)), 1, ("{store}", "patch_size"), timeout=30),
     C("patch-size-65536", lambda e: predict_argv(e, features_only(e, P16)), 1, ("{store}", "patch_size"), timeout=30),
     C("checkpoint-is-a-store", lambda e: predict_argv(e, store(e), e.copy("other", "ckpt.h5", "ckpt")), 1, ("{ckpt}",)),
