@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import UnsegLinAlg
 import UnsegPipeline
+import UnsegCore
 
 extension Unseg {
     struct Fit: ParsableCommand {
@@ -60,7 +61,8 @@ extension Unseg {
                     try r.validate()
                 }
                 let clear = isatty(STDERR_FILENO) != 0 ? "\r\u{1B}[K" : ""
-                let log: @Sendable (String) -> Void = { line in FileHandle.standardError.write((clear + line + "\n").data(using: .utf8)!) }
+                let lead = Distributed.isLead
+                let log: @Sendable (String) -> Void = { line in if lead { FileHandle.standardError.write((clear + line + "\n").data(using: .utf8)!) } }
                 var opts = FitOptions(recipe: r, storePath: store, proposalsPath: proposals, valPath: val, valClassCount: valClasses,
                                       checkpointPath: checkpoint, resume: resume, threads: parallel.threads,
                                       progress: TerminalProgress(label: "fit", unit: "step"), log: log,

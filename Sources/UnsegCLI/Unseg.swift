@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import UnsegPipeline
 import UnsegStore
+import UnsegCore
 
 @main
 struct Unseg: ParsableCommand {
@@ -20,22 +21,51 @@ struct Unseg: ParsableCommand {
 /// Runs a command body; any error (file, data, an output path that clashes with an input or
 /// cannot be written) becomes one paragraph on stderr and exit code 1. Unfinished outputs are
 /// removed when the process is interrupted (SIGINT 130, SIGTERM 143).
+///
+/// Under mpirun (Open MPI): MPI starts here and ends here. An error every rank agreed on (a
+/// `DistributedError`, naming the failing rank), or one every rank hit (they all reach the error
+/// path within 10 s), is printed once by rank 0 and every rank exits 1. An error of one rank while
+/// the others wait elsewhere is printed by that rank and aborts the job (mpirun exits 1).
 func reportingErrors(_ body: () throws -> Void) throws {
     Temporaries.removeOnInterrupt()
     do {
-        try body()
-    } catch let e as ExitCode {
-        throw e
-    } catch let e as CleanExit {
-        throw e
+        try Distributed.start()
     } catch {
         FileHandle.standardError.write("error: \(error)\n".data(using: .utf8)!)
         throw ExitCode.failure
     }
+    do {
+        try body()
+        Distributed.finish()
+    } catch let e as ExitCode {
+        Distributed.finish()
+        throw e
+    } catch let e as CleanExit {
+        Distributed.finish()
+        throw e
+    } catch {
+        if !Distributed.isActive {
+            FileHandle.standardError.write("error: \(error)\n".data(using: .utf8)!)
+            throw ExitCode.failure
+        }
+        if error is DistributedError || Distributed.allFailedWithin(seconds: 10) {
+            if Distributed.isLead {
+                let text = error is DistributedError ? "\(error)" : "\(error) (every one of the \(Distributed.size) ranks stopped with this error)"
+                FileHandle.standardError.write("error: \(text)\n".data(using: .utf8)!)
+            }
+            Distributed.finish()
+            throw ExitCode.failure
+        }
+        Temporaries.removeAll()
+        FileHandle.standardError.write("error: rank \(Distributed.rank) of \(Distributed.size) (\(Distributed.host)): \(error); stopping every rank\n".data(using: .utf8)!)
+        Distributed.abort(1)
+    }
 }
 
-/// Prints to stdout and flushes (so output interleaves correctly with stderr progress).
+/// Prints to stdout and flushes (so output interleaves correctly with stderr progress); under
+/// mpirun only rank 0 prints.
 func say(_ s: String) {
+    guard Distributed.isLead else { return }
     print(s)
     fflush(nil)   // flushes every output stream (stdout among them)
 }

@@ -1,3 +1,4 @@
+import UnsegCore
 import UnsegLinAlg
 
 /// Settings of the cosine k-means warm-up (reference: Adam lr 5e-3, 2 epochs).
@@ -38,13 +39,16 @@ public struct CosineKMeansTrainerState: Sendable, Equatable {
 }
 
 /// One image's contribution to a cosine k-means step.
-public struct CosineKMeansPart: Sendable {
+public struct CosineKMeansPart: Sendable, WireCodable {
     /// Sum over the image's cells of the cosine to the nearest prototype.
     public var cosSum: Double
     /// `[K, C]` sums of the normalised features assigned to each prototype.
     public var sums: [Float]
     /// `[K]` cells assigned to each prototype.
     public var counts: [Int]
+    public init(cosSum: Double, sums: [Float], counts: [Int]) { self.cosSum = cosSum; self.sums = sums; self.counts = counts }
+    public func encode(into w: inout WireWriter) { w.put(cosSum); w.put(sums); w.put(counts) }
+    public init(wire r: inout WireReader) throws { cosSum = try r.double(); sums = try r.floats(); counts = try r.ints() }
 }
 
 /// Cosine k-means warm-up of the prototypes (the paper's "Baseline" when run longer).
@@ -130,7 +134,7 @@ public struct CosineKMeansTrainer: Sendable {
         let run = executor ?? LocalExecutor(threads: config.threads)
         // Per-image work: nearest prototype of every cell, the cosine sum, per-prototype sums of
         // the normalised features and counts.
-        let parts: [CosineKMeansPart] = run.map(batch.count) { i in
+        let parts: [CosineKMeansPart] = try run.map(batch.count) { i in
             let xn = batch[i].rowNormalized()
             let n = xn.rows
             let s = BLAS.matmul(xn, u, transB: true)

@@ -158,6 +158,22 @@ enum EMKernels {
         var pixels: Int = 0
     }
 
+    /// What the batch reduction needs of a pass (everything but the gradient slots).
+    struct PassStats: Sendable, WireCodable {
+        var slotLabels: [Int]
+        var softmaxSum: [Double]
+        var nllSum: [Double]
+        var labelled: Int
+        var pixels: Int
+        init(_ p: ImagePass) {
+            slotLabels = p.slotLabels; softmaxSum = p.softmaxSum; nllSum = p.nllSum; labelled = p.labelled; pixels = p.pixels
+        }
+        func encode(into w: inout WireWriter) { w.put(slotLabels); w.put(softmaxSum); w.put(nllSum); w.put(labelled); w.put(pixels) }
+        init(wire r: inout WireReader) throws {
+            slotLabels = try r.ints(); softmaxSum = try r.doubles(); nllSum = try r.doubles(); labelled = try r.int(); pixels = try r.int()
+        }
+    }
+
     /// The M-step pass of one image: upsampled logits (fused), softmax, per-class softmax sums,
     /// NLL sums and the split low-resolution gradient.
     ///

@@ -157,7 +157,7 @@ public enum PriMaPsEM {
         precondition(labels.count == samples.count, "lossAndGradient: \(labels.count) label maps for \(samples.count) images")
         let k = model.classCount, kp = PaddedLogits.paddedWidth(k)
         let weights = model.effectiveWeights()
-        let passes: [EMKernels.ImagePass] = LocalExecutor(threads: threads).map(samples.count) { i in
+        let passes: [EMKernels.ImagePass?] = LocalExecutor(threads: threads).mapLocal(samples.count) { i in
             let s = samples[i]
             precondition(labels[i].count == s.labelHeight * s.labelWidth, "labels of image \(i) have \(labels[i].count) values")
             let table = ResampleTable(BilinearResampler(sourceHeight: s.height, sourceWidth: s.width,
@@ -169,20 +169,22 @@ public enum PriMaPsEM {
                 }
             }
         }
-        return finish(model: model, samples: samples, passes: passes, flipped: [Bool](repeating: false, count: samples.count),
-                      gamma: gamma, classWeights: classWeights, executor: LocalExecutor(threads: threads))
+        return try finish(model: model, samples: samples, passes: passes, flipped: [Bool](repeating: false, count: samples.count),
+                          gamma: gamma, classWeights: classWeights, executor: LocalExecutor(threads: threads))
     }
 
     /// Phase 2: the ordered reduction of the phase-1 contributions (softmax sums, pixel counts,
     /// per-label NLL sums, in image order) gives the batch class weights; then per-image
     /// low-resolution gradients `G^T F` (per-image work again), reduced in image order, chained
     /// through the weight normalisation.
-    static func finish(model: PrototypeModel, samples: [EMSample], passes: [EMKernels.ImagePass], flipped: [Bool],
-                       gamma: Double, classWeights: [Float]?, executor: any ImageExecutor) -> EMLossGradient {
+    static func finish(model: PrototypeModel, samples: [EMSample], passes: [EMKernels.ImagePass?], flipped: [Bool],
+                       gamma: Double, classWeights: [Float]?, executor: any ImageExecutor) throws -> EMLossGradient {
         let k = model.classCount, c = model.channelCount, kp = PaddedLogits.paddedWidth(k)
+        // The passes' statistics travel; their gradient slots stay with the process that made them.
+        let stats: [EMKernels.PassStats] = try executor.map(samples.count) { i in EMKernels.PassStats(passes[i]!) }
         var softSum = [Double](repeating: 0, count: k)
         var total = 0, labelled = 0
-        for p in passes {
+        for p in stats {
             for j in 0..<k { softSum[j] += p.softmaxSum[j] }
             total += p.pixels; labelled += p.labelled
         }
@@ -190,13 +192,13 @@ public enum PriMaPsEM {
         let w: [Float] = classWeights ?? meanSoft.map { Float(LibM.pow(max(0, 1 - $0), gamma)) }
         precondition(w.count == k, "class weights: \(w.count) for \(k) classes")
         var loss = 0.0
-        for p in passes { for (si, lab) in p.slotLabels.enumerated() { loss += Double(w[lab]) * p.nllSum[si] } }
+        for p in stats { for (si, lab) in p.slotLabels.enumerated() { loss += Double(w[lab]) * p.nllSum[si] } }
         loss /= Double(total)
         let scale = Float(1 / Double(total))
-        let perImage: [[Float]] = executor.map(samples.count) { i in
+        let perImage: [[Float]] = try executor.map(samples.count) { i in
             let s = samples[i]
             let hw = s.height * s.width
-            var g = EMKernels.combineSlots(passes[i], weights: w, scale: scale, cells: hw, kp: kp)
+            var g = EMKernels.combineSlots(passes[i]!, weights: w, scale: scale, cells: hw, kp: kp)
             if flipped[i] { g = EMKernels.flipRows(g, h: s.height, w: s.width, c: kp) }
             var out = [Float](repeating: 0, count: k * c)
             g.withUnsafeBufferPointer { gp in
@@ -362,7 +364,7 @@ public struct EMTrainer: Sendable {
             var r = SeededRandom.stream(seed: stepSeed, index: UInt64(i))
             return r.bernoulli(flipP)
         }
-        let passes: [EMKernels.ImagePass] = run.map(batch.count) { i in
+        let passes: [EMKernels.ImagePass?] = run.mapLocal(batch.count) { i in
             let s = batch[i]
             let h = s.height, w = s.width, H = s.labelHeight, W = s.labelWidth
             var feats = s.features
@@ -404,7 +406,7 @@ public struct EMTrainer: Sendable {
                 }
             }
         }
-        let lg = PriMaPsEM.finish(model: running, samples: batch, passes: passes, flipped: flips,
+        let lg = try PriMaPsEM.finish(model: running, samples: batch, passes: passes, flipped: flips,
                                   gamma: config.gamma, classWeights: nil, executor: run)
         var params = running.flatParameters
         Adam.update(params: &params, grads: lg.gradient, state: &adam, config: config.adam)

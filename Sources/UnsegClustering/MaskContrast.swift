@@ -64,6 +64,25 @@ public struct ContrastiveKeys: Sendable {
     public var counts: [Int]
 }
 
+/// One image's prototypes (`[m, D]`), their mask ids and cell counts.
+struct KeyPart: Sendable, WireCodable {
+    var protos: [Float]
+    var ids: [UInt8]
+    var counts: [Int]
+    init(protos: [Float], ids: [UInt8], counts: [Int]) { self.protos = protos; self.ids = ids; self.counts = counts }
+    func encode(into w: inout WireWriter) { w.put(protos); w.put(ids); w.put(counts) }
+    init(wire r: inout WireReader) throws { protos = try r.floats(); ids = try r.bytes(); counts = try r.ints() }
+}
+
+/// One image's weighted loss and head gradient.
+struct LossPart: Sendable, WireCodable {
+    var loss: Double
+    var grads: [Float]
+    init(loss: Double, grads: [Float]) { self.loss = loss; self.grads = grads }
+    func encode(into w: inout WireWriter) { w.put(loss); w.put(grads) }
+    init(wire r: inout WireReader) throws { loss = try r.double(); grads = try r.floats() }
+}
+
 /// A FIFO of recent prototypes (a ring buffer of `capacity` rows of D).
 public struct PrototypeQueue: Sendable, Equatable {
     public var entries: Matrix
@@ -196,15 +215,15 @@ public struct MaskContrastTrainer: Sendable {
     /// Every mask's prototype from the key head: per image (on the executor), then concatenated in
     /// image order with the queue's entries after them.
     public static func keys(head: ProjectionHead, batch: [MaskContrastSample], queue: PrototypeQueue,
-                            executor: any ImageExecutor) -> ContrastiveKeys {
+                            executor: any ImageExecutor) throws -> ContrastiveKeys {
         let d = head.outputDim
-        let parts: [(protos: [Float], ids: [UInt8], counts: [Int])] = executor.map(batch.count) { i in
+        let parts: [KeyPart] = try executor.map(batch.count) { i in
             let s = batch[i]
             var counts = [Int](repeating: 0, count: 256)
             var cells: [Int] = []
             for (c, m) in s.masks.enumerated() where m != 0 { counts[Int(m)] += 1; cells.append(c) }
             let ids = (1..<256).filter { counts[$0] > 0 }.map { UInt8($0) }
-            if cells.isEmpty { return ([], [], []) }
+            if cells.isEmpty { return KeyPart(protos: [], ids: [], counts: []) }
             let e = head.embed(s.key.gatherRows(cells))
             var slot = [Int](repeating: -1, count: 256)
             for (k, id) in ids.enumerated() { slot[Int(id)] = k }
@@ -215,7 +234,7 @@ public struct MaskContrastTrainer: Sendable {
             }
             var m = Matrix(rows: ids.count, cols: d, data: sums)
             m.normalizeRows(eps: 1e-12)
-            return (m.data, ids, ids.map { counts[Int($0)] })
+            return KeyPart(protos: m.data, ids: ids, counts: ids.map { counts[Int($0)] })
         }
         var data: [Float] = []
         var rowOfMask: [[Int32]] = []
@@ -245,17 +264,17 @@ public struct MaskContrastTrainer: Sendable {
     /// The weighted loss of `head` on the batch against `keys`, and its gradient w.r.t. the head's
     /// parameters (summed over images in image order). O(cells (C H + H D + J D)).
     public static func lossAndGradient(head: ProjectionHead, batch: [MaskContrastSample], keys: ContrastiveKeys,
-                                       temperature: Float, balance: Bool, executor: any ImageExecutor) -> (loss: Double, grads: [Float]) {
+                                       temperature: Float, balance: Bool, executor: any ImageExecutor) throws -> (loss: Double, grads: [Float]) {
         let weights = targetWeights(counts: keys.counts, balance: balance).map { Float($0) }
         let wd = weights.map { Double($0) }
         let jn = keys.keys.rows, d = head.outputDim
         let invT = 1 / temperature
-        let parts: [(Double, [Float])] = executor.map(batch.count) { i in
+        let parts: [LossPart] = try executor.map(batch.count) { i in
             let s = batch[i]
             let table = keys.rowOfMask[i]
             var cells: [Int] = [], targets: [Int] = []
             for (c, m) in s.masks.enumerated() where m != 0 && table[Int(m)] >= 0 { cells.append(c); targets.append(Int(table[Int(m)])) }
-            if cells.isEmpty || jn == 0 { return (0, [Float](repeating: 0, count: head.parameterCount)) }
+            if cells.isEmpty || jn == 0 { return LossPart(loss: 0, grads: [Float](repeating: 0, count: head.parameterCount)) }
             let f = s.query.gatherRows(cells)
             let act = head.forward(f)
             let n = cells.count
@@ -290,13 +309,13 @@ public struct MaskContrastTrainer: Sendable {
                 }
             }
             let gq = BLAS.matmul(g, keys.keys)
-            return (loss, head.backward(f, act, gradQ: gq))
+            return LossPart(loss: loss, grads: head.backward(f, act, gradQ: gq))
         }
         var total = 0.0
         var grads = [Float](repeating: 0, count: head.parameterCount)
-        for (l, gr) in parts {
-            total += l
-            for j in 0..<grads.count { grads[j] += gr[j] }
+        for p in parts {
+            total += p.loss
+            for j in 0..<grads.count { grads[j] += p.grads[j] }
         }
         return (total, grads)
     }
@@ -311,8 +330,8 @@ public struct MaskContrastTrainer: Sendable {
         }
         let run = executor ?? LocalExecutor(threads: config.threads)
         key.momentumUpdate(towards: query, momentum: config.keyMomentum)
-        let k = Self.keys(head: key, batch: batch, queue: queue, executor: run)
-        let (loss, g) = Self.lossAndGradient(head: query, batch: batch, keys: k, temperature: config.temperature,
+        let k = try Self.keys(head: key, batch: batch, queue: queue, executor: run)
+        let (loss, g) = try Self.lossAndGradient(head: query, batch: batch, keys: k, temperature: config.temperature,
                                              balance: config.classBalance, executor: run)
         let lr = learningRate(epoch: e)
         epoch = e

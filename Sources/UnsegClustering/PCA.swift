@@ -1,3 +1,4 @@
+import UnsegCore
 import UnsegLinAlg
 
 /// Principal components of a sample of feature rows.
@@ -46,12 +47,18 @@ public struct PCA: Sendable, Equatable {
     }
 }
 
-/// One image's part of a PCA (see `PCAAccumulator.contribution`).
-public struct PCAContribution: Sendable {
-    /// The image's rows minus the shared shift, `[n, C]`.
-    public var shifted: Matrix
+/// One image's part of a PCA (see `PCAAccumulator.contribution`): what the merge needs and
+/// nothing more (`C + C^2` numbers whatever the image's size), so it can travel between processes.
+public struct PCAContribution: Sendable, WireCodable {
+    /// Column sums of the image's rows minus the shared shift, `[C]` (Double, in row order).
+    public var sums: [Double]
     /// `shifted^T shifted`, `[C, C]` (Float, as one ssyrk chunk of `add`).
     public var gram: Matrix
+    /// Rows of the image.
+    public var count: Int
+    public func encode(into w: inout WireWriter) { w.put(sums); w.put(gram); w.put(count) }
+    public init(wire r: inout WireReader) throws { sums = try r.doubles(); gram = try r.matrix(); count = try r.int() }
+    init(sums: [Double], gram: Matrix, count: Int) { self.sums = sums; self.gram = gram; self.count = count }
 }
 
 /// Streams rows into a PCA: the lead can add a seeded sample chunk by chunk without holding it.
@@ -85,11 +92,13 @@ public struct PCAAccumulator: Sendable {
         while start < rows.rows {
             let end = min(rows.rows, start + chunk)
             var part = rows.rows(start..<end)
+            var chunkSums = [Double](repeating: 0, count: c)
             part.data.withUnsafeMutableBufferPointer { p in
                 for i in 0..<(end - start) {
-                    for j in 0..<c { p[i * c + j] -= shift[j]; sums[j] += Double(p[i * c + j]) }
+                    for j in 0..<c { p[i * c + j] -= shift[j]; chunkSums[j] += Double(p[i * c + j]) }
                 }
             }
+            for j in 0..<c { sums[j] += chunkSums[j] }
             BLAS.gramOfColumns(part, into: &g)
             for j in 0..<(c * c) { gram[j] += Double(g.data[j]) }
             start = end
@@ -108,12 +117,13 @@ public struct PCAAccumulator: Sendable {
         try checkFinite(rows.data, "PCA sample", cols: c)
         precondition(rows.rows <= 4096, "PCA contribution: one image at a time (\(rows.rows) rows)")
         var part = rows
+        var sums = [Double](repeating: 0, count: c)
         part.data.withUnsafeMutableBufferPointer { p in
-            for i in 0..<rows.rows { for j in 0..<c { p[i * c + j] -= shift[j] } }
+            for i in 0..<rows.rows { for j in 0..<c { p[i * c + j] -= shift[j]; sums[j] += Double(p[i * c + j]) } }
         }
         var g = Matrix(rows: c, cols: c)
         if rows.rows > 0 { BLAS.gramOfColumns(part, into: &g) }
-        return PCAContribution(shifted: part, gram: g)
+        return PCAContribution(sums: sums, gram: g, count: rows.rows)
     }
 
     /// The ordered reduction: adds contributions made with this accumulator's `shift`, in image
@@ -121,10 +131,8 @@ public struct PCAAccumulator: Sendable {
     public mutating func merge(_ part: PCAContribution, shift: [Float]) {
         if self.shift.isEmpty { self.shift = shift }
         precondition(self.shift == shift, "PCA merge: contribution made with another shift")
-        let c = channels, n = part.shifted.rows
-        part.shifted.data.withUnsafeBufferPointer { p in
-            for i in 0..<n { for j in 0..<c { sums[j] += Double(p[i * c + j]) } }
-        }
+        let c = channels, n = part.count
+        for j in 0..<c { sums[j] += part.sums[j] }
         if n > 0 { for j in 0..<(c * c) { gram[j] += Double(part.gram.data[j]) } }
         count += n
     }

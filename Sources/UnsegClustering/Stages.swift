@@ -12,16 +12,52 @@ import UnsegLinAlg
 
 /// Runs the per-image work of one step and returns one result per image, in image order.
 public protocol ImageExecutor: Sendable {
-    /// `body(i)` for `i` in `0..<count`; the results in index order. `body` only reads shared
-    /// state and writes its own result.
-    func map<T: Sendable>(_ count: Int, _ body: @Sendable (Int) -> T) -> [T]
+    /// `body(i)` for the indices of `0..<count` this process owns; every index's result, in index
+    /// order, on every process (so every process runs the same ordered reduction). `body` only
+    /// reads shared state and writes its own result. Throws when the exchange fails.
+    func map<T: Sendable & WireCodable>(_ count: Int, _ body: @Sendable (Int) -> T) throws -> [T]
+    /// `body(i)` for the indices this process owns, nil for the others: per-image state that a
+    /// later `map` of the same step (on the same process, for the same index) consumes.
+    func mapLocal<T: Sendable>(_ count: Int, _ body: @Sendable (Int) -> T) -> [T?]
 }
 
 /// Per-image work on this process's threads (one BLAS thread each, see `Parallel`).
 public struct LocalExecutor: ImageExecutor {
     public let threads: Int
     public init(threads: Int) { self.threads = max(1, threads) }
-    public func map<T: Sendable>(_ count: Int, _ body: @Sendable (Int) -> T) -> [T] { Parallel.map(count, threads: threads, body) }
+    public func map<T: Sendable & WireCodable>(_ count: Int, _ body: @Sendable (Int) -> T) -> [T] { Parallel.map(count, threads: threads, body) }
+    public func mapLocal<T: Sendable>(_ count: Int, _ body: @Sendable (Int) -> T) -> [T?] { Parallel.map(count, threads: threads, body) }
+}
+
+/// Per-image work shared by the processes of an MPI job: each rank takes a contiguous share of
+/// the indices (`Distributed.shard`), runs it on its threads, and all ranks exchange the results
+/// (`allgather`, in rank order = index order). With one process it is `LocalExecutor`.
+public struct DistributedExecutor: ImageExecutor {
+    public let threads: Int
+    public init(threads: Int) { self.threads = max(1, threads) }
+    public func map<T: Sendable & WireCodable>(_ count: Int, _ body: @Sendable (Int) -> T) throws -> [T] {
+        guard Distributed.isActive else { return Parallel.map(count, threads: threads, body) }
+        let own = Distributed.shard(count)
+        let lo = own.lowerBound
+        let mine = Parallel.map(own.count, threads: threads) { j in body(lo + j) }
+        var w = WireWriter()
+        for r in mine { r.encode(into: &w) }
+        var out: [T] = []
+        out.reserveCapacity(count)
+        for (rank, bytes) in try Distributed.allgather(w.bytes).enumerated() {
+            var rd = WireReader(bytes)
+            for _ in Distributed.shard(count, rank: rank) { out.append(try T(wire: &rd)) }
+            guard rd.isAtEnd else { throw KernelError("rank \(rank) sent more than its \(Distributed.shard(count, rank: rank).count) results") }
+        }
+        return out
+    }
+    public func mapLocal<T: Sendable>(_ count: Int, _ body: @Sendable (Int) -> T) -> [T?] {
+        guard Distributed.isActive else { return Parallel.map(count, threads: threads, body) }
+        let own = Distributed.shard(count)
+        let lo = own.lowerBound
+        let mine = Parallel.map(own.count, threads: threads) { j in body(lo + j) }
+        return (0..<count).map { own.contains($0) ? mine[$0 - lo] : nil }
+    }
 }
 
 // MARK: saved state of the stages (StateRecord, written by the store layer into checkpoints)

@@ -79,6 +79,16 @@ public struct ConfusionMatrix: Equatable, Sendable {
         cells[k * stride + n] = ignored
     }
 
+    /// The matrix whose every count (unassigned and ignored included) is `reduce(counts)`: e.g.
+    /// the sum over the processes of an MPI job (integers, so exact in any order).
+    public func summed(by reduce: ([Int64]) throws -> [Int64]) rethrows -> ConfusionMatrix {
+        var m = self
+        let r = try reduce(cells)
+        precondition(r.count == cells.count, "summed counts: \(r.count) for \(cells.count)")
+        m.cells = r
+        return m
+    }
+
     /// Pixels predicted as `cluster` whose label is `classIndex`.
     public subscript(cluster: Int, classIndex: Int) -> Int64 {
         precondition(cluster >= 0 && cluster < clusterCount && classIndex >= 0 && classIndex < classCount,

@@ -142,6 +142,7 @@ public struct FitCheckpoint: Sendable, Equatable {
 
     /// Writes the checkpoint atomically (the store layer's `CheckpointFile`).
     public func write(to path: String) throws {
+        guard Distributed.isLead else { return }   // under mpirun every rank holds the same state; rank 0 writes it
         let classes = (try? latestPrototypes())?.running.classCount
         var bestPair: (record: CheckpointValRecord, state: StateRecord)?
         if let b = best, let r = bestRecord {

@@ -19,6 +19,7 @@ extension EvaluationReport {
     /// directory); returns the files written.
     public func write(json: String?, report: String?) throws -> [String] {
         var files: [String] = []
+        guard Distributed.isLead else { return files }   // under mpirun rank 0 writes
         let outputs: [OutputGuard.Named] = json.map { [("--json", $0)] } ?? []
         try OutputGuard.check(outputs: outputs, inputs: [("--store", storePath), ("--predictions", predictionsPath)],
                               folders: report.map { [("--report", $0)] } ?? [])
@@ -71,13 +72,20 @@ public enum EvaluateJob {
         let l = store.layout
         let k = preds.count
         let done = Counter()
-        let confusion = try ConfusionMatrix.accumulate(imageCount: l.imageCount, clusterCount: k, classCount: proto.classCount,
-                                                       threads: threads) { i, partial in
-            let p = try preds.read(i)
-            let y = try store.labels(i)
-            try partial.accumulate(predictions: p, labels: y)
-            progress?.update(done: done.increment() + 1, total: l.imageCount, note: nil)
+        // Under mpirun each rank counts its share of the images; the integer counts are summed
+        // exactly (any order, same bits), after every rank agrees its share went well.
+        let own = Distributed.shard(l.imageCount)
+        let local = try Distributed.agree {
+            try ConfusionMatrix.accumulate(imageCount: own.count, clusterCount: k, classCount: proto.classCount,
+                                           threads: threads) { j, partial in
+                let i = own.lowerBound + j
+                let p = try preds.read(i)
+                let y = try store.labels(i)
+                try partial.accumulate(predictions: p, labels: y)
+                progress?.update(done: done.increment() + 1, total: own.count, note: nil)
+            }
         }
+        let confusion = try local.summed(by: Distributed.allreduceSum)
         progress?.finish()
         let result = try Evaluation.evaluate(confusion, mode: matching, classNames: proto.classNames)
         return EvaluationReport(result: result, confusion: confusion, labelProtocol: proto, storePath: storePath,

@@ -100,13 +100,14 @@ public enum FitJob {
         if let v = o.valPath { inputs.append(("--val", v)) }
         if let i = o.initFromPath { inputs.append(("--init-from", i)) }
         try OutputGuard.check(outputs: [("--checkpoint", o.checkpointPath)], inputs: inputs)
-        let lock = try OutputLock(path: o.checkpointPath, option: "--checkpoint")
-        defer { lock.release() }
+        // Under mpirun rank 0 alone locks and writes the checkpoint; every rank reads it on --resume.
+        let lock = Distributed.isLead ? try OutputLock(path: o.checkpointPath, option: "--checkpoint") : nil
+        defer { lock?.release() }
         let exists = FileManager.default.fileExists(atPath: o.checkpointPath)
         if exists && !o.resume {
             throw StoreError(file: o.checkpointPath, "exists; pass --resume to continue that run, or remove it / choose another --checkpoint to start over")
         }
-        Temporaries.removeStale(of: o.checkpointPath)
+        if Distributed.isLead { Temporaries.removeStale(of: o.checkpointPath) }
         var ck: FitCheckpoint
         var resumedFrom: Int?
         if exists {
@@ -177,7 +178,7 @@ public enum FitJob {
         let startStep = ck.step
         let context = Loop(options: o, store: store, batchLen: batchLen, batches: batches, startStep: startStep,
                            totalSteps: totalSteps, proposals: proposals, validator: validator,
-                           executor: LocalExecutor(threads: o.threads))
+                           executor: DistributedExecutor(threads: o.threads))
         defer { o.progress?.finish() }
         do {
             while let kind = ck.stage {
@@ -256,7 +257,7 @@ public enum FitJob {
         var rng = SeededRandom(seed: FitSeeds.pcaSample(recipe.seed))
         let images = rng.sample(k, from: l.imageCount).sorted()
         var acc = PCAAccumulator(channels: l.channels)
-        let executor = LocalExecutor(threads: threads)
+        let executor = DistributedExecutor(threads: threads)
         let stream = try StoreStream(store: store, subset: images, prefetch: 4 * max(threads, 1), decodeThreads: threads)
         let rows = recipe.pcaRowsPerImage
         var shift: [Float] = []
@@ -275,12 +276,15 @@ public enum FitJob {
             if shift.isEmpty, let first = sampled.first(where: { $0.rows > 0 }) { shift = first.columnMeans() }
             if shift.isEmpty { continue }
             let s = shift
-            let parts = executor.map(sampled.count) { i in Result { try PCAAccumulator.contribution(sampled[i], shift: s) } }
-            for (item, p) in zip(items, parts) {
-                do { acc.merge(try p.get(), shift: s) } catch {
-                    throw StoreError(file: store.path, dataset: "/features", "image \(item.index): \(error)")
+            // Bad rows (non-finite) fail on every rank alike: each checks its batch before the exchange.
+            for (item, f) in zip(items, sampled) {
+                if let bad = Finite.describeFirstNonFinite(f.data, cols: max(f.cols, 1)) {
+                    throw StoreError(file: store.path, dataset: "/features", "image \(item.index): PCA sample \(bad); remove or repair NaN/inf rows before fitting")
                 }
+                if f.cols != l.channels { throw StoreError(file: store.path, dataset: "/features", "image \(item.index): \(f.cols) channels, expected \(l.channels)") }
             }
+            let parts = try executor.map(sampled.count) { i in try! PCAAccumulator.contribution(sampled[i], shift: s) }
+            for p in parts { acc.merge(p, shift: s) }
         }
         let pca: PCA
         do { pca = try acc.finalize(components: recipe.classes) } catch {

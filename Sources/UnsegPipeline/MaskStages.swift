@@ -84,7 +84,7 @@ struct SegmentKMeansRunner: StageRunner {
             let items = try stream.nextBatch(max(c.batchLen, 1))
             if items.isEmpty { break }
             let masks = try c.proposals.featureMasks(for: items)
-            let parts = c.executor.map(items.count) { i in
+            let parts = try c.executor.map(items.count) { i in
                 MaskClusterModel.maskVectors(head: head, features: items[i].features, masks: masks[i]).vectors
             }
             for v in parts { rows += v.data; maskCount += v.rows }

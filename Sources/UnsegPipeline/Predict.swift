@@ -1,5 +1,6 @@
 import Foundation
 import UnsegClustering
+import UnsegCore
 import UnsegLinAlg
 import UnsegProposals
 import UnsegStore
@@ -112,14 +113,17 @@ public enum PredictJob {
         // The best-val prototypes may come from a cosine k-means epoch of a PriMaPs-EM fit.
         let usesBest = o.copy == nil && recipe.selection == .bestVal && ck.best != nil
         let head: PrototypeHead = usesBest ? (ck.bestRecord?.stage == .primapsEM ? .weightNormalised : .cosine) : ck.head
-        let l = store.layout
-        let writer = try PredictionsWriter(
+        // Under mpirun rank 0 writes (see ShardOutput); every rank predicts its share of the images.
+        let writer = Distributed.isLead ? try PredictionsWriter(
             path: o.outPath, store: store, ids: .clusters, count: model.classCount,
             provenance: PredictionsProvenance(method: (try? ck.latestPrototypes().0.rawValue) ?? "unknown", checkpoint: o.checkpointPath, prototypes: which,
-                                              refine: refine.rawValue))
+                                              refine: refine.rawValue)) : nil
         var committed = false
-        defer { if !committed { writer.discard() } }
-        let stream = try StoreStream(store: store, includeImages: refine == .crf, prefetch: 8, decodeThreads: o.threads)
+        defer { if !committed { writer?.discard() } }
+        let l = store.layout
+        let shard = try ShardOutput(count: l.imageCount, recordSize: l.imageHeight * l.imageWidth)
+        try shard.finish({
+        let stream = try StoreStream(store: store, subset: Array(shard.range), includeImages: refine == .crf, prefetch: 8, decodeThreads: o.threads)
         var done = 0
         let chunk = max(8, 4 * o.threads)
         while true {
@@ -133,12 +137,13 @@ public enum PredictJob {
                             h: l.gridHeight, w: l.gridWidth, H: l.imageHeight, W: l.imageWidth, image: batch[i].image,
                             refine: refine, crf: o.crf)
             }
-            for (item, m) in zip(items, maps) { try writer.write(item.index, m) }
+            for (item, m) in zip(items, maps) { try shard.put(m) { try writer!.write(item.index, m) } }
             done += items.count
-            o.progress?.update(done: done, total: l.imageCount, note: nil)
+            o.progress?.update(done: done, total: shard.range.count, note: nil)
         }
         o.progress?.finish()
-        try writer.commit()
+        }, write: { i, m in try writer!.write(i, m) })
+        try writer?.commit()
         committed = true
         return PredictSummary(outPath: o.outPath, imageCount: l.imageCount, classCount: model.classCount,
                               prototypes: which, refine: refine, seconds: Date().timeIntervalSince(started))

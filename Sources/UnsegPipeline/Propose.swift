@@ -172,18 +172,23 @@ public enum ProposeJob {
                              "spectral segments=\(s) exceeds the \(l.gridHeight)x\(l.gridWidth) = \(l.cellCount) cells of the feature grid; use fewer segments")
         }
         let refined = options.refine != .none
-        let writer = try ProposalsWriter(path: outputPath, store: store, refined: refined, foreground: options.method == .fiedler,
-                                         parameters: options.attributes)
+        let fiedler = options.method == .fiedler
+        // Under mpirun rank 0 writes (see ShardOutput); every rank proposes for its share of the images.
+        let writer = Distributed.isLead ? try ProposalsWriter(path: outputPath, store: store, refined: refined, foreground: fiedler,
+                                                              parameters: options.attributes) : nil
         var committed = false
-        defer { if !committed { writer.discard() } }
+        defer { if !committed { writer?.discard() } }
+        let cells = l.cellCount, pixels = l.imageHeight * l.imageWidth
+        let shard = try ShardOutput(count: l.imageCount, recordSize: 8 + cells + (refined ? pixels : 0) + (fiedler ? pixels : 0))
 
         let start = Date()
         let threads = max(1, min(options.threads, max(l.imageCount, 1)))
         let block = options.blockSize ?? 4 * threads
-        let stream = try StoreStream(store: store, includeImages: refined, prefetch: block, decodeThreads: threads)
         BLASPolicy.imagesInParallel.apply()
         var maskCounts: [Int] = []
         maskCounts.reserveCapacity(l.imageCount)
+        try shard.finish({
+        let stream = try StoreStream(store: store, subset: Array(shard.range), includeImages: refined, prefetch: block, decodeThreads: threads)
         var done = 0
         while true {
             let items = try stream.nextBatch(block)
@@ -193,14 +198,30 @@ public enum ProposeJob {
             }
             for (j, (p, r, fg)) in results.enumerated() {
                 let i = items[j].index
-                try writer.write(i, masks: p.labels, refined: r, foreground: fg)
+                var rec = WireWriter()
+                rec.put(p.maskCount)
+                let record = rec.bytes + p.labels + (r ?? []) + (fg ?? [])
+                try shard.put(record) { try writer!.write(i, masks: p.labels, refined: r, foreground: fg) }
                 maskCounts.append(p.maskCount)
             }
             done += items.count
             let rate = Double(done) / max(Date().timeIntervalSince(start), 1e-9)
-            progress?.update(done: done, total: l.imageCount, note: String(format: "%.1f img/s", rate))
+            progress?.update(done: done, total: shard.range.count, note: String(format: "%.1f img/s", rate))
         }
         progress?.finish()
+        }, write: { i, rec in
+            var rd = WireReader(Array(rec[0..<8]))
+            maskCounts.append(try rd.int())
+            let masks = Array(rec[8..<(8 + cells)])
+            let r = refined ? Array(rec[(8 + cells)..<(8 + cells + pixels)]) : nil
+            let fg = fiedler ? Array(rec[(rec.count - pixels)...]) : nil
+            try writer!.write(i, masks: masks, refined: r, foreground: fg)
+        })
+        guard let writer else {
+            // Rank > 0: its share is with rank 0, which writes the file.
+            return ProposeSummary(storePath: storePath, outputPath: outputPath, imageCount: l.imageCount, maskCounts: [],
+                                  seconds: Date().timeIntervalSince(start))
+        }
         try writer.commit(maskCounts: maskCounts)
         committed = true
         var summary = ProposeSummary(storePath: storePath, outputPath: outputPath, imageCount: l.imageCount,

@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+import UnsegCore
 import UnsegStore
 
 /// A progress line on stderr: count, rate, ETA and a status note, redrawn in place.
@@ -17,7 +18,8 @@ public final class TerminalProgress: ProgressSink, Sendable {
     public init(label: String, unit: String = "img", force: Bool = false) {
         self.label = label
         self.unit = unit
-        self.enabled = force || isatty(STDERR_FILENO) != 0
+        // Under mpirun only rank 0 draws (the job's progress is its share's, the slowest alike).
+        self.enabled = Distributed.isLead && (force || isatty(STDERR_FILENO) != 0)
     }
 
     public func update(done: Int, total: Int, note: String?) {

@@ -49,6 +49,12 @@ public enum Temporaries {
         }
     }
 
+    /// Removes every registered temporary and lock now (before this process aborts an MPI job).
+    public static func removeAll() {
+        for p in active.withLock({ $0 }) { try? FileManager.default.removeItem(atPath: p) }
+        for p in locks.withLock({ $0 }) { unlink(p) }
+    }
+
     nonisolated(unsafe) static var sources: [any DispatchSourceSignal] = []
     static let signalQueue = DispatchQueue(label: "unseg.signals")
 
