@@ -4,10 +4,23 @@
 #   --python: h5py, numpy, scipy (the test suite cross-checks against them), torch 2.13.0 (CPU),
 #             Pillow, tqdm, pytest, and the feature extractor Tools/unseg-extract (reinstalled when
 #             its sources are newer than the installed copy)
+#   --mpi: Open MPI (openmpi-bin, libopenmpi-dev) for `mpirun -np N unseg ...`; unseg loads it at
+#          run time only when mpirun starts it, so a build without it works as before
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
+python=0
+mpi=0
+for a in "$@"; do
+  case "$a" in
+    --python) python=1 ;;
+    --mpi) mpi=1 ;;
+    *) echo "install-deps: unknown option $a (use --python, --mpi)" >&2; exit 64 ;;
+  esac
+done
 need=()
-for p in libopenblas-dev liblapacke-dev libhdf5-dev libpng-dev pkg-config; do
+pkgs=(libopenblas-dev liblapacke-dev libhdf5-dev libpng-dev pkg-config)
+((mpi)) && pkgs+=(openmpi-bin libopenmpi-dev)
+for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 if ((${#need[@]})); then
@@ -17,7 +30,7 @@ if ((${#need[@]})); then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-if [ "${1:-}" = "--python" ]; then
+if ((python)); then
   pip=(python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore)
   if ! python3 -c "import h5py, numpy, scipy" 2>/dev/null; then
     echo "install-deps: installing h5py numpy scipy (pip)" >&2

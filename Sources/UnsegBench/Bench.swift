@@ -49,6 +49,7 @@ enum BenchSections {
             BenchSection(name: "store", summary: "feature-store streaming read throughput vs a plain sequential read; peak memory", run: { try storeBench(quick: $0) }),
             BenchSection(name: "em", summary: "PriMaPs-EM steps/s and images/s (40x40x384, batch 32, K 27, 320x320) on 1 and 2 threads", run: { try emBench(quick: $0) }),
             BenchSection(name: "maskcontrast", summary: "MaskContrast-style head training steps/s and images/s (40x40x384, batch 32, dim 64, queue 256) on 1 and 2 threads; mask clustering of 10,000 masks", run: { try maskContrastBench(quick: $0) }),
+            BenchSection(name: "mpi", summary: "mpirun on this machine: EM and propose images/s on 1 and 2 ranks (ratio), bytes each rank sends per EM step", run: { try mpiBench(quick: $0) }),
             BenchSection(name: "evaluate", summary: "confusion matrix + Hungarian matching, pixels/s vs a plain pass over the same bytes", run: { try evaluateBench(quick: $0) }),
             BenchSection(name: "primaps", summary: "PriMaPs on 40x40x384 float32, images/s on 1 and 2 threads, GFLOP/s vs sgemm", run: { try primapsBench(quick: $0) }),
             BenchSection(name: "foreground", summary: "Fiedler foreground maps of 40x40x384 features, with the guided filter at 320x320, maps/s on 1 and 2 threads", run: { try foregroundBench(quick: $0) }),

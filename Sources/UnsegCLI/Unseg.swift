@@ -27,13 +27,15 @@ struct Unseg: ParsableCommand {
 /// path within 10 s), is printed once by rank 0 and every rank exits 1. An error of one rank while
 /// the others wait elsewhere is printed by that rank and aborts the job (mpirun exits 1).
 func reportingErrors(_ body: () throws -> Void) throws {
-    Temporaries.removeOnInterrupt()
     do {
         try Distributed.start()
     } catch {
         FileHandle.standardError.write("error: \(error)\n".data(using: .utf8)!)
         throw ExitCode.failure
     }
+    // After MPI_Init, which installs signal handlers of its own: SIGINT / SIGTERM (mpirun forwards
+    // them) must still remove this process's unfinished outputs and stop it.
+    Temporaries.removeOnInterrupt()
     do {
         try body()
         Distributed.finish()

@@ -353,7 +353,7 @@ public struct EMTrainer: Sendable {
     /// Throws (without changing the trainer) on an empty batch or shape mismatches.
     public mutating func step(batch: [EMSample], executor: (any ImageExecutor)? = nil) throws -> EMStepStats {
         if batch.isEmpty { throw ClusteringError("EM step: the batch is empty; pass at least one image") }
-        for (i, s) in batch.enumerated() { try s.validate(channels: running.channelCount, index: i) }
+        for (i, s) in batch.enumerated() where Distributed.holds(i, of: batch.count) { try s.validate(channels: running.channelCount, index: i) }
         let run = executor ?? LocalExecutor(threads: config.threads)
 
         let stepSeed = rng.next()

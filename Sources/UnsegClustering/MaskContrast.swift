@@ -323,7 +323,7 @@ public struct MaskContrastTrainer: Sendable {
     /// One training step on a batch. O(cells (C H + H D + J D)) twice (key and query heads).
     public mutating func step(batch: [MaskContrastSample], epoch e: Int, executor: (any ImageExecutor)? = nil) throws -> MaskContrastStepStats {
         if batch.isEmpty { throw ClusteringError("maskcontrast step: the batch is empty") }
-        for (i, s) in batch.enumerated() {
+        for (i, s) in batch.enumerated() where Distributed.holds(i, of: batch.count) {
             guard s.query.cols == query.inputChannels, s.key.cols == query.inputChannels, s.query.rows == s.masks.count, s.key.rows == s.masks.count else {
                 throw ClusteringError("image \(i): query [\(s.query.rows), \(s.query.cols)], key [\(s.key.rows), \(s.key.cols)], \(s.masks.count) mask cells for a head over \(query.inputChannels) channels")
             }

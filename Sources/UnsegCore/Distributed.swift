@@ -12,6 +12,9 @@ public enum Distributed {
     nonisolated(unsafe) private static var started = false
     nonisolated(unsafe) private static var rankValue = 0
     nonisolated(unsafe) private static var sizeValue = 1
+    /// Bytes this rank contributed to exchanges, and the exchanges (for `UNSEG_MPI_STATS=1`).
+    nonisolated(unsafe) public private(set) static var bytesSent = 0
+    nonisolated(unsafe) public private(set) static var exchanges = 0
 
     /// This process's rank (0 without MPI).
     public static var rank: Int { rankValue }
@@ -35,8 +38,14 @@ public enum Distributed {
         sizeValue = Int(unseg_mpi_size())
     }
 
-    /// Ends MPI (no-op without it).
-    public static func finish() { if started && unseg_mpi_launched() != 0 { _ = unseg_mpi_finalize() } }
+    /// Ends MPI (no-op without it). With `UNSEG_MPI_STATS=1` each rank first prints what it sent.
+    public static func finish() {
+        guard started && unseg_mpi_launched() != 0 else { return }
+        if ProcessInfo.processInfo.environment["UNSEG_MPI_STATS"] == "1" {
+            FileHandle.standardError.write("mpi-stats rank \(rank) of \(size): sent \(bytesSent) bytes in \(exchanges) exchanges\n".data(using: .utf8)!)
+        }
+        _ = unseg_mpi_finalize()
+    }
 
     /// The host this rank runs on.
     public static var host: String {
@@ -44,6 +53,10 @@ public enum Distributed {
         if unseg_mpi_launched() != 0, started { _ = unseg_mpi_host(&b, b.count) } else { gethostname(&b, b.count) }
         return String(cString: b)
     }
+
+    /// Whether this process works on item `i` of a batch of `count` (always, without MPI): the
+    /// items of other ranks are placeholders here, not to be checked or read.
+    public static func holds(_ i: Int, of count: Int) -> Bool { !isActive || shard(count).contains(i) }
 
     /// The contiguous share of `0..<count` of `rank`: `[count r / P, count (r+1) / P)`.
     public static func shard(_ count: Int, rank r: Int = Distributed.rank, size p: Int = Distributed.size) -> Range<Int> {
@@ -57,6 +70,8 @@ public enum Distributed {
     /// Every rank's bytes, in rank order.
     public static func allgather(_ bytes: [UInt8]) throws -> [[UInt8]] {
         guard isActive else { return [bytes] }
+        bytesSent += bytes.count
+        exchanges += 1
         var sizes = [Int64](repeating: 0, count: size)
         try check(unseg_mpi_allgather_i64(Int64(bytes.count), &sizes), "allgather")
         let total = sizes.reduce(0, +)
@@ -82,6 +97,8 @@ public enum Distributed {
     }
 
     public static func send(_ bytes: [UInt8], to dest: Int, tag: Int = 1) throws {
+        bytesSent += bytes.count
+        exchanges += 1
         try bytes.withUnsafeBytes { b in try check(unseg_mpi_send(b.baseAddress, Int32(bytes.count), Int32(dest), Int32(tag)), "send") }
     }
     public static func receive(_ count: Int, from source: Int, tag: Int = 1) throws -> [UInt8] {

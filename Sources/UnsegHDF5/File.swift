@@ -154,7 +154,14 @@ public class HDF5Location: HDF5Object, @unchecked Sendable {
             let lcpl = H5Pcreate(unseg_H5P_LINK_CREATE())
             defer { H5Pclose(lcpl) }
             H5Pset_create_intermediate_group(lcpl, 1)
-            let id = try HDF5.check(H5Dcreate2(handle.id, name, dtype, space, lcpl, dcpl, unseg_H5P_DEFAULT()),
+            // No chunk cache for the writer: every chunk is allocated when it is written, so the file
+            // layout follows the write order alone (with a cache, chunks are allocated when the
+            // caches are flushed at close, in an order HDF5 does not fix: the same content could
+            // give different bytes from one run to the next). Writers write whole chunks.
+            let dapl = H5Pcreate(unseg_H5P_DATASET_ACCESS())
+            defer { H5Pclose(dapl) }
+            if chunk != nil { H5Pset_chunk_cache(dapl, 0, 0, 1.0) }
+            let id = try HDF5.check(H5Dcreate2(handle.id, name, dtype, space, lcpl, dcpl, dapl),
                                     file: filePath, object: where_, "cannot create the dataset")
             return try HDF5Dataset(handle: HDF5Handle(id, close: H5Dclose), filePath: filePath, objectPath: where_)
         }

@@ -337,12 +337,16 @@ public enum FitJob {
         func runEpochs(_ ck: inout FitCheckpoint, kind: FitStageKind, orderStage: Int, epochs: Int,
                        state: () -> StateRecord,
                        step: (_ items: [StoreItem], _ epoch: Int) throws -> (loss: Double, model: PrototypeModel?)) throws {
+            // Under mpirun each rank reads only its share of every batch (the images its executor
+            // works on); the others are `StoreItem.elsewhere`. One process reads them all.
+            let own = Distributed.shard(batchLen)
             while ck.epoch < epochs {
-                let stream = try StoreStream(store: store, subset: remainingOrder(ck, stage: orderStage), prefetch: batchLen,
-                                             decodeThreads: options.threads)
-                while true {
-                    let items = try stream.nextBatch(batchLen)
-                    if items.isEmpty { break }
+                let order = remainingOrder(ck, stage: orderStage)
+                let mine = stride(from: 0, to: order.count, by: batchLen).flatMap { b in own.map { order[b + $0] } }
+                let stream = try StoreStream(store: store, subset: mine, prefetch: max(own.count, 1), decodeThreads: options.threads)
+                for b in stride(from: 0, to: order.count, by: batchLen) {
+                    let here = try stream.nextBatch(own.count)
+                    let items = (0..<batchLen).map { j in own.contains(j) ? here[j - own.lowerBound] : StoreItem.elsewhere(order[b + j]) }
                     let (loss, model) = try step(items, ck.epoch)
                     try afterStep(&ck, kind: kind, stageEpochs: epochs, loss: loss, state: state) { model }
                 }
@@ -482,7 +486,7 @@ struct PriMaPsEMRunner: StageRunner {
             let batch = try zip(items, masks).map { item, m in
                 var sample = EMSample(features: item.features, height: l.gridHeight, width: l.gridWidth,
                                       labelHeight: l.imageHeight, labelWidth: l.imageWidth, masks: m)
-                if l.viewCount > 0 {
+                if l.viewCount > 0 && item.isHere {
                     // The reference's student augmentation: the M-step sees an augmented view. Which
                     // view is a function of (seed, epoch, image), so resuming and threads change nothing.
                     var r = SeededRandom.stream(seed: FitSeeds.mStepView(c.recipe.seed), index: UInt64(epoch) << 32 | UInt64(item.index))
@@ -550,8 +554,8 @@ final class ProposalProvider {
     /// `[h*w]` mask maps at feature resolution (0 = background) for the items, in order: the
     /// file's `/masks`, or PriMaPs on the fly (computed once per image).
     func featureMasks(for items: [StoreItem]) throws -> [[UInt8]] {
-        if let f = file { return try items.map { try f.masks($0.index) } }
-        let missing = items.filter { featureCache[$0.index] == nil }
+        if let f = file { return try items.map { $0.isHere ? try f.masks($0.index) : [] } }
+        let missing = items.filter { $0.isHere && featureCache[$0.index] == nil }
         if !missing.isEmpty {
             let (opts, layout, path) = (featureOptions, store.layout, store.path)
             let results = try Parallel.tryMap(missing.count, threads: threads) { j in
@@ -559,7 +563,7 @@ final class ProposalProvider {
             }
             for (item, (p, _)) in zip(missing, results) { featureCache[item.index] = p.labels }
         }
-        return items.map { featureCache[$0.index]! }
+        return items.map { $0.isHere ? featureCache[$0.index]! : [] }
     }
 
     /// How the masks are made, for the log.
@@ -569,11 +573,12 @@ final class ProposalProvider {
             : "PriMaPs on the fly (threshold \(options.primaps.threshold)), unrefined (nearest-upsampled)"
     }
 
-    /// `[H*W]` mask maps (0 = background) for the items, in order.
+    /// `[H*W]` mask maps (0 = background) for the items, in order (empty for images another
+    /// process of an MPI job works on).
     func masks(for items: [StoreItem]) throws -> [[UInt8]] {
         let l = store.layout
-        if let f = file { return try items.map { try f.labelResolutionMasks($0.index) } }
-        let missing = items.filter { cache[$0.index] == nil }
+        if let f = file { return try items.map { $0.isHere ? try f.labelResolutionMasks($0.index) : [] } }
+        let missing = items.filter { $0.isHere && cache[$0.index] == nil }
         if !missing.isEmpty {
             let work: [StoreItem] = try missing.map { item in
                 var it = item
@@ -586,9 +591,9 @@ final class ProposalProvider {
             }
             for (item, (p, r)) in zip(missing, results) { cache[item.index] = r ?? p.labels }
         }
-        if refined { return items.map { cache[$0.index]! } }
-        return items.map { NearestResampler.resample(cache[$0.index]!, height: l.gridHeight, width: l.gridWidth,
-                                                     toHeight: l.imageHeight, toWidth: l.imageWidth) }
+        if refined { return items.map { $0.isHere ? cache[$0.index]! : [] } }
+        return items.map { $0.isHere ? NearestResampler.resample(cache[$0.index]!, height: l.gridHeight, width: l.gridWidth,
+                                                                 toHeight: l.imageHeight, toWidth: l.imageWidth) : [] }
     }
 }
 

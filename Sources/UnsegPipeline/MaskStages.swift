@@ -41,7 +41,9 @@ struct MaskContrastRunner: StageRunner {
             let masks = try c.proposals.featureMasks(for: items)
             let batch = try zip(items, masks).map { item, m -> MaskContrastSample in
                 let key: Matrix
-                if l.viewCount > 0 {
+                if !item.isHere {
+                    key = item.features   // another rank's image
+                } else if l.viewCount > 0 {
                     // A function of (seed, epoch, image): resuming and threads change nothing.
                     var r = SeededRandom.stream(seed: FitSeeds.keyView(seed), index: UInt64(epoch) << 32 | UInt64(item.index))
                     key = try c.store.features(item.index, source: .view(r.int(below: l.viewCount)))

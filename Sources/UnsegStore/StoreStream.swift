@@ -11,6 +11,15 @@ public struct StoreItem: Sendable {
     public var image: [UInt8]?
     /// `[H*W]` labels (255 = ignore) when requested and present.
     public var labels: [UInt8]?
+
+    public init(index: Int, features: Matrix, image: [UInt8]? = nil, labels: [UInt8]? = nil) {
+        self.index = index; self.features = features; self.image = image; self.labels = labels
+    }
+
+    /// An image of a batch that another process of an MPI job reads and works on: its index only.
+    public static func elsewhere(_ index: Int) -> StoreItem { StoreItem(index: index, features: Matrix(rows: 0, cols: 0)) }
+    /// Whether this process holds the image (false for `elsewhere`).
+    public var isHere: Bool { features.rows > 0 }
 }
 
 /// Which images a stream visits, and in which order.

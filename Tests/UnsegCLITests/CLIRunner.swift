@@ -27,8 +27,13 @@ func unsegBinary() -> URL {
 
 /// Runs `unseg args...` with a clean environment for progress (stderr is a pipe, so no progress bar).
 func runUnseg(_ args: [String], cwd: String? = nil) throws -> CLIResult {
+    try runProcess(unsegBinary().path, args, cwd: cwd)
+}
+
+/// Runs `executable args...`, both pipes read concurrently.
+func runProcess(_ executable: String, _ args: [String], cwd: String? = nil) throws -> CLIResult {
     let p = Process()
-    p.executableURL = unsegBinary()
+    p.executableURL = URL(fileURLWithPath: executable)
     p.arguments = args
     if let c = cwd { p.currentDirectoryURL = URL(fileURLWithPath: c) }
     let out = Pipe(), err = Pipe()

@@ -21,7 +21,7 @@ private func smallBatch(images: Int, cells: Int, c: Int, seed: UInt64) -> [MaskC
     /// over the batch's prototypes and the queue, against central finite differences of the loss
     /// (computed in Float; steps of 1e-2 keep rounding below 1e-4 of the loss differences).
     @Test("head gradient matches finite differences (linear and MLP heads, with a queue, balanced and not)", arguments: [HeadKind.linear, .mlp])
-    func gradientMatchesFiniteDifferences(kind: HeadKind) {
+    func gradientMatchesFiniteDifferences(kind: HeadKind) throws {
         let c = 6, batch = smallBatch(images: 2, cells: 9, c: c, seed: 3)
         let head = ProjectionHead(kind: kind, inputChannels: c, hidden: 5, outputDim: 4, seed: 11)
         var queue = PrototypeQueue(capacity: 3, dim: 4)
@@ -30,18 +30,18 @@ private func smallBatch(images: Int, cells: Int, c: Int, seed: UInt64) -> [MaskC
         qrows.normalizeRows()
         queue.enqueue(qrows)
         let exec = LocalExecutor(threads: 1)
-        let keys = MaskContrastTrainer.keys(head: head, batch: batch, queue: queue, executor: exec)
+        let keys = try MaskContrastTrainer.keys(head: head, batch: batch, queue: queue, executor: exec)
         #expect(keys.keys.rows == keys.batchCount + 3)
         for balance in [true, false] {
-            let (_, g) = MaskContrastTrainer.lossAndGradient(head: head, batch: batch, keys: keys, temperature: 0.5, balance: balance, executor: exec)
+            let (_, g) = try MaskContrastTrainer.lossAndGradient(head: head, batch: batch, keys: keys, temperature: 0.5, balance: balance, executor: exec)
             var worst = 0.0
             for j in 0..<head.parameterCount {
                 var hp = head, hm = head
                 let h: Float = 1e-2
                 hp.parameters[j] += h
                 hm.parameters[j] -= h
-                let lp = MaskContrastTrainer.lossAndGradient(head: hp, batch: batch, keys: keys, temperature: 0.5, balance: balance, executor: exec).loss
-                let lm = MaskContrastTrainer.lossAndGradient(head: hm, batch: batch, keys: keys, temperature: 0.5, balance: balance, executor: exec).loss
+                let lp = try MaskContrastTrainer.lossAndGradient(head: hp, batch: batch, keys: keys, temperature: 0.5, balance: balance, executor: exec).loss
+                let lm = try MaskContrastTrainer.lossAndGradient(head: hm, batch: batch, keys: keys, temperature: 0.5, balance: balance, executor: exec).loss
                 let fd = (lp - lm) / Double(2 * h)
                 worst = max(worst, abs(fd - Double(g[j])))
                 expectClose(Double(g[j]), fd, abs: 2e-3, rel: 2e-2, "\(kind) balance \(balance): parameter \(j)")
@@ -59,7 +59,7 @@ private func smallBatch(images: Int, cells: Int, c: Int, seed: UInt64) -> [MaskC
         let s = MaskContrastSample(query: key, key: key, masks: [2, 2, 0, 1])
         var queue = PrototypeQueue(capacity: 2, dim: 2)
         queue.enqueue(Matrix([[0, -1]]))
-        let k = MaskContrastTrainer.keys(head: head, batch: [s, s], queue: queue, executor: LocalExecutor(threads: 2))
+        let k = try MaskContrastTrainer.keys(head: head, batch: [s, s], queue: queue, executor: LocalExecutor(threads: 2))
         // Mask 1: cell (5,5) -> (0.7071, 0.7071). Mask 2: (0.6, 0.8) + (0, 1) = (0.6, 1.8) -> normalised.
         let n2 = (0.36 + 3.24 as Float).squareRoot()
         let expected: [Float] = [0.70710677, 0.70710677, 0.6 / n2, 1.8 / n2, 0.70710677, 0.70710677, 0.6 / n2, 1.8 / n2, 0, -1]
