@@ -74,14 +74,16 @@ func fileBytes(_ p: String) -> Data { FileManager.default.contents(atPath: p) ??
         #expect(leftovers.isEmpty, "\(leftovers)")
     }
 
-    /// Processes whose command line mentions `text` (ranks of a job still running).
-    static func processesMentioning(_ text: String) -> Int {
-        let pids = (try? FileManager.default.contentsOfDirectory(atPath: "/proc"))?.filter { Int($0) != nil } ?? []
+    /// Processes whose command line mentions `text` (ranks of a job still running), mpirun excluded.
+    static func pids(mentioning text: String) -> [Int32] {
+        let pids = (try? FileManager.default.contentsOfDirectory(atPath: "/proc"))?.compactMap { Int32($0) } ?? []
         return pids.filter { pid in
             guard let d = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return false }
-            return String(decoding: d.map { $0 == 0 ? 32 : $0 }, as: UTF8.self).contains(text)
-        }.count
+            let cmd = String(decoding: d.map { $0 == 0 ? 32 : $0 }, as: UTF8.self)
+            return cmd.contains(text) && !cmd.contains("mpirun")
+        }
     }
+    static func processesMentioning(_ text: String) -> Int { pids(mentioning: text).count }
 
     /// A fit on 3 processes, killed (SIGKILL to mpirun; the checkpoint on disk is the last one
     /// written atomically), resumed on 2 processes: the checkpoint of one uninterrupted process,
@@ -159,6 +161,54 @@ func fileBytes(_ p: String) -> Data { FileManager.default.contents(atPath: p) ??
         }
         let files = try FileManager.default.contentsOfDirectory(atPath: dir).sorted()
         #expect(files == ["bad.h5", "ck.h5", "good.h5", "r.yaml"], "\(files)")
+    }
+
+    /// A rank that dies (SIGKILL) stops the job: mpirun exits non-zero naming the rank, nothing is
+    /// committed, and the last checkpoint is intact and resumes (here on one process) to the
+    /// uninterrupted run's bytes.
+    @Test("a rank that dies stops the whole job, naming the rank; the checkpoint resumes")
+    func dyingRank() throws {
+        let dir = scratchDir("mpi-die")
+        let train = dir + "/train.h5", recipe = dir + "/r.yaml", props = dir + "/props.h5"
+        try writePlantedStore(train, n: 17, seed: 12)
+        try Self.recipe.write(toFile: recipe, atomically: true, encoding: .utf8)
+        #expect(try runUnseg(["propose", "--store", train, "--out", props]).status == 0)
+        let ref = dir + "/ref.h5", ck = dir + "/ck.h5"
+        let base = ["fit", "--recipe", recipe, "--store", train, "--proposals", props]
+        #expect(try runUnseg(base + ["--checkpoint", ref]).status == 0)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: try #require(mpirunPath))
+        p.arguments = ["--allow-run-as-root", "--oversubscribe", "-np", "2", unsegBinary().path] + base
+            + ["--checkpoint", ck, "--debug-step-delay-ms", "200", "--threads", "1"]
+        let err = Pipe()
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = err
+        try p.run()
+        setenv("HDF5_USE_FILE_LOCKING", "FALSE", 1)
+        let deadline = Date().addingTimeInterval(120)
+        while Date() < deadline && p.isRunning {
+            if let c = try? FitCheckpoint.load(path: ck), c.step >= 3 { break }
+            Thread.sleep(forTimeInterval: 0.01)
+        }
+        // Rank 1: the process of this job whose environment says so.
+        let rank1 = Self.pids(mentioning: ck).first { pid in
+            let env = FileManager.default.contents(atPath: "/proc/\(pid)/environ") ?? Data()
+            return String(decoding: env.map { $0 == 0 ? 10 : $0 }, as: UTF8.self).contains("OMPI_COMM_WORLD_RANK=1\n")
+        }
+        let victim = try #require(rank1, "rank 1's process not found")
+        kill(victim, SIGKILL)
+        let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        #expect(p.terminationStatus != 0 && text.contains("rank 1"), "exit \(p.terminationStatus): \(text)")
+        let gone = Date().addingTimeInterval(20)
+        while Date() < gone && !Self.pids(mentioning: ck).isEmpty { Thread.sleep(forTimeInterval: 0.05) }
+        let mid = try FitCheckpoint.load(path: ck)
+        #expect(!mid.isDone && mid.step >= 3, "step \(mid.step)")
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.contains(".tmp-") }
+        #expect(leftovers.isEmpty, "\(leftovers)")
+        let done = try runUnseg(base + ["--checkpoint", ck, "--resume"])
+        #expect(done.status == 0, "\(done.stderr)")
+        #expect(fileBytes(ref) == fileBytes(ck), "resumed after a dead rank differs from the uninterrupted run")
     }
 
     /// Two hosts, not just two processes: rank 1 runs in another network namespace, reached over
