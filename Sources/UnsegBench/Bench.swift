@@ -15,6 +15,10 @@ struct Bench {
         // Every section parallelises over images (one BLAS thread each) unless it says otherwise.
         BLASPolicy.imagesInParallel.apply()
         var args = Array(CommandLine.arguments.dropFirst())
+        if args.first == "peers-run", args.count == 2 {   // the unseg side of Tools/bench peers
+            try peersRun(args[1])
+            return
+        }
         let quick = args.contains("--quick")
         args.removeAll { $0.hasPrefix("--") }
         let all = BenchSections.all
