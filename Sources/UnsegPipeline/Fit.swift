@@ -615,8 +615,13 @@ public final class Validator: Sendable {
         }
         // Read every image once before training: damaged features (NaN, inf) fail now, not at the
         // end of the first epoch with a checkpoint already written.
-        let check = try StoreStream(store: store, includeLabels: true, prefetch: 4, decodeThreads: threads)
-        while try check.next() != nil {}
+        // Under mpirun each rank checks (and later evaluates) its shard of the val images.
+        let own = Array(Distributed.shard(store.layout.imageCount))
+        let opened = store
+        try Distributed.agree {
+            let check = try StoreStream(store: opened, subset: own, includeLabels: true, prefetch: 4, decodeThreads: threads)
+            while try check.next() != nil {}
+        }
         if store.metadata.labelProtocol.flatMap({ try? LabelProtocol.named($0) }) != nil {
             labelProtocol = try EvaluateJob.labelProtocol(for: store, classCount: nil)
         } else {
@@ -629,17 +634,23 @@ public final class Validator: Sendable {
     /// (mask clustering), the cells go through it first and `model` is its centroids.
     public func evaluate(_ model: PrototypeModel, embedding: MaskClusterModel? = nil) throws -> EvaluationResult {
         let l = store.layout
-        var confusion = try ConfusionMatrix(clusterCount: model.classCount, classCount: labelProtocol.classCount)
-        let stream = try StoreStream(store: store, includeLabels: true, prefetch: 8, decodeThreads: threads)
-        while true {
-            let items = try stream.nextBatch(max(8, 4 * threads))
-            if items.isEmpty { break }
-            let preds = Parallel.map(items.count, threads: threads) { i in
-                model.predict(features: embedding.map { $0.embedCells(items[i].features) } ?? items[i].features,
-                              h: l.gridHeight, w: l.gridWidth, H: l.imageHeight, W: l.imageWidth)
+        // Under mpirun each rank counts its shard; the integer counts are summed exactly.
+        let local = try Distributed.agree { () -> ConfusionMatrix in
+            var confusion = try ConfusionMatrix(clusterCount: model.classCount, classCount: labelProtocol.classCount)
+            let stream = try StoreStream(store: store, subset: Array(Distributed.shard(l.imageCount)), includeLabels: true,
+                                         prefetch: 8, decodeThreads: threads)
+            while true {
+                let items = try stream.nextBatch(max(8, 4 * threads))
+                if items.isEmpty { break }
+                let preds = Parallel.map(items.count, threads: threads) { i in
+                    model.predict(features: embedding.map { $0.embedCells(items[i].features) } ?? items[i].features,
+                                  h: l.gridHeight, w: l.gridWidth, H: l.imageHeight, W: l.imageWidth)
+                }
+                for (item, p) in zip(items, preds) { try confusion.accumulate(predictions: p, labels: item.labels!) }
             }
-            for (item, p) in zip(items, preds) { try confusion.accumulate(predictions: p, labels: item.labels!) }
+            return confusion
         }
+        let confusion = try local.summed(by: Distributed.allreduceSum)
         return try Evaluation.evaluate(confusion, mode: .hungarian, classNames: labelProtocol.classNames)
     }
 }

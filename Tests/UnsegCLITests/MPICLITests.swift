@@ -35,7 +35,7 @@ func fileBytes(_ p: String) -> Data { FileManager.default.contents(atPath: p) ??
       proposals: file
     """
 
-    @Test("propose, fit, predict, evaluate under mpirun -np 2 and -np 3 write the bytes of one process")
+    @Test("propose, fit (with --val), predict, evaluate under mpirun -np 2 and -np 3 write the bytes of one process")
     func sameBytesOnAnyProcessCount() throws {
         let dir = scratchDir("mpi-bytes")
         let train = dir + "/train.h5", val = dir + "/val.h5", recipe = dir + "/r.yaml"
@@ -53,7 +53,7 @@ func fileBytes(_ p: String) -> Data { FileManager.default.contents(atPath: p) ??
             let t = "-np\(n)"
             try run(n, ["propose", "--store", train, "--out", dir + "/props\(t).h5", "--refine", "crf", "--threads", "1"])
             try run(n, ["fit", "--recipe", recipe, "--store", train, "--proposals", dir + "/props\(t).h5", "--checkpoint", dir + "/ck\(t).h5",
-                        "--threads", n == 3 ? "1" : "2"])
+                        "--val", val, "--threads", n == 3 ? "1" : "2"])
             try run(n, ["fit", "--recipe", maskRecipe, "--store", train, "--proposals", dir + "/props-np1.h5", "--checkpoint", dir + "/mask\(t).h5"])
             // The predictions file names its checkpoint: every count predicts with the same one.
             try run(n, ["predict", "--checkpoint", dir + "/ck-np1.h5", "--store", val, "--out", dir + "/pred\(t).h5", "--refine", "crf"])
