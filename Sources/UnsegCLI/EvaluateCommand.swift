@@ -26,7 +26,7 @@ extension Unseg {
         @OptionGroup var parallel: ThreadsOption
 
         func run() throws {
-            try reportingErrors {
+            try reportingErrors(acrossProcesses: true) {
                 if task != .classes {
                     let r = try ForegroundEvaluation.run(task: task, storePath: store, proposalsPath: predictions, threads: parallel.threads)
                     say(r.table())

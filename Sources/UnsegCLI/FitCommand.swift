@@ -47,7 +47,7 @@ extension Unseg {
         }
 
         func run() throws {
-            try reportingErrors {
+            try reportingErrors(acrossProcesses: true) {
                 var r = try Recipe.load(path: recipe)
                 if let s = seed { r.seed = s }
                 if let list = stages {

@@ -35,7 +35,7 @@ extension Unseg {
         }
 
         func run() throws {
-            try reportingErrors {
+            try reportingErrors(acrossProcesses: true) {
                 let s = try PredictJob.run(PredictOptions(checkpointPath: checkpoint, storePath: store, outPath: out,
                                                           copy: copy, refine: refine, tta: tta,
                                                           threads: parallel.threads, progress: TerminalProgress(label: "predict"),

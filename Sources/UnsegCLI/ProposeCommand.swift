@@ -49,7 +49,7 @@ extension Unseg {
         }
 
         func run() throws {
-            try reportingErrors {
+            try reportingErrors(acrossProcesses: true) {
                 var o = ProposeOptions(method: method, refine: refine, threads: parallel.threads)
                 o.foreground = foreground
                 o.primaps.threshold = threshold

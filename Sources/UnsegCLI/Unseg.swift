@@ -26,7 +26,11 @@ struct Unseg: ParsableCommand {
 /// `DistributedError`, naming the failing rank), or one every rank hit (they all reach the error
 /// path within 10 s), is printed once by rank 0 and every rank exits 1. An error of one rank while
 /// the others wait elsewhere is printed by that rank and aborts the job (mpirun exits 1).
-func reportingErrors(_ body: () throws -> Void) throws {
+///
+/// `acrossProcesses`: the command shares its work between mpirun's processes (propose, predict,
+/// evaluate, fit); the others refuse to run under mpirun with more than one process (they would
+/// all write the same files).
+func reportingErrors(acrossProcesses: Bool = false, _ body: () throws -> Void) throws {
     do {
         try Distributed.start()
     } catch {
@@ -36,6 +40,13 @@ func reportingErrors(_ body: () throws -> Void) throws {
     // After MPI_Init, which installs signal handlers of its own: SIGINT / SIGTERM (mpirun forwards
     // them) must still remove this process's unfinished outputs and stop it.
     Temporaries.removeOnInterrupt()
+    if Distributed.isActive && !acrossProcesses {
+        if Distributed.isLead {
+            FileHandle.standardError.write("error: this command runs on one process; under mpirun only propose, predict, evaluate and fit share their work (run it without mpirun, or with -np 1)\n".data(using: .utf8)!)
+        }
+        Distributed.finish()
+        throw ExitCode.failure
+    }
     do {
         try body()
         Distributed.finish()

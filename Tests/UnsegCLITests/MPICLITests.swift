@@ -159,6 +159,9 @@ func fileBytes(_ p: String) -> Data { FileManager.default.contents(atPath: p) ??
                     "\(args[0]): \(r.stderr)")
             #expect(r.stderr.components(separatedBy: "error: ").count == 2, "one error message: \(r.stderr)")
         }
+        // Commands that do not share their work refuse several processes (they would all write).
+        let synth = try runMPI(2, ["synth", "--out", dir + "/s.h5", "--images", "2", "--size", "16", "--patch", "4", "--channels", "8", "--classes", "2"])
+        #expect(synth.status == 1 && synth.stderr.contains("runs on one process"), "\(synth.stderr)")
         let files = try FileManager.default.contentsOfDirectory(atPath: dir).sorted()
         #expect(files == ["bad.h5", "ck.h5", "good.h5", "r.yaml"], "\(files)")
     }
