@@ -55,9 +55,12 @@ func mpiBench(quick: Bool) throws {
         .write(toFile: emRecipe, atomically: true, encoding: .utf8)
     _ = try run(1, ["fit", "--recipe", baseRecipe, "--store", store, "--checkpoint", base, "--threads", "2"])
     let steps = epochs * (n / batch)
-    // Start-up: the same command shape that does (almost) nothing, on 1 and 2 ranks.
-    let startup1 = try run(1, ["inspect", store]).seconds
-    let startup2 = try run(2, ["inspect", store]).seconds
+    // Start-up: the same kind of command on a 2-image store (MPI_Init, opening files), 1 and 2 ranks.
+    let tiny = dir + "/tiny.h5"
+    try Synthesize.writeStore(config: SyntheticConfig(imageCount: 2, imageSize: 64, patchSize: 8, channels: 384, classes: 27, seed: 1, split: "train"),
+                              path: tiny, threads: 1)
+    let startup1 = try run(1, ["propose", "--store", tiny, "--out", dir + "/tiny-p1.h5", "--threads", "1"]).seconds
+    let startup2 = try run(2, ["propose", "--store", tiny, "--out", dir + "/tiny-p2.h5", "--threads", "1"]).seconds
     print("  \(n) synthetic images 40x40x384 -> 320x320, batch \(batch), \(steps) EM steps; one thread per rank; wall time of the whole command (start-up included)")
     var emRate: [Double] = [], propRate: [Double] = []
     for np in [1, 2] {
