@@ -9,7 +9,7 @@ typedef void *H;   // MPI_Comm, MPI_Datatype, MPI_Op, MPI_Request: pointers in O
 
 static void *lib;
 static H comm_world, dt_byte, dt_int64, op_sum;
-static int (*p_init)(int *, char ***);
+static int (*p_init_thread)(int *, char ***, int, int *);
 static int (*p_finalize)(void);
 static int (*p_comm_rank)(H, int *);
 static int (*p_comm_size)(H, int *);
@@ -35,7 +35,7 @@ int unseg_mpi_start(char *err, size_t errlen) {
         return -1;
     }
 #define SYM(var, name) do { *(void **)(&var) = dlsym(lib, name); if (!var) { snprintf(err, errlen, "libmpi has no symbol %s: not Open MPI 4 or later?", name); return -1; } } while (0)
-    SYM(p_init, "MPI_Init"); SYM(p_finalize, "MPI_Finalize"); SYM(p_comm_rank, "MPI_Comm_rank");
+    SYM(p_init_thread, "MPI_Init_thread"); SYM(p_finalize, "MPI_Finalize"); SYM(p_comm_rank, "MPI_Comm_rank");
     SYM(p_comm_size, "MPI_Comm_size"); SYM(p_barrier, "MPI_Barrier"); SYM(p_ibarrier, "MPI_Ibarrier");
     SYM(p_test, "MPI_Test"); SYM(p_allreduce, "MPI_Allreduce"); SYM(p_allgather, "MPI_Allgather");
     SYM(p_allgatherv, "MPI_Allgatherv"); SYM(p_send, "MPI_Send"); SYM(p_recv, "MPI_Recv"); SYM(p_abort, "MPI_Abort");
@@ -43,7 +43,9 @@ int unseg_mpi_start(char *err, size_t errlen) {
     SYM(comm_world, "ompi_mpi_comm_world"); SYM(dt_byte, "ompi_mpi_byte"); SYM(dt_int64, "ompi_mpi_int64_t");
     SYM(op_sum, "ompi_mpi_op_sum");
 #undef SYM
-    if (p_init(NULL, NULL) != 0) { snprintf(err, errlen, "MPI_Init failed"); return -1; }
+    // MPI_THREAD_FUNNELED (1 in Open MPI): worker and prefetch threads run, only the main thread calls MPI.
+    int provided = 0;
+    if (p_init_thread(NULL, NULL, 1, &provided) != 0) { snprintf(err, errlen, "MPI_Init_thread failed"); return -1; }
     p_comm_rank(comm_world, &rank_);
     p_comm_size(comm_world, &size_);
     return 0;

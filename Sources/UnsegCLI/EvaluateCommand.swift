@@ -3,6 +3,7 @@ import Foundation
 import UnsegEvaluation
 import UnsegLinAlg
 import UnsegPipeline
+import UnsegStore
 
 extension Unseg {
     struct Evaluate: ParsableCommand {
@@ -27,6 +28,9 @@ extension Unseg {
 
         func run() throws {
             try reportingErrors(acrossProcesses: true) {
+                // Output paths first (every rank alike): a bad --json / --report costs no evaluation.
+                try OutputGuard.check(outputs: outputs.json.map { [("--json", $0)] } ?? [], inputs: [("--store", store), ("--predictions", predictions)],
+                                      folders: outputs.report.map { [("--report", $0)] } ?? [])
                 if task != .classes {
                     let r = try ForegroundEvaluation.run(task: task, storePath: store, proposalsPath: predictions, threads: parallel.threads)
                     say(r.table())

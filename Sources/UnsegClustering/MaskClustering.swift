@@ -108,7 +108,14 @@ public struct MaskClusterModel: Sendable, Equatable {
         var space = vectors
         let p = min(config.pcaDims, vectors.cols, vectors.rows - 1)
         if config.pcaDims > 0 && p >= 1 {
-            let pca = try PCA.fit(sample: vectors, components: p)
+            var pca = try PCA.fit(sample: vectors, components: p)
+            // Components with next to no variance (few masks) would scale noise up by 1/sqrt(var):
+            // keep those above 1e-6 of the largest.
+            let keep = max(1, pca.explainedVariance.prefix { $0 > 1e-6 * (pca.explainedVariance.first ?? 0) }.count)
+            if keep < pca.components.rows {
+                pca.components = pca.components.rows(0..<keep)
+                pca.explainedVariance = Array(pca.explainedVariance.prefix(keep))
+            }
             whitening = pca
             space = pca.transform(vectors, whiten: true)
             space.normalizeRows(eps: 1e-12)

@@ -184,7 +184,8 @@ public struct MaskContrastTrainer: Sendable {
         try Self.check(config)
         guard s.key.parameterCount == s.query.parameterCount, s.key.outputDim == s.query.outputDim,
               s.optimizer.m.count == s.query.parameterCount, s.queue.entries.cols == s.query.outputDim,
-              s.queue.capacity == config.queueSize, s.query.kind == config.head, s.query.outputDim == config.dim || config.head == .identity
+              s.queue.capacity == config.queueSize, s.query.kind == config.head, s.query.outputDim == config.dim || config.head == .identity,
+              s.query.hidden == (config.head == .mlp ? config.hidden : 0)
         else {
             throw ClusteringError("saved head state does not match the recipe (head \(s.query.kind.rawValue) [\(s.query.inputChannels) -> \(s.query.outputDim)], \(s.optimizer.m.count) optimiser entries, queue \(s.queue.capacity)x\(s.queue.entries.cols)); resume with the recipe that wrote it")
         }

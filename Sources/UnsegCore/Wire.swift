@@ -6,7 +6,9 @@ public protocol WireCodable {
     init(wire r: inout WireReader) throws
 }
 
-/// Appends values as raw little-endian bytes (the machines of one job share a byte order).
+/// Appends values as bytes: scalars little-endian, arrays in the machine's byte order (the
+/// processes of one job run on machines of one architecture; Open MPI's byte transport does not
+/// convert).
 public struct WireWriter {
     public var bytes: [UInt8] = []
     public init() {}
@@ -56,7 +58,8 @@ public struct WireReader {
     public mutating func string() throws -> String { String(decoding: try bytes(), as: UTF8.self) }
     public mutating func matrix() throws -> Matrix {
         let r = try int(), c = try int(), d = try floats()
-        guard r >= 0, c >= 0, r * c == d.count else { throw KernelError("a message between processes has a [\(r), \(c)] matrix of \(d.count) values") }
+        let (rc, overflow) = r.multipliedReportingOverflow(by: c)
+        guard r >= 0, c >= 0, !overflow, rc == d.count else { throw KernelError("a message between processes has a [\(r), \(c)] matrix of \(d.count) values") }
         return Matrix(rows: r, cols: c, data: d)
     }
 }

@@ -103,7 +103,9 @@ public enum FitJob {
         // Under mpirun rank 0 alone locks and writes the checkpoint; every rank reads it on --resume.
         let lock = Distributed.isLead ? try OutputLock(path: o.checkpointPath, option: "--checkpoint") : nil
         defer { lock?.release() }
-        let exists = FileManager.default.fileExists(atPath: o.checkpointPath)
+        // Every rank looks before rank 0 writes anything (an agreement is a collective): a rank that
+        // starts late must not take rank 0's fresh checkpoint for an earlier run's.
+        let exists = try Distributed.agree { FileManager.default.fileExists(atPath: o.checkpointPath) }
         if exists && !o.resume {
             throw StoreError(file: o.checkpointPath, "exists; pass --resume to continue that run, or remove it / choose another --checkpoint to start over")
         }

@@ -105,6 +105,7 @@ public enum ForegroundEvaluation {
 
     /// JSON (`json`) and, for saliency, a folder (`report`) with `report.md` and the PR curve.
     public static func write(_ r: Report, storePath: String, proposalsPath: String, json: String?, report: String?) throws -> [String] {
+        guard Distributed.isLead else { return [] }   // under mpirun every rank computes it whole; rank 0 writes
         try OutputGuard.check(outputs: json.map { [("--json", $0)] } ?? [], inputs: [("--store", storePath), ("--predictions", proposalsPath)],
                               folders: report.map { [("--report", $0)] } ?? [])
         var files: [String] = []

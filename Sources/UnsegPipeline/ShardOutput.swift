@@ -75,6 +75,9 @@ final class ShardOutput {
                 }
             }
         } else if let h = spool {
+            guard spooled == range.count else {
+                throw StoreError(file: spoolPath ?? "?", "rank \(Distributed.rank) holds \(spooled) results for its \(range.count) images; stopping")
+            }
             try h.seek(toOffset: 0)
             var left = spooled
             while left > 0 {
