@@ -79,12 +79,17 @@ struct SegmentKMeansRunner: StageRunner {
         let head = saved.scalars["head/kind"] != nil ? try ProjectionHead(record: saved, at: "head")
             : ProjectionHead(kind: .identity, inputChannels: l.channels, hidden: 0, outputDim: l.channels, seed: 0)
         let started = Date()
-        let stream = try StoreStream(store: c.store, prefetch: 2 * c.batchLen, decodeThreads: c.options.threads)
+        // Blocks of images in store order; under mpirun each rank reads (and makes masks for) only
+        // its share of every block, the others are `StoreItem.elsewhere`.
+        let n = l.imageCount, block = max(c.batchLen, 1)
+        let mine = stride(from: 0, to: n, by: block).flatMap { b in Distributed.shard(min(block, n - b)).map { b + $0 } }
+        let stream = try StoreStream(store: c.store, subset: mine, prefetch: 2 * block, decodeThreads: c.options.threads)
         var rows: [Float] = []
         var maskCount = 0, done = 0
-        while true {
-            let items = try stream.nextBatch(max(c.batchLen, 1))
-            if items.isEmpty { break }
+        for b in stride(from: 0, to: n, by: block) {
+            let len = min(block, n - b), own = Distributed.shard(len)
+            let here = try stream.nextBatch(own.count)
+            let items = (0..<len).map { j in own.contains(j) ? here[j - own.lowerBound] : StoreItem.elsewhere(b + j) }
             let masks = try c.proposals.featureMasks(for: items)
             let parts = try c.executor.map(items.count) { i in
                 MaskClusterModel.maskVectors(head: head, features: items[i].features, masks: masks[i]).vectors
