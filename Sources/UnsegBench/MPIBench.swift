@@ -1,4 +1,5 @@
 import Foundation
+import UnsegCore
 import UnsegLinAlg
 import UnsegPipeline
 import UnsegStore
@@ -42,7 +43,7 @@ func mpiBench(quick: Bool) throws {
         let e = err.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
         let s = Date().timeIntervalSince(t0)
-        guard p.terminationStatus == 0 else { throw KernelErrorBench("\(args.first ?? "") on \(np) ranks failed: \(String(decoding: e, as: UTF8.self).prefix(400))") }
+        guard p.terminationStatus == 0 else { throw KernelError("\(args.first ?? "") on \(np) ranks failed: \(String(decoding: e, as: UTF8.self).prefix(400))") }
         return (s, String(decoding: e, as: UTF8.self))
     }
     // Proposals (PriMaPs, unrefined) and a Baseline to start EM from, once.
@@ -88,9 +89,4 @@ func mpiBench(quick: Bool) throws {
     }
     print(String(format: "  2 ranks / 1 rank, start-up excluded: EM %.2fx, propose %.2fx (2 cores, one thread per rank: the ceiling is 2x)",
                  emRate[1] / emRate[0], propRate[1] / propRate[0]))
-}
-
-struct KernelErrorBench: Error, CustomStringConvertible {
-    let description: String
-    init(_ d: String) { description = d }
 }

@@ -82,7 +82,7 @@ func peersRun(_ dir: String) throws {
             times[id] = sec
             try write(id + ".out", [loss])
         default:
-            throw KernelErrorBench("peers-run: unknown task kind '\(kind)'")
+            throw KernelError("peers-run: unknown task kind '\(kind)'")
         }
         print(String(format: "  unseg %@: %.2f ms", id, times[id]! * 1000))
     }

@@ -127,11 +127,11 @@ public struct CosineKMeansTrainer: Sendable {
     public mutating func step(batch: [Matrix], executor: (any ImageExecutor)? = nil) throws -> CosineKMeansStepStats {
         if batch.isEmpty { throw ClusteringError("warm-up step: the batch is empty; pass at least one image") }
         let k = model.classCount, c = model.channelCount
-        for (i, f) in batch.enumerated() where f.cols != c && Distributed.holds(i, of: batch.count) {
+        let run = executor ?? LocalExecutor(threads: config.threads)
+        for (i, f) in batch.enumerated() where f.cols != c && run.holds(i, of: batch.count) {
             throw ClusteringError("image \(i): features have \(f.cols) channels but the prototypes have \(c); use prototypes from the same backbone")
         }
         let u = model.directions.rowNormalized()
-        let run = executor ?? LocalExecutor(threads: config.threads)
         // Per-image work: nearest prototype of every cell, the cosine sum, per-prototype sums of
         // the normalised features and counts.
         let parts: [CosineKMeansPart] = try run.map(batch.count) { i in

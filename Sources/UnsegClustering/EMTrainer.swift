@@ -353,8 +353,8 @@ public struct EMTrainer: Sendable {
     /// Throws (without changing the trainer) on an empty batch or shape mismatches.
     public mutating func step(batch: [EMSample], executor: (any ImageExecutor)? = nil) throws -> EMStepStats {
         if batch.isEmpty { throw ClusteringError("EM step: the batch is empty; pass at least one image") }
-        for (i, s) in batch.enumerated() where Distributed.holds(i, of: batch.count) { try s.validate(channels: running.channelCount, index: i) }
         let run = executor ?? LocalExecutor(threads: config.threads)
+        for (i, s) in batch.enumerated() where run.holds(i, of: batch.count) { try s.validate(channels: running.channelCount, index: i) }
 
         let stepSeed = rng.next()
         let k = running.classCount, kp = PaddedLogits.paddedWidth(k)

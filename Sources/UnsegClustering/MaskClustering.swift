@@ -1,6 +1,28 @@
 import UnsegCore
 import UnsegLinAlg
 
+/// The masks of one image: the ids present (ascending, background 0 excluded), each id's row
+/// among them (`slot[id]`, -1 when absent), each id's cell count, and the cells in masks.
+/// What the contrastive keys, the mask means and mask voting all index by.
+struct MaskSlots {
+    let ids: [UInt8]
+    let slot: [Int]
+    let counts: [Int]
+    let cells: [Int]
+
+    init(_ masks: [UInt8]) {
+        var counts = [Int](repeating: 0, count: 256)
+        var cells: [Int] = []
+        for (c, m) in masks.enumerated() where m != 0 { counts[Int(m)] += 1; cells.append(c) }
+        ids = (1..<256).filter { counts[$0] > 0 }.map { UInt8($0) }
+        var slot = [Int](repeating: -1, count: 256)
+        for (k, id) in ids.enumerated() { slot[Int(id)] = k }
+        self.slot = slot
+        self.counts = ids.map { counts[Int($0)] }
+        self.cells = cells
+    }
+}
+
 /// Settings of the mask-level clustering (`segment-kmeans`).
 public struct MaskClusterConfig: Sendable, Equatable {
     /// Clusters K (the recipe's classes).
@@ -55,21 +77,17 @@ public struct MaskClusterModel: Sendable, Equatable {
     public static func maskMeans(_ embedded: Matrix, masks: [UInt8]) -> (ids: [UInt8], vectors: Matrix) {
         precondition(embedded.rows == masks.count, "mask means: \(embedded.rows) rows for \(masks.count) mask cells")
         let d = embedded.cols
-        var counts = [Int](repeating: 0, count: 256)
-        for m in masks where m != 0 { counts[Int(m)] += 1 }
-        let ids = (1..<256).filter { counts[$0] > 0 }.map { UInt8($0) }
-        var slot = [Int](repeating: -1, count: 256)
-        for (k, id) in ids.enumerated() { slot[Int(id)] = k }
-        var sums = [Double](repeating: 0, count: ids.count * d)
+        let s = MaskSlots(masks)
+        var sums = [Double](repeating: 0, count: s.ids.count * d)
         embedded.data.withUnsafeBufferPointer { e in
-            for (c, m) in masks.enumerated() where m != 0 {
-                let k = slot[Int(m)]
+            for c in s.cells {
+                let k = s.slot[Int(masks[c])]
                 for j in 0..<d { sums[k * d + j] += Double(e[c * d + j]) }
             }
         }
-        var v = Matrix(rows: ids.count, cols: d, data: sums.map { Float($0) })
+        var v = Matrix(rows: s.ids.count, cols: d, data: sums.map { Float($0) })
         v.normalizeRows(eps: 1e-12)
-        return (ids, v)
+        return (s.ids, v)
     }
 
     /// The mask vectors of one image in the head's space (before whitening), `[m, D]`.
@@ -85,13 +103,11 @@ public struct MaskClusterModel: Sendable, Equatable {
         var z = project(e)
         if let m = masks {
             precondition(m.count == f.rows, "mask voting: \(m.count) mask cells for \(f.rows) feature cells")
-            let (ids, v) = Self.maskMeans(e, masks: m)
-            let pv = project(v)
-            var slot = [Int](repeating: -1, count: 256)
-            for (k, id) in ids.enumerated() { slot[Int(id)] = k }
+            let pv = project(Self.maskMeans(e, masks: m).vectors)
+            let s = MaskSlots(m)
             let p = z.cols
-            for (c, id) in m.enumerated() where id != 0 {
-                let k = slot[Int(id)]
+            for c in s.cells {
+                let k = s.slot[Int(m[c])]
                 for j in 0..<p { z.data[c * p + j] = pv.data[k * p + j] }
             }
         }

@@ -220,22 +220,17 @@ public struct MaskContrastTrainer: Sendable {
         let d = head.outputDim
         let parts: [KeyPart] = try executor.map(batch.count) { i in
             let s = batch[i]
-            var counts = [Int](repeating: 0, count: 256)
-            var cells: [Int] = []
-            for (c, m) in s.masks.enumerated() where m != 0 { counts[Int(m)] += 1; cells.append(c) }
-            let ids = (1..<256).filter { counts[$0] > 0 }.map { UInt8($0) }
-            if cells.isEmpty { return KeyPart(protos: [], ids: [], counts: []) }
-            let e = head.embed(s.key.gatherRows(cells))
-            var slot = [Int](repeating: -1, count: 256)
-            for (k, id) in ids.enumerated() { slot[Int(id)] = k }
-            var sums = [Float](repeating: 0, count: ids.count * d)
-            for (r, c) in cells.enumerated() {
-                let k = slot[Int(s.masks[c])]
+            let ms = MaskSlots(s.masks)
+            if ms.cells.isEmpty { return KeyPart(protos: [], ids: [], counts: []) }
+            let e = head.embed(s.key.gatherRows(ms.cells))
+            var sums = [Float](repeating: 0, count: ms.ids.count * d)
+            for (r, c) in ms.cells.enumerated() {
+                let k = ms.slot[Int(s.masks[c])]
                 for j in 0..<d { sums[k * d + j] += e.data[r * d + j] }
             }
-            var m = Matrix(rows: ids.count, cols: d, data: sums)
+            var m = Matrix(rows: ms.ids.count, cols: d, data: sums)
             m.normalizeRows(eps: 1e-12)
-            return KeyPart(protos: m.data, ids: ids, counts: ids.map { counts[Int($0)] })
+            return KeyPart(protos: m.data, ids: ms.ids, counts: ms.counts)
         }
         var data: [Float] = []
         var rowOfMask: [[Int32]] = []
@@ -324,12 +319,12 @@ public struct MaskContrastTrainer: Sendable {
     /// One training step on a batch. O(cells (C H + H D + J D)) twice (key and query heads).
     public mutating func step(batch: [MaskContrastSample], epoch e: Int, executor: (any ImageExecutor)? = nil) throws -> MaskContrastStepStats {
         if batch.isEmpty { throw ClusteringError("maskcontrast step: the batch is empty") }
-        for (i, s) in batch.enumerated() where Distributed.holds(i, of: batch.count) {
+        let run = executor ?? LocalExecutor(threads: config.threads)
+        for (i, s) in batch.enumerated() where run.holds(i, of: batch.count) {
             guard s.query.cols == query.inputChannels, s.key.cols == query.inputChannels, s.query.rows == s.masks.count, s.key.rows == s.masks.count else {
                 throw ClusteringError("image \(i): query [\(s.query.rows), \(s.query.cols)], key [\(s.key.rows), \(s.key.cols)], \(s.masks.count) mask cells for a head over \(query.inputChannels) channels")
             }
         }
-        let run = executor ?? LocalExecutor(threads: config.threads)
         key.momentumUpdate(towards: query, momentum: config.keyMomentum)
         let k = try Self.keys(head: key, batch: batch, queue: queue, executor: run)
         let (loss, g) = try Self.lossAndGradient(head: query, batch: batch, keys: k, temperature: config.temperature,

@@ -19,6 +19,9 @@ public protocol ImageExecutor: Sendable {
     /// `body(i)` for the indices this process owns, nil for the others: per-image state that a
     /// later `map` of the same step (on the same process, for the same index) consumes.
     func mapLocal<T: Sendable>(_ count: Int, _ body: @Sendable (Int) -> T) -> [T?]
+    /// Whether this process works on item `i` of `count` (its inputs are here; the others are
+    /// placeholders, not to be checked or read).
+    func holds(_ i: Int, of count: Int) -> Bool
 }
 
 /// Per-image work on this process's threads (one BLAS thread each, see `Parallel`).
@@ -27,6 +30,7 @@ public struct LocalExecutor: ImageExecutor {
     public init(threads: Int) { self.threads = max(1, threads) }
     public func map<T: Sendable & WireCodable>(_ count: Int, _ body: @Sendable (Int) -> T) -> [T] { Parallel.map(count, threads: threads, body) }
     public func mapLocal<T: Sendable>(_ count: Int, _ body: @Sendable (Int) -> T) -> [T?] { Parallel.map(count, threads: threads, body) }
+    public func holds(_ i: Int, of count: Int) -> Bool { true }
 }
 
 /// Per-image work shared by the processes of an MPI job: each rank takes a contiguous share of
@@ -58,6 +62,7 @@ public struct DistributedExecutor: ImageExecutor {
         let mine = Parallel.map(own.count, threads: threads) { j in body(lo + j) }
         return (0..<count).map { own.contains($0) ? mine[$0 - lo] : nil }
     }
+    public func holds(_ i: Int, of count: Int) -> Bool { Distributed.holds(i, of: count) }
 }
 
 // MARK: saved state of the stages (StateRecord, written by the store layer into checkpoints)

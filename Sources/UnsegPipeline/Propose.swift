@@ -198,10 +198,7 @@ public enum ProposeJob {
             }
             for (j, (p, r, fg)) in results.enumerated() {
                 let i = items[j].index
-                var rec = WireWriter()
-                rec.put(p.maskCount)
-                let record = rec.bytes + p.labels + (r ?? []) + (fg ?? [])
-                try shard.put(record) { try writer!.write(i, masks: p.labels, refined: r, foreground: fg) }
+                try shard.put(Self.record(p, r, fg)) { try writer!.write(i, masks: p.labels, refined: r, foreground: fg) }
                 maskCounts.append(p.maskCount)
             }
             done += items.count
@@ -231,6 +228,13 @@ public enum ProposeJob {
                                                               to: ov.directory, count: ov.count)
         }
         return summary
+    }
+
+    /// One image's results as a shard record (see `ShardOutput`): mask count, masks, refined, foreground.
+    static func record(_ p: MaskProposals, _ refined: [UInt8]?, _ foreground: [UInt8]?) -> [UInt8] {
+        var w = WireWriter()
+        w.put(p.maskCount)
+        return w.bytes + p.labels + (refined ?? []) + (foreground ?? [])
     }
 
     /// `process`, plus for `.fiedler` the soft foreground map `[H*W]` uint8 (0...255 = 0...1):

@@ -45,9 +45,10 @@ final class ShardOutput {
         spoolPath = nil
     }
 
-    /// Rank 0 calls `write` for its own records; the other ranks spool them.
-    func put(_ record: [UInt8], write: () throws -> Void) throws {
+    /// Rank 0 calls `write` for its own images; the other ranks spool `record` (built only there).
+    func put(_ makeRecord: @autoclosure () -> [UInt8], write: () throws -> Void) throws {
         if let h = spool {
+            let record = makeRecord()
             precondition(record.count == recordSize, "shard record of \(record.count) bytes, expected \(recordSize)")
             try h.write(contentsOf: record)
             spooled += 1

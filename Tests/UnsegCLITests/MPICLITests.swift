@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import UnsegCore
 import UnsegPipeline
 import UnsegStore
 import UnsegTestSupport
@@ -85,14 +86,13 @@ func fileBytes(_ p: String) -> Data { FileManager.default.contents(atPath: p) ??
     }
     static func processesMentioning(_ text: String) -> Int { pids(mentioning: text).count }
 
-    /// A fit on 3 processes, killed (SIGKILL to mpirun; the checkpoint on disk is the last one
-    /// written atomically), resumed on 2 processes: the checkpoint of one uninterrupted process,
-    /// byte for byte.
-    @Test("a fit killed under -np 3 and resumed under -np 2 ends with the checkpoint of one process")
-    func resumeOnAnotherProcessCount() throws {
-        let dir = scratchDir("mpi-resume")
+    /// A store, its proposals and the reference checkpoint of one uninterrupted process; then the
+    /// same fit started (not waited for) under `mpirun -np np` with `stepDelayMs` after every step.
+    static func slowFit(_ name: String, seed: UInt64, np: Int, stepDelayMs: Int, stderr: Pipe? = nil) throws
+        -> (dir: String, base: [String], ref: String, ck: String, process: Process) {
+        let dir = scratchDir(name)
         let train = dir + "/train.h5", recipe = dir + "/r.yaml", props = dir + "/props.h5"
-        try writePlantedStore(train, n: 17, seed: 7)
+        try writePlantedStore(train, n: 17, seed: seed)
         try Self.recipe.write(toFile: recipe, atomically: true, encoding: .utf8)
         #expect(try runUnseg(["propose", "--store", train, "--out", props]).status == 0)
         let ref = dir + "/ref.h5", ck = dir + "/ck.h5"
@@ -100,11 +100,20 @@ func fileBytes(_ p: String) -> Data { FileManager.default.contents(atPath: p) ??
         #expect(try runUnseg(base + ["--checkpoint", ref]).status == 0)
         let p = Process()
         p.executableURL = URL(fileURLWithPath: try #require(mpirunPath))
-        p.arguments = ["--allow-run-as-root", "--oversubscribe", "-np", "3", unsegBinary().path] + base
-            + ["--checkpoint", ck, "--debug-step-delay-ms", "300", "--threads", "1"]
+        p.arguments = ["--allow-run-as-root", "--oversubscribe", "-np", "\(np)", unsegBinary().path] + base
+            + ["--checkpoint", ck, "--debug-step-delay-ms", "\(stepDelayMs)", "--threads", "1"]
         p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
+        p.standardError = stderr ?? FileHandle.nullDevice
         try p.run()
+        return (dir, base, ref, ck, p)
+    }
+
+    /// A fit on 3 processes, killed (SIGKILL to mpirun; the checkpoint on disk is the last one
+    /// written atomically), resumed on 2 processes: the checkpoint of one uninterrupted process,
+    /// byte for byte.
+    @Test("a fit killed under -np 3 and resumed under -np 2 ends with the checkpoint of one process")
+    func resumeOnAnotherProcessCount() throws {
+        let (_, base, ref, ck, p) = try Self.slowFit("mpi-resume", seed: 7, np: 3, stepDelayMs: 300)
         // 3 steps an epoch: warm-up steps 1...6, EM 7...18; 0.3 s each.
         let deadline = Date().addingTimeInterval(120)
         // This process reads without HDF5's file locks (read-only, the file is replaced atomically):
@@ -171,22 +180,8 @@ func fileBytes(_ p: String) -> Data { FileManager.default.contents(atPath: p) ??
     /// uninterrupted run's bytes.
     @Test("a rank that dies stops the whole job, naming the rank; the checkpoint resumes")
     func dyingRank() throws {
-        let dir = scratchDir("mpi-die")
-        let train = dir + "/train.h5", recipe = dir + "/r.yaml", props = dir + "/props.h5"
-        try writePlantedStore(train, n: 17, seed: 12)
-        try Self.recipe.write(toFile: recipe, atomically: true, encoding: .utf8)
-        #expect(try runUnseg(["propose", "--store", train, "--out", props]).status == 0)
-        let ref = dir + "/ref.h5", ck = dir + "/ck.h5"
-        let base = ["fit", "--recipe", recipe, "--store", train, "--proposals", props]
-        #expect(try runUnseg(base + ["--checkpoint", ref]).status == 0)
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: try #require(mpirunPath))
-        p.arguments = ["--allow-run-as-root", "--oversubscribe", "-np", "2", unsegBinary().path] + base
-            + ["--checkpoint", ck, "--debug-step-delay-ms", "200", "--threads", "1"]
         let err = Pipe()
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = err
-        try p.run()
+        let (dir, base, ref, ck, p) = try Self.slowFit("mpi-die", seed: 12, np: 2, stepDelayMs: 200, stderr: err)
         setenv("HDF5_USE_FILE_LOCKING", "FALSE", 1)
         let deadline = Date().addingTimeInterval(120)
         while Date() < deadline && p.isRunning {
@@ -279,7 +274,7 @@ struct NetNamespaces {
                      ["-n", a, "link", "set", va, "up"], ["-n", b, "link", "set", vb, "up"],
                      ["-n", a, "link", "set", "lo", "up"], ["-n", b, "link", "set", "lo", "up"]] {
             let r = try runProcess("/usr/sbin/ip", args)
-            guard r.status == 0 else { throw KernelErrorForTests("ip \(args.joined(separator: " ")): \(r.stderr)") }
+            guard r.status == 0 else { throw KernelError("ip \(args.joined(separator: " ")): \(r.stderr)") }
         }
     }
 
@@ -287,9 +282,4 @@ struct NetNamespaces {
         _ = try? runProcess("/usr/sbin/ip", ["netns", "del", a])
         _ = try? runProcess("/usr/sbin/ip", ["netns", "del", b])
     }
-}
-
-struct KernelErrorForTests: Error, CustomStringConvertible {
-    let description: String
-    init(_ d: String) { description = d }
 }
