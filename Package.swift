@@ -79,7 +79,7 @@ let package = Package(
         .testTarget(name: "UnsegImagingTests", dependencies: ["UnsegImaging", "UnsegCore", "UnsegTestSupport"]),
         .testTarget(name: "UnsegStoreTests", dependencies: ["UnsegStore", "UnsegSynthetic", "UnsegCore", "UnsegTestSupport"]),
         .testTarget(name: "UnsegEvaluationTests", dependencies: ["UnsegEvaluation", "UnsegCore", "UnsegTestSupport"]),
-        .testTarget(name: "UnsegProposalsTests", dependencies: ["UnsegProposals", "UnsegCore", "UnsegFixtures", "UnsegTestSupport"]),
+        .testTarget(name: "UnsegProposalsTests", dependencies: ["UnsegProposals", "UnsegCore", "UnsegFixtures", "UnsegStore", "UnsegTestSupport"]),
         .testTarget(name: "UnsegClusteringTests", dependencies: ["UnsegClustering", "UnsegCore", "UnsegFixtures", "UnsegTestSupport"]),
         .testTarget(name: "UnsegPipelineTests", dependencies: ["UnsegPipeline", "UnsegSynthetic", "UnsegCore", "UnsegClustering", "UnsegTestSupport"]),
         .testTarget(name: "UnsegCLITests", dependencies: ["UnsegPipeline", "UnsegSynthetic", "UnsegStore", "UnsegCore", "UnsegEvaluation", "UnsegTestSupport"]),

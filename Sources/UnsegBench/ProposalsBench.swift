@@ -3,6 +3,7 @@ import UnsegLinAlg
 import UnsegProposals
 import UnsegFixtures
 import UnsegCore
+import UnsegStore
 
 /// CPU time of the calling thread, seconds (`CLOCK_THREAD_CPUTIME_ID`).
 func threadCPUTime() -> Double {
@@ -97,11 +98,17 @@ func spectralBench(quick: Bool) throws {
     defer { BLAS.threads = saved }
     let repeats = quick ? 3 : 7
     var rng = SeededRandom(seed: 11)
-    let cases: [(String, Matrix)] = [
+    var cases: [(String, Matrix)] = [
         ("planted (9 regions)", PlantedFeatures.make(height: 40, width: 40, channels: 384, regions: 9, seed: 501).features),
         ("planted (4 regions)", PlantedFeatures.make(height: 40, width: 40, channels: 384, regions: 4, seed: 502).features),
         ("gaussian noise", Matrix(rows: 1600, cols: 384, data: (0..<(1600 * 384)).map { _ in rng.gaussian() })),
     ]
+    // Real features: the VOC photo's 40x40x432 hypercolumn (Tests/Fixtures, see ../shared/fixtures/README.md).
+    let fixture = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("Tests/Fixtures/voc-effnet.h5").path
+    if FileManager.default.fileExists(atPath: fixture) {
+        cases.append(("real (VOC, C = 432)", try FeatureStore(path: fixture).features(0)))
+    }
     print("  40x40 cells, C = 384, k = 15 (16 eigenpairs), 1 BLAS thread, medians of \(repeats); sgemm 1 thread \(String(format: "%.1f", peak.one)) GFLOP/s")
     for (name, f) in cases {
         var dense: SpectralEigenpairs? = nil, krylov: SpectralEigenpairs? = nil
@@ -114,7 +121,7 @@ func spectralBench(quick: Bool) throws {
             let a = d.vectors.row(e), b = k.vectors.row(e)
             minCos = min(minCos, abs(Reduce.dot(a, b)) / (Reduce.dot(a, a) * Reduce.dot(b, b)).squareRoot())
         }
-        print(String(format: "  %-20@ dense %7.1f ms/image, krylov %6.1f ms/image (%@%d matvecs), %.1fx; max |dlambda| %.1e, min |cos| %.7f",
+        print(String(format: "  %-20@ dense %6.1f ms/image, krylov %6.1f ms/image (%@%d matvecs), %.1fx; max |dlambda| %.1e, min |cos| %.7f",
                      name as NSString, td * 1000, tk * 1000, k.fellBack ? "FELL BACK, " : "", k.matvecs, td / tk, Double(dl), Double(minCos)))
     }
     // both sides of the automatic switch (Spectral.usesKrylov)

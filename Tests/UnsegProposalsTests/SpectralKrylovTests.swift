@@ -4,6 +4,7 @@ import UnsegTestSupport
 import UnsegLinAlg
 @testable import UnsegProposals
 import UnsegFixtures
+import UnsegStore
 
 /// The block Krylov solver against the dense LAPACK reference.
 ///
@@ -68,6 +69,14 @@ import UnsegFixtures
     func plantedGridMatchesDense(seed: UInt64) throws {
         let (f, _) = PlantedFeatures.make(height: 40, width: 40, channels: 64, regions: 9, seed: seed)
         try compare(f, k: 15, "planted 40x40x64 (9 regions) seed \(seed)")
+    }
+
+    /// Real features: the VOC photo's 40x40x432 hypercolumn (Tests/Fixtures), the input the speed
+    /// figure of the benchmark's "real" row is measured on.
+    @Test func realFeaturesMatchDense() throws {
+        let fixture = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fixtures/voc-effnet.h5").path
+        try compare(try FeatureStore(path: fixture).features(0), k: 15, "VOC fixture 40x40x432")
     }
 
     @Test func smallKAndOtherShapes() throws {
