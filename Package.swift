@@ -48,7 +48,7 @@ let package = Package(
         .target(name: "UnsegLinAlg", dependencies: ["CBLAS", "CLAPACKE", "CUnsegKernels"], swiftSettings: swiftSettings),
         // Open MPI through dlopen: linked against libdl only; MPI is loaded when mpirun starts unseg.
         .target(name: "CUnsegMPI", linkerSettings: [.linkedLibrary("dl")]),
-        .target(name: "UnsegCore", dependencies: ["UnsegLinAlg", "CUnsegMPI"], swiftSettings: swiftSettings),
+        .target(name: "UnsegCore", dependencies: ["UnsegLinAlg", "CUnsegMPI", "CUnsegKernels"], swiftSettings: swiftSettings),
         .target(name: "UnsegHDF5", dependencies: ["CHDF5"], swiftSettings: swiftSettings),
         .target(name: "UnsegImaging", dependencies: ["CPNG", "UnsegLinAlg", "UnsegCore"], swiftSettings: swiftSettings),
         .target(name: "UnsegStore", dependencies: ["UnsegHDF5", "UnsegLinAlg", "UnsegCore", "CUnsegKernels"], swiftSettings: swiftSettings),

@@ -3,6 +3,7 @@ import Foundation
 import UnsegStore
 import UnsegLinAlg
 import UnsegPipeline
+import UnsegCore
 import UnsegStore
 
 /// unseg-bench: throughput of the toolkit's hot paths next to the machine's physical
@@ -12,6 +13,7 @@ import UnsegStore
 struct Bench {
     static func main() throws {
         unseg_line_buffer_stdout()
+        MemoryTuning.keepLargeBuffersInHeap()   // as the unseg command does
         // Every section parallelises over images (one BLAS thread each) unless it says otherwise.
         BLASPolicy.imagesInParallel.apply()
         var args = Array(CommandLine.arguments.dropFirst())

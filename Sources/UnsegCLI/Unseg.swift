@@ -31,6 +31,7 @@ struct Unseg: ParsableCommand {
 /// evaluate, fit); the others refuse to run under mpirun with more than one process (they would
 /// all write the same files).
 func reportingErrors(acrossProcesses: Bool = false, _ body: () throws -> Void) throws {
+    MemoryTuning.keepLargeBuffersInHeap()
     do {
         try Distributed.start()
     } catch {

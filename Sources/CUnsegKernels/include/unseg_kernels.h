@@ -21,3 +21,17 @@ int unseg_inflate(const unsigned char *src, size_t src_len, unsigned char *dst, 
 /// Undoes HDF5's shuffle filter: `src` holds byte 0 of every element, then byte 1, ...;
 /// writes `count` elements of `size` bytes to `dst` (trailing bytes beyond count*size are copied as-is).
 void unseg_unshuffle(const unsigned char *src, unsigned char *dst, size_t count, size_t size, size_t total);
+
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+/// Serves allocations of up to `mmap_threshold` bytes from the heap and keeps up to `trim_threshold`
+/// bytes of freed heap memory (glibc's `mallopt`); a no-op elsewhere. See `MemoryTuning`.
+static inline void unseg_heap_thresholds(int mmap_threshold, int trim_threshold) {
+#if defined(__GLIBC__)
+    mallopt(M_MMAP_THRESHOLD, mmap_threshold);
+    mallopt(M_TRIM_THRESHOLD, trim_threshold);
+#else
+    (void)mmap_threshold; (void)trim_threshold;
+#endif
+}
