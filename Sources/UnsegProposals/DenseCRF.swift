@@ -1,5 +1,6 @@
 import Foundation
 import UnsegLinAlg
+import CUnsegKernels
 
 /// Parameters of the fully connected CRF (Kraehenbuehl and Koltun 2011) used to refine masks.
 ///
@@ -191,7 +192,24 @@ public final class DenseCRF: Sendable {
     /// normalisation, kernel weight and slice constant are folded into per-pixel weights once.
     /// Same model and summation order as `inferUnfused` (which composes whole-field filter
     /// calls); they differ only by the `exp` rounding (~1e-7 relative).
+    ///
+    /// On CPUs with AVX2 the pass over each row, the spatial row filter and the lattice blur run in
+    /// C kernels with 8-lane arithmetic (`CUnsegKernels/crf.c`) that do the same operations in the
+    /// same order as the Swift code below, so the output is the same bits (tested); elsewhere, and
+    /// for the lattice spatial kernel, the Swift code runs.
     public func infer(unary: [Float], labels: Int) -> [Float] {
+        infer(unary: unary, labels: labels, kernels: .automatic)
+    }
+
+    /// Which code runs the fused pass and the blur: the C kernels with 8-lane AVX2 arithmetic
+    /// (`CUnsegKernels/crf.c`, the same bits) when the CPU has AVX2 and the image uses the exact spatial
+    /// kernel, or the Swift code (`.swift`, the reference the kernels are tested against).
+    enum Kernels { case automatic, swift }
+
+    /// Whether this CPU runs the AVX2 kernels.
+    static let hasAVX2 = unseg_crf_avx2_available() != 0
+
+    func infer(unary: [Float], labels: Int, kernels: Kernels) -> [Float] {
         let n = height * width
         precondition(labels >= 1 && unary.count == n * labels,
                      "DenseCRF.infer: unary has \(unary.count) values, expected \(height)x\(width)x\(labels)")
@@ -227,6 +245,12 @@ public final class DenseCRF: Sendable {
         let iterations = config.iterations
         let c = blocks, wd = width
         let (b1, bo, bs, bl) = (b.d1, b.offsets, b.splatWeights, b.sliceWeights)
+        let useC = kernels == .automatic && DenseCRF.hasAVX2 && g == nil && exact != nil && b1 == 6
+        let cRow = UnsafeMutablePointer<SIMD4<Float>>.allocate(capacity: useC ? width * blocks : 1)
+        defer { cRow.deallocate() }
+        func floats(_ p: UnsafeMutablePointer<SIMD4<Float>>) -> UnsafeMutablePointer<Float> {
+            UnsafeMutableRawPointer(p).assumingMemoryBound(to: Float.self)
+        }
         gaussianNorm.withUnsafeBufferPointer { gnb in
         out.withUnsafeMutableBufferPointer { ob in
             let outp = ob.baseAddress!, gn = gnb.baseAddress!
@@ -240,7 +264,30 @@ public final class DenseCRF: Sendable {
                 let last = it == iterations
                 if !last { g?.clear(gT); b.clear(bT) }
                 for y in 0..<height {
-                    if it > 0, let e = exact { e.blurRow(y, UnsafePointer(sB), blocks: c, into: row, scratch: rowScratch!) }
+                    if it > 0, let e = exact {
+                        if useC {
+                            let rc = e.taps.withUnsafeBufferPointer { t in
+                                unseg_crf_spatial_row(floats(sB), Int32(y), Int32(height), Int32(wd), Int32(lp), Int32(e.radius),
+                                                      t.baseAddress!, floats(rowScratch!), floats(row))
+                            }
+                            precondition(rc == 0, "unseg_crf_spatial_row refused a row it was chosen for")
+                        } else {
+                            e.blurRow(y, UnsafePointer(sB), blocks: c, into: row, scratch: rowScratch!)
+                        }
+                    }
+                    if useC {
+                        let r0 = y * wd
+                        var args = unseg_crf_row_args(
+                            width: Int32(wd), c4: Int32(lp), labels: Int32(labels),
+                            neg_unary: floats(negU + r0 * c), spatial: it > 0 ? UnsafePointer(floats(row)) : nil,
+                            slice_scale: sliceScale + r0, offsets: bo + r0 * 6, slice_weights: bl + r0 * 6,
+                            splat_weights: bs + r0 * 6, spatial_norm: gn + r0, lattice_in: floats(bR),
+                            lattice_out: floats(bT), spatial_out: floats(sA + r0 * c),
+                            out: last ? outp + r0 * labels : nil, scratch: floats(cRow))
+                        let rc = unseg_crf_fused_row(&args)
+                        precondition(rc == 0, "unseg_crf_fused_row refused a row it was chosen for")
+                        continue
+                    }
                     for x in 0..<wd {
                         let i = y * wd + x
                         let a = negU + i * c
@@ -322,7 +369,16 @@ public final class DenseCRF: Sendable {
                 }
                 if !last {
                     if let g = g { (gR, gT) = g.blur(gT, scratch: gR) } else { swap(&sA, &sB) }
-                    (bR, bT) = b.blur(bT, scratch: bR)
+                    if useC {
+                        var result: UnsafeMutablePointer<Float>? = nil, other: UnsafeMutablePointer<Float>? = nil
+                        let rc = unseg_crf_blur(floats(bT), floats(bR), b.neighbors, Int64(b.m), Int32(lp), Int32(b1),
+                                                &result, &other)
+                        precondition(rc == 0, "unseg_crf_blur refused a lattice it was chosen for")
+                        (bR, bT) = (UnsafeMutableRawPointer(result!).assumingMemoryBound(to: SIMD4<Float>.self),
+                                    UnsafeMutableRawPointer(other!).assumingMemoryBound(to: SIMD4<Float>.self))
+                    } else {
+                        (bR, bT) = b.blur(bT, scratch: bR)
+                    }
                 }
             }
         }}

@@ -1,4 +1,5 @@
 import Foundation
+import CUnsegKernels
 
 /// Open-addressing hash table from lattice keys (`d` Int16 coordinates) to dense vertex ids.
 ///
@@ -20,6 +21,8 @@ protocol LatticeKeyTable {
     /// The first of `neighbors(of:direction:)` only (the second is its mirror: if `b` is the first
     /// neighbour of `a`, then `a` is the second neighbour of `b`).
     func firstNeighbor(of i: Int, direction j: Int) -> Int32
+    /// Hints the cache line `firstNeighbor(of: i, direction: j)` probes first (no effect on results).
+    func prefetchNeighbor(of i: Int, direction j: Int)
     /// Frees the buffers (call once).
     func release()
 }
@@ -67,6 +70,8 @@ struct LatticeHashTable: LatticeKeyTable {
         if j < d { a[j] = kk[j] &+ Int16(d); c[j] = kk[j] &- Int16(d) }
         return (find(UnsafePointer(a)), find(UnsafePointer(c)))
     }
+
+    func prefetchNeighbor(of i: Int, direction j: Int) {}
 
     func firstNeighbor(of i: Int, direction j: Int) -> Int32 {
         let kk = key(i), a = scratch + keySize
@@ -265,6 +270,8 @@ struct PackedKeyTable: LatticeKeyTable {
 
     func firstNeighbor(of i: Int, direction j: Int) -> Int32 { find(keys[i] &+ delta1[j]) }
 
+    func prefetchNeighbor(of i: Int, direction j: Int) { unseg_prefetch(slots + slot(keys[i] &+ delta1[j])) }
+
     private mutating func grow() {
         let cap = (mask + 1) * 2
         slots.deallocate()
@@ -379,6 +386,9 @@ public final class PermutohedralLattice: Sendable {
         var rank = [Int](repeating: 0, count: d1)
         var bc = [Float](repeating: 0, count: d1 + 1)
         var key = [Int](repeating: 0, count: d1)
+        let pr0 = UnsafeMutablePointer<Int>.allocate(capacity: d1), prk = UnsafeMutablePointer<Int>.allocate(capacity: d1)
+        let res = UnsafeMutablePointer<Float>.allocate(capacity: d1)
+        defer { pr0.deallocate(); prk.deallocate(); res.deallocate() }
         let down = 1 / Float(d1), up = Float(d1)
         features.withUnsafeBufferPointer { fb in
         scale.withUnsafeBufferPointer { sc in
@@ -406,18 +416,28 @@ public final class PermutohedralLattice: Sendable {
                 var sum = 0
                 for i in 0...d {
                     let v = down * el[i]
-                    let upV = ceilf(v) * up, downV = floorf(v) * up
-                    let rd = (upV - el[i] < el[i] - downV) ? Int(upV) : Int(downV)
-                    r0[i] = rd
-                    sum += rd / d1
+                    // floor and ceil of v without libm calls (baseline x86-64 has no roundss):
+                    // the nearest integer by the 1.5 * 2^23 trick (exact for |v| < 2^22, which
+                    // keyBound guarantees), then one step down or up. Same values as floorf / ceilf.
+                    let near = (v + 12_582_912) - 12_582_912
+                    let fl = near > v ? near - 1 : near, ce = near < v ? near + 1 : near
+                    let upV = ce * up, downV = fl * up
+                    let q = Int(upV - el[i] < el[i] - downV ? ce : fl)
+                    r0[i] = q * d1
+                    sum += q
                 }
                 // Rank of each coordinate of the residual (its position in descending order).
-                for i in 0...d { rk[i] = 0 }
+                // Branch-free counting (the comparisons are unpredictable).
+                for i in 0...d { rk[i] = 0; res[i] = el[i] - Float(r0[i]) }
                 for i in 0..<d {
-                    let di = el[i] - Float(r0[i])
+                    let di = res[i]
+                    var ri = rk[i]
                     for jj in (i + 1)...d {
-                        if di < el[jj] - Float(r0[jj]) { rk[i] += 1 } else { rk[jj] += 1 }
+                        let c = di < res[jj] ? 1 : 0
+                        ri &+= c
+                        rk[jj] &+= 1 &- c
                     }
+                    rk[i] = ri
                 }
                 // Bring the point back onto the plane when the rounding left it off (sum != 0).
                 for i in 0...d {
@@ -436,7 +456,19 @@ public final class PermutohedralLattice: Sendable {
                     b[d - rk[i] + 1] -= v
                 }
                 b[0] += 1 + b[d + 1]
-                // The d+1 corners of the enclosing simplex.
+                // The d+1 corners of the enclosing simplex. They depend only on the remainder-0 point
+                // and the ranks: when both equal the previous point's (neighbouring pixels of a
+                // smooth region), its vertex ids are reused without hashing.
+                var same = k > 0
+                if same { for i in 0...d where r0[i] != pr0[i] || rk[i] != prk[i] { same = false; break } }
+                if same {
+                    for r in 0...d {
+                        ob[k * d1 + r] = ob[(k - 1) * d1 + r]
+                        bb[k * d1 + r] = b[r]
+                    }
+                    continue
+                }
+                for i in 0...d { pr0[i] = r0[i]; prk[i] = rk[i] }
                 for r in 0...d {
                     for i in 0..<d {
                         ky[i] = r0[i] + can[r * d1 + rk[i]]
@@ -454,6 +486,9 @@ public final class PermutohedralLattice: Sendable {
         nb.withUnsafeMutableBufferPointer { nbb in
             for j in 0...d {
                 for i in 0..<m {
+                    // The probes are random reads into a table larger than the caches: ask for the
+                    // slot a dozen vertices ahead.
+                    if i + 12 < m { hashTable.prefetchNeighbor(of: i + 12, direction: j) }
                     let a = hashTable.firstNeighbor(of: i, direction: j)
                     nbb[(j * m + i) * 2] = a + 1
                     if a >= 0 { nbb[(j * m + Int(a)) * 2 + 1] = Int32(i + 1) }

@@ -3,6 +3,8 @@ import Testing
 import UnsegLinAlg
 @testable import UnsegProposals
 import UnsegFixtures
+import UnsegStore
+import CUnsegKernels
 
 /// The fused mean-field pass (`DenseCRF.infer`) against the unfused composition of lattice
 /// filters (`inferUnfused`), and the vectorised exp against `expf`.
@@ -24,6 +26,66 @@ import UnsegFixtures
         let am = Reduce.rowArgmax(a, rows: n, cols: labels), bm = Reduce.rowArgmax(b, rows: n, cols: labels)
         let differ = zip(am, bm).filter { $0 != $1 }.count
         #expect(differ <= n / 1000, "seed \(seed): argmax differs on \(differ) of \(n) pixels")
+    }
+
+    /// The AVX2 kernels (`CUnsegKernels/crf.c`: fused row pass, spatial row filter, lattice blur)
+    /// give the same bits as the Swift code they replace, for label counts whose padded width is a
+    /// multiple of 8 (2, 5, 8 -> 8; 61 -> 64) or not (1 -> 4, 10 -> 12, 27 -> 28), one label, and many labels, on
+    /// non-square images. Skipped (with a message) on CPUs without AVX2, where only the Swift code runs.
+    @Test(arguments: [(UInt64(91), 1), (UInt64(92), 2), (UInt64(93), 5), (UInt64(94), 8), (UInt64(95), 10), (UInt64(96), 27), (UInt64(97), 61)])
+    func avx2KernelsMatchSwiftBits(seed: UInt64, labels: Int) throws {
+        guard DenseCRF.hasAVX2 else {
+            print("FusedCRFTests: this CPU has no AVX2; the Swift kernels are the only path")
+            return
+        }
+        let c = RefinementBenchCase(side: 40, labels: labels, seed: seed)
+        // a 37 x 40 crop: rows of an odd width
+        let h = 37, w = 40
+        let img = Array(c.image[0..<(h * w * 3)]), probs = Array(c.probabilities[0..<(h * w * labels)])
+        let u = DenseCRF.unary(fromProbabilities: probs)
+        for it in [0, 1, 4] {
+            let crf = try DenseCRF(image: img, height: h, width: w, config: DenseCRFConfig(iterations: it))
+            let fast = crf.infer(unary: u, labels: labels, kernels: .automatic)
+            let reference = crf.infer(unary: u, labels: labels, kernels: .swift)
+            let same = fast == reference
+            let differing = zip(fast, reference).filter { $0 != $1 }.count
+            let worst = zip(fast, reference).map { abs($0 - $1) }.max() ?? 0
+            #expect(same, "seed \(seed), \(labels) labels, \(it) iterations: the AVX2 kernels differ from the Swift code in \(differing) values (largest difference \(worst))")
+        }
+        #expect(try DenseCRF(image: img, height: h, width: w).usesExactSpatialKernel)
+    }
+
+    /// The kernels' softmax alone against `DenseCRF.softmaxBlocks`, bit for bit.
+    @Test(arguments: [1, 2, 5, 8, 10, 27])
+    func avx2SoftmaxMatchesSwiftBits(labels: Int) {
+        guard DenseCRF.hasAVX2 else { return }
+        let blocks = (labels + 3) / 4, c4 = blocks * 4, rows = 500
+        var rng = SeededRandom(seed: UInt64(labels))
+        var a = [Float](repeating: 0, count: rows * c4)
+        for i in 0..<rows { for l in 0..<labels { a[i * c4 + l] = 8 * rng.gaussian() } }
+        var b = a
+        var lastMask = SIMD4<Float>(repeating: 0)
+        for l in 0..<(labels - (blocks - 1) * 4) { lastMask[l] = 1 }
+        b.withUnsafeMutableBytes { raw in
+            let q = raw.baseAddress!.assumingMemoryBound(to: SIMD4<Float>.self)
+            for i in 0..<rows { DenseCRF.softmaxBlocks(q + i * blocks, blocks: blocks, lastMask: lastMask) }
+        }
+        #expect(unseg_crf_softmax_rows(&a, Int32(rows), Int32(c4), Int32(labels)) == 0)
+        let differing = zip(a, b).filter { $0 != $1 }.count
+        #expect(differing == 0, "\(labels) labels: \(differing) of \(a.count) values differ; first \(zip(a, b).first { $0 != $1 }.map { "\($0)" } ?? "")")
+    }
+
+    /// The same on the real VOC photo (Tests/Fixtures), whose lattice is large (147,335 vertices).
+    @Test func avx2KernelsMatchSwiftBitsOnARealPhoto() throws {
+        guard DenseCRF.hasAVX2 else { return }
+        let fixture = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fixtures/voc-effnet.h5").path
+        let img = try FeatureStore(path: fixture).image(0)
+        let c = RefinementBenchCase(side: 320, labels: 10, seed: 98)
+        let crf = try DenseCRF(image: img, height: 320, width: 320, config: DenseCRFConfig(iterations: 3))
+        let u = DenseCRF.unary(fromProbabilities: c.probabilities)
+        let same = crf.infer(unary: u, labels: 10, kernels: .automatic) == crf.infer(unary: u, labels: 10, kernels: .swift)
+        #expect(same, "VOC photo, 10 labels, 3 iterations: the AVX2 kernels differ from the Swift code")
     }
 
     /// Vectorised exp vs Double exp over the softmax range [-87, 0] and a bit above.

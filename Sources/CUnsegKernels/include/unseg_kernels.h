@@ -35,3 +35,42 @@ static inline void unseg_heap_thresholds(int mmap_threshold, int trim_threshold)
     (void)mmap_threshold; (void)trim_threshold;
 #endif
 }
+
+/// Asks the CPU to bring the cache line at `p` in (a hint; no effect on results).
+static inline void unseg_prefetch(const void *p) { __builtin_prefetch(p); }
+
+/// One image row of the dense CRF's fused mean-field pass (see `DenseCRF.infer`), for the
+/// bilateral lattice with d = 5 (six simplex corners per pixel) and the exact spatial kernel.
+/// Values are rows of `c4` floats (labels padded to a multiple of 4, 16-byte aligned).
+typedef struct {
+    int width, c4, labels;
+    const float *neg_unary;      /* [width, c4] -U of the row's pixels */
+    const float *spatial;        /* [width, c4] spatial kernel output for the row; NULL on the first pass */
+    const float *slice_scale;    /* [width] spatial weight x norm */
+    const int32_t *offsets;      /* [width, 6] lattice vertex id + 1 per corner */
+    const float *slice_weights;  /* [width, 6] */
+    const float *splat_weights;  /* [width, 6] */
+    const float *spatial_norm;   /* [width] */
+    const float *lattice_in;     /* [(M+1), c4] blurred values (read by the slice) */
+    float *lattice_out;          /* [(M+1), c4] splat target */
+    float *spatial_out;          /* [width, c4] norm x Q (the spatial field of the next pass) */
+    float *out;                  /* [width, labels]: when not NULL, the last pass: Q written here, no splat */
+    float *scratch;              /* [width, c4] row buffer (16-byte aligned) */
+} unseg_crf_row_args;
+/// 1 when the CPU has AVX2 (the CRF kernels below run), else 0.
+int unseg_crf_avx2_available(void);
+/// Runs one row with 8-lane AVX2 arithmetic; the same bits as the Swift reference. Returns 0, or -1
+/// when the kernel cannot run it (not x86-64, or no scratch). Call only when `unseg_crf_avx2_available()`.
+int unseg_crf_fused_row(const unseg_crf_row_args *a);
+/// `FusedLattice.blur` with 8-lane AVX2 arithmetic (same bits): blurs `values` `[(m+1), c4]` along
+/// `directions` directions, ping-ponging with `scratch`; sets `result` to the buffer holding the
+/// result and `other` to the other one. Returns 0, or -1 when not available.
+int unseg_crf_blur(float *values, float *scratch, const int32_t *neighbors, int64_t m, int c4, int directions,
+                   float **result, float **other);
+/// `SeparableGaussian.blurRow` with 8-lane AVX2 arithmetic (same bits): row `y` of `src`
+/// `[height, width, c4]` filtered with `taps` `[2 radius + 1]` into `dst` `[width, c4]`, through
+/// `scratch` `[(width + 2 radius) c4]` whose pads are zero. Returns 0, or -1 when not available.
+int unseg_crf_spatial_row(const float *src, int y, int height, int width, int c4, int radius, const float *taps,
+                          float *scratch, float *dst);
+/// The fused pass's softmax on `rows` rows of `c4` floats (`labels` real lanes), for tests.
+int unseg_crf_softmax_rows(float *q, int rows, int c4, int labels);

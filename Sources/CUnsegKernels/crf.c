@@ -1,0 +1,303 @@
+// Dense CRF mean-field kernels with 8-lane AVX2 arithmetic, chosen at run time.
+//
+// Each kernel does, lane for lane, the operations of the Swift reference in DenseCRF.swift /
+// FusedLattice.blur / FastMath.exp in the same order (no FMA: the target is "avx2" alone, so no
+// multiply-add can be fused), so the results are the same bits; a test compares the two paths.
+// Values are rows of `c4` floats (the labels padded to a multiple of 4); rows are 16-byte aligned,
+// so a row is processed as 8-lane chunks (unaligned loads) plus one 4-lane tail when c4 % 8 == 4.
+#include "unseg_kernels.h"
+#include <float.h>
+#include <string.h>
+
+#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
+#include <immintrin.h>
+#define UNSEG_CRF_X86 1
+#define AVX2 __attribute__((target("avx2")))
+
+int unseg_crf_avx2_available(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") ? 1 : 0;
+}
+
+// FastMath.exp, 8 and 4 lanes.
+#define EXP_BODY(V, PS, SI, EPI, TOI, TOF)                                                                \
+    V lo = PS##set1_ps(-87.33654f), hi = PS##set1_ps(88.72283f);                                 \
+    V v = PS##blendv_ps(x, lo, PS##cmp_ps(x, lo, _CMP_LT_OQ));                                    \
+    v = PS##blendv_ps(v, hi, PS##cmp_ps(v, hi, _CMP_GT_OQ));                                      \
+    V magic = PS##set1_ps(12582912.0f);                                                           \
+    V t = PS##add_ps(PS##mul_ps(v, PS##set1_ps(1.44269504f)), magic);                             \
+    V n = PS##sub_ps(t, magic);                                                                   \
+    V r = PS##sub_ps(v, PS##mul_ps(n, PS##set1_ps(0.693359375f)));                                \
+    r = PS##add_ps(r, PS##mul_ps(n, PS##set1_ps(2.1219444e-4f)));                                 \
+    V z = PS##mul_ps(r, r);                                                                       \
+    V p = PS##set1_ps(1.98756915e-4f);                                                            \
+    p = PS##add_ps(PS##mul_ps(p, r), PS##set1_ps(1.39819995e-3f));                                \
+    p = PS##add_ps(PS##mul_ps(p, r), PS##set1_ps(8.3334519e-3f));                                 \
+    p = PS##add_ps(PS##mul_ps(p, r), PS##set1_ps(4.16657959e-2f));                                \
+    p = PS##add_ps(PS##mul_ps(p, r), PS##set1_ps(1.66666655e-1f));                                \
+    p = PS##add_ps(PS##mul_ps(p, r), PS##set1_ps(5.00000012e-1f));                                \
+    V er = PS##add_ps(PS##add_ps(PS##mul_ps(p, z), r), PS##set1_ps(1.0f));                        \
+    SI ti = EPI##sub_epi32(TOI(t), EPI##set1_epi32(0x4B400000));                \
+    SI sc = EPI##slli_epi32(EPI##add_epi32(ti, EPI##set1_epi32(127)), 23);                        \
+    return PS##mul_ps(er, TOF(sc));
+
+AVX2 static inline __m256 exp8(__m256 x) { EXP_BODY(__m256, _mm256_, __m256i, _mm256_, _mm256_castps_si256, _mm256_castsi256_ps) }
+AVX2 static inline __m128 exp4(__m128 x) { EXP_BODY(__m128, _mm_, __m128i, _mm_, _mm_castps_si128, _mm_castsi128_ps) }
+
+// DenseCRF.softmaxBlocks on one row of c4 floats; `pad` has all bits set in the lanes of the last
+// 4-lane block that are padding (labels .. c4-1), which are left out of the maximum and set to 0.
+AVX2 static inline void softmax_row(float *q, int c4, __m128 pad) {
+    const int last = c4 - 4;
+    const __m128 lowest = _mm_set1_ps(-FLT_MAX);
+    __m128 lastReal = _mm_blendv_ps(_mm_load_ps(q + last), lowest, pad);
+    __m128 mx = lastReal;
+    for (int k = 0; k < last; k += 4) {
+        __m128 v = _mm_load_ps(q + k);
+        mx = _mm_blendv_ps(mx, v, _mm_cmp_ps(v, mx, _CMP_GT_OQ));
+    }
+    // max over the 4 lanes (exact: any order gives the same value)
+    __m128 m2 = _mm_max_ps(mx, _mm_movehl_ps(mx, mx));
+    __m128 m1 = _mm_max_ss(m2, _mm_shuffle_ps(m2, m2, 1));
+    __m256 m8 = _mm256_broadcastss_ps(m1);
+    __m128 m4 = _mm256_castps256_ps128(m8);
+    // exp of every block but the last (8 lanes at a time), summed in the reference's order:
+    // 4-lane blocks in turn, then (s0 + s1) + (s2 + s3).
+    __m128 s = _mm_setzero_ps();
+    int k = 0;
+    for (; k + 8 <= last; k += 8) {
+        __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(q + k), m8));
+        _mm256_storeu_ps(q + k, e);
+        s = _mm_add_ps(s, _mm256_castps256_ps128(e));
+        s = _mm_add_ps(s, _mm256_extractf128_ps(e, 1));
+    }
+    if (k < last) {   // one block before the last: both in one 8-lane exp
+        __m256 e = exp8(_mm256_sub_ps(_mm256_set_m128(lastReal, _mm_load_ps(q + k)), m8));
+        __m128 e0 = _mm256_castps256_ps128(e), el = _mm_andnot_ps(pad, _mm256_extractf128_ps(e, 1));
+        _mm_store_ps(q + k, e0);
+        _mm_store_ps(q + last, el);
+        s = _mm_add_ps(s, e0);
+        s = _mm_add_ps(s, el);
+    } else {
+        __m128 el = _mm_andnot_ps(pad, exp4(_mm_sub_ps(lastReal, m4)));   // times lastMask: padding 0
+        _mm_store_ps(q + last, el);
+        s = _mm_add_ps(s, el);
+    }
+    float s4[4];
+    _mm_storeu_ps(s4, s);
+    __m256 i8 = _mm256_set1_ps(1.0f / ((s4[0] + s4[1]) + (s4[2] + s4[3])));
+    for (k = 0; k + 8 <= c4; k += 8) _mm256_storeu_ps(q + k, _mm256_mul_ps(_mm256_loadu_ps(q + k), i8));
+    if (k < c4) _mm_store_ps(q + k, _mm_mul_ps(_mm_load_ps(q + k), _mm256_castps256_ps128(i8)));
+}
+
+// acc (+)= w * src over one row, 8 + 4 lanes: acc = acc + (w * src).
+#define ROW_AXPY(ACC, W8, SRC)                                                                    \
+    do {                                                                                          \
+        int kk = 0;                                                                               \
+        for (; kk + 8 <= c4; kk += 8)                                                             \
+            _mm256_storeu_ps((ACC) + kk, _mm256_add_ps(_mm256_loadu_ps((ACC) + kk),                 \
+                                                      _mm256_mul_ps((W8), _mm256_loadu_ps((SRC) + kk)))); \
+        if (kk < c4)                                                                              \
+            _mm_store_ps((ACC) + kk, _mm_add_ps(_mm_load_ps((ACC) + kk),                          \
+                                                _mm_mul_ps(_mm256_castps256_ps128(W8), _mm_load_ps((SRC) + kk)))); \
+    } while (0)
+
+// The pass over one row in three loops whose iterations are independent (so the CPU overlaps
+// pixels): slice into the row buffer, softmax, splat. The slice reads `lattice_in` and `spatial`,
+// the splat writes `lattice_out` and `spatial_out`, so splitting the per-pixel sequence of the
+// reference into these loops changes no value; the splat keeps the pixel order.
+AVX2 static void crf_row_avx2(const unseg_crf_row_args *a) {
+    const int c4 = a->c4, labels = a->labels, width = a->width;
+    float *rowq = a->scratch;
+    const int realInLast = labels - (c4 - 4);
+    const __m128 pad = _mm_castsi128_ps(_mm_cmpgt_epi32(_mm_setr_epi32(1, 2, 3, 4), _mm_set1_epi32(realInLast)));
+    for (int x = 0; x < width; x++) {
+        float *q = rowq + (size_t)x * c4;
+        const float *u = a->neg_unary + (size_t)x * c4;
+        if (!a->spatial) {
+            int k = 0;
+            for (; k + 8 <= c4; k += 8) _mm256_storeu_ps(q + k, _mm256_loadu_ps(u + k));
+            if (k < c4) _mm_store_ps(q + k, _mm_load_ps(u + k));
+            continue;
+        }
+        const int32_t *o = a->offsets + (size_t)x * 6;
+        const float *sp = a->spatial + (size_t)x * c4;
+        const float *wl = a->slice_weights + (size_t)x * 6;
+        const float *s0 = a->lattice_in + (size_t)o[0] * c4, *s1 = a->lattice_in + (size_t)o[1] * c4;
+        const float *s2 = a->lattice_in + (size_t)o[2] * c4, *s3 = a->lattice_in + (size_t)o[3] * c4;
+        const float *s4 = a->lattice_in + (size_t)o[4] * c4, *s5 = a->lattice_in + (size_t)o[5] * c4;
+        __m256 ws = _mm256_set1_ps(a->slice_scale[x]);
+        __m256 w0 = _mm256_set1_ps(wl[0]), w1 = _mm256_set1_ps(wl[1]), w2 = _mm256_set1_ps(wl[2]);
+        __m256 w3 = _mm256_set1_ps(wl[3]), w4 = _mm256_set1_ps(wl[4]), w5 = _mm256_set1_ps(wl[5]);
+        int k = 0;
+        for (; k + 8 <= c4; k += 8) {
+            __m256 acc = _mm256_add_ps(_mm256_loadu_ps(u + k), _mm256_mul_ps(ws, _mm256_loadu_ps(sp + k)));
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(w0, _mm256_loadu_ps(s0 + k)));
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(w1, _mm256_loadu_ps(s1 + k)));
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(w2, _mm256_loadu_ps(s2 + k)));
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(w3, _mm256_loadu_ps(s3 + k)));
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(w4, _mm256_loadu_ps(s4 + k)));
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(w5, _mm256_loadu_ps(s5 + k)));
+            _mm256_storeu_ps(q + k, acc);
+        }
+        if (k < c4) {
+            __m128 acc = _mm_add_ps(_mm_load_ps(u + k), _mm_mul_ps(_mm256_castps256_ps128(ws), _mm_load_ps(sp + k)));
+            acc = _mm_add_ps(acc, _mm_mul_ps(_mm256_castps256_ps128(w0), _mm_load_ps(s0 + k)));
+            acc = _mm_add_ps(acc, _mm_mul_ps(_mm256_castps256_ps128(w1), _mm_load_ps(s1 + k)));
+            acc = _mm_add_ps(acc, _mm_mul_ps(_mm256_castps256_ps128(w2), _mm_load_ps(s2 + k)));
+            acc = _mm_add_ps(acc, _mm_mul_ps(_mm256_castps256_ps128(w3), _mm_load_ps(s3 + k)));
+            acc = _mm_add_ps(acc, _mm_mul_ps(_mm256_castps256_ps128(w4), _mm_load_ps(s4 + k)));
+            acc = _mm_add_ps(acc, _mm_mul_ps(_mm256_castps256_ps128(w5), _mm_load_ps(s5 + k)));
+            _mm_store_ps(q + k, acc);
+        }
+    }
+    for (int x = 0; x < width; x++) {
+        float *q = rowq + (size_t)x * c4;
+        softmax_row(q, c4, pad);
+        if (a->out) {
+            memcpy(a->out + (size_t)x * labels, q, sizeof(float) * (size_t)labels);
+            continue;
+        }
+        __m256 g = _mm256_set1_ps(a->spatial_norm[x]);
+        float *d = a->spatial_out + (size_t)x * c4;
+        int k = 0;
+        for (; k + 8 <= c4; k += 8) _mm256_storeu_ps(d + k, _mm256_mul_ps(g, _mm256_loadu_ps(q + k)));
+        if (k < c4) _mm_store_ps(d + k, _mm_mul_ps(_mm256_castps256_ps128(g), _mm_load_ps(q + k)));
+    }
+    if (a->out) return;
+    for (int x = 0; x < width; x++) {
+        const float *q = rowq + (size_t)x * c4;
+        const int32_t *o = a->offsets + (size_t)x * 6;
+        const float *ws = a->splat_weights + (size_t)x * 6;
+        float *d0 = a->lattice_out + (size_t)o[0] * c4, *d1 = a->lattice_out + (size_t)o[1] * c4;
+        float *d2 = a->lattice_out + (size_t)o[2] * c4, *d3 = a->lattice_out + (size_t)o[3] * c4;
+        float *d4 = a->lattice_out + (size_t)o[4] * c4, *d5 = a->lattice_out + (size_t)o[5] * c4;
+        __m256 w0 = _mm256_set1_ps(ws[0]), w1 = _mm256_set1_ps(ws[1]), w2 = _mm256_set1_ps(ws[2]);
+        __m256 w3 = _mm256_set1_ps(ws[3]), w4 = _mm256_set1_ps(ws[4]), w5 = _mm256_set1_ps(ws[5]);
+        ROW_AXPY(d0, w0, q);
+        ROW_AXPY(d1, w1, q);
+        ROW_AXPY(d2, w2, q);
+        ROW_AXPY(d3, w3, q);
+        ROW_AXPY(d4, w4, q);
+        ROW_AXPY(d5, w5, q);
+    }
+}
+
+AVX2 static void crf_blur_avx2(float *v, float *nv, const int32_t *neighbors, int64_t m, int c4, int directions,
+                               float **result, float **other) {
+    const __m256 half = _mm256_set1_ps(0.5f);
+    memset(v, 0, sizeof(float) * (size_t)c4);
+    memset(nv, 0, sizeof(float) * (size_t)c4);
+    for (int j = 0; j < directions; j++) {
+        const int32_t *nj = neighbors + (size_t)j * (size_t)m * 2;
+        for (int64_t i = 0; i < m; i++) {
+            const float *old = v + (size_t)(i + 1) * c4;
+            const float *pa = v + (size_t)nj[2 * i] * c4, *pb = v + (size_t)nj[2 * i + 1] * c4;
+            float *nw = nv + (size_t)(i + 1) * c4;
+            int k = 0;
+            for (; k + 8 <= c4; k += 8)
+                _mm256_storeu_ps(nw + k, _mm256_add_ps(_mm256_loadu_ps(old + k),
+                                                      _mm256_mul_ps(half, _mm256_add_ps(_mm256_loadu_ps(pa + k), _mm256_loadu_ps(pb + k)))));
+            if (k < c4)
+                _mm_store_ps(nw + k, _mm_add_ps(_mm_load_ps(old + k),
+                                                _mm_mul_ps(_mm256_castps256_ps128(half), _mm_add_ps(_mm_load_ps(pa + k), _mm_load_ps(pb + k)))));
+        }
+        float *t = v; v = nv; nv = t;
+    }
+    *result = v;
+    *other = nv;
+}
+
+// SeparableGaussian.blurRow with 8-lane arithmetic, each pass's sum kept in registers (the same
+// operations per value in the same order: the vertical taps top to bottom, then the centre and the
+// symmetric pairs d = 1...R).
+AVX2 static void sep_blur_row_avx2(const float *src, int y, int height, int row_floats, int c4, int radius,
+                                   const float *taps, float *scratch, float *dst) {
+    const float *t = taps + radius;
+    float *v = scratch + (size_t)radius * c4;
+    const int y0 = y - radius > 0 ? y - radius : 0, y1 = y + radius < height - 1 ? y + radius : height - 1;
+    int j = 0;
+    for (; j + 8 <= row_floats; j += 8) {
+        __m256 acc = _mm256_mul_ps(_mm256_set1_ps(t[y0 - y]), _mm256_loadu_ps(src + (size_t)y0 * row_floats + j));
+        for (int yy = y0 + 1; yy <= y1; yy++)
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_set1_ps(t[yy - y]), _mm256_loadu_ps(src + (size_t)yy * row_floats + j)));
+        _mm256_storeu_ps(v + j, acc);
+    }
+    for (; j < row_floats; j += 4) {
+        __m128 acc = _mm_mul_ps(_mm_set1_ps(t[y0 - y]), _mm_load_ps(src + (size_t)y0 * row_floats + j));
+        for (int yy = y0 + 1; yy <= y1; yy++)
+            acc = _mm_add_ps(acc, _mm_mul_ps(_mm_set1_ps(t[yy - y]), _mm_load_ps(src + (size_t)yy * row_floats + j)));
+        _mm_store_ps(v + j, acc);
+    }
+    for (j = 0; j + 8 <= row_floats; j += 8) {
+        __m256 acc = _mm256_mul_ps(_mm256_set1_ps(t[0]), _mm256_loadu_ps(v + j));
+        for (int d = 1; d <= radius; d++) {
+            const int o = d * c4;
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_set1_ps(t[d]),
+                                                   _mm256_add_ps(_mm256_loadu_ps(v + j - o), _mm256_loadu_ps(v + j + o))));
+        }
+        _mm256_storeu_ps(dst + j, acc);
+    }
+    for (; j < row_floats; j += 4) {
+        __m128 acc = _mm_mul_ps(_mm_set1_ps(t[0]), _mm_load_ps(v + j));
+        for (int d = 1; d <= radius; d++) {
+            const int o = d * c4;
+            acc = _mm_add_ps(acc, _mm_mul_ps(_mm_set1_ps(t[d]), _mm_add_ps(_mm_load_ps(v + j - o), _mm_load_ps(v + j + o))));
+        }
+        _mm_store_ps(dst + j, acc);
+    }
+}
+#endif
+
+int unseg_crf_spatial_row(const float *src, int y, int height, int width, int c4, int radius, const float *taps,
+                          float *scratch, float *dst) {
+#ifdef UNSEG_CRF_X86
+    sep_blur_row_avx2(src, y, height, width * c4, c4, radius, taps, scratch, dst);
+    return 0;
+#else
+    (void)src; (void)y; (void)height; (void)width; (void)c4; (void)radius; (void)taps; (void)scratch; (void)dst;
+    return -1;
+#endif
+}
+
+int unseg_crf_fused_row(const unseg_crf_row_args *a) {
+#ifdef UNSEG_CRF_X86
+    if (a->c4 >= 4 && a->c4 % 4 == 0 && a->scratch) { crf_row_avx2(a); return 0; }
+#endif
+    (void)a;
+    return -1;
+}
+
+int unseg_crf_blur(float *values, float *scratch, const int32_t *neighbors, int64_t m, int c4, int directions,
+                   float **result, float **other) {
+#ifdef UNSEG_CRF_X86
+    crf_blur_avx2(values, scratch, neighbors, m, c4, directions, result, other);
+    return 0;
+#else
+    (void)values; (void)scratch; (void)neighbors; (void)m; (void)c4; (void)directions; (void)result; (void)other;
+    return -1;
+#endif
+}
+
+#ifndef UNSEG_CRF_X86
+int unseg_crf_avx2_available(void) { return 0; }
+#endif
+
+#ifdef UNSEG_CRF_X86
+AVX2 static int softmax_rows_avx2(float *q, int rows, int c4, int labels) {
+    const int realInLast = labels - (c4 - 4);
+    for (int i = 0; i < rows; i++) {
+        const __m128 pad = _mm_castsi128_ps(_mm_cmpgt_epi32(_mm_setr_epi32(1, 2, 3, 4), _mm_set1_epi32(realInLast)));
+        softmax_row(q + (size_t)i * c4, c4, pad);
+    }
+    return 0;
+}
+#endif
+
+int unseg_crf_softmax_rows(float *q, int rows, int c4, int labels) {
+#ifdef UNSEG_CRF_X86
+    return softmax_rows_avx2(q, rows, c4, labels);
+#else
+    (void)q; (void)rows; (void)c4; (void)labels;
+    return -1;
+#endif
+}
