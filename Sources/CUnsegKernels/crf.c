@@ -301,3 +301,86 @@ int unseg_crf_softmax_rows(float *q, int rows, int c4, int labels) {
     return -1;
 #endif
 }
+
+// -log(min(max(p, clip), 1)) for the CRF's unaries: Cephes' logf (frexp, the sqrt(1/2) shift, a
+// degree-9 polynomial, ln 2 in two parts), the same operations in the scalar and the 8-lane path
+// (no FMA), so both give the same bits. Inputs are clipped to [clip, 1] with clip > 0 normal.
+#define LOG_C1 7.0376836292e-2f
+#define LOG_C2 -1.1514610310e-1f
+#define LOG_C3 1.1676998740e-1f
+#define LOG_C4 -1.2420140846e-1f
+#define LOG_C5 1.4249322787e-1f
+#define LOG_C6 -1.6668057665e-1f
+#define LOG_C7 2.0000714765e-1f
+#define LOG_C8 -2.4999993993e-1f
+#define LOG_C9 3.3333331174e-1f
+
+static inline float neg_log_clipped_1(float p, float clip) {
+    float v = p > clip ? p : clip;   // NaN -> clip
+    v = v < 1.0f ? v : 1.0f;
+    uint32_t bits;
+    memcpy(&bits, &v, 4);
+    float e = (float)((int32_t)(bits >> 23) - 126);
+    uint32_t mb = (bits & 0x007FFFFFu) | 0x3F000000u;   // mantissa in [0.5, 1)
+    float x;
+    memcpy(&x, &mb, 4);
+    if (x < 0.707106781186547524f) { e = e - 1.0f; x = (x + x) - 1.0f; } else { x = x - 1.0f; }
+    float z = x * x;
+    float y = LOG_C1;
+    y = y * x + LOG_C2; y = y * x + LOG_C3; y = y * x + LOG_C4; y = y * x + LOG_C5;
+    y = y * x + LOG_C6; y = y * x + LOG_C7; y = y * x + LOG_C8; y = y * x + LOG_C9;
+    y = (y * x) * z;
+    y = y + (-2.12194440e-4f * e);
+    y = y + (-0.5f * z);
+    float r = x + y;
+    r = r + (0.693359375f * e);
+    return -r;
+}
+
+#ifdef UNSEG_CRF_X86
+AVX2 static void neg_log_clipped_avx2(const float *p, float *out, size_t n, float clip) {
+    const __m256 c = _mm256_set1_ps(clip), one = _mm256_set1_ps(1.0f);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(p + i);
+        v = _mm256_blendv_ps(c, v, _mm256_cmp_ps(v, c, _CMP_GT_OQ));
+        v = _mm256_blendv_ps(one, v, _mm256_cmp_ps(v, one, _CMP_LT_OQ));
+        __m256i bits = _mm256_castps_si256(v);
+        __m256 e = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_srli_epi32(bits, 23), _mm256_set1_epi32(126)));
+        __m256 x = _mm256_castsi256_ps(_mm256_or_si256(_mm256_and_si256(bits, _mm256_set1_epi32(0x007FFFFF)),
+                                                       _mm256_set1_epi32(0x3F000000)));
+        __m256 small = _mm256_cmp_ps(x, _mm256_set1_ps(0.707106781186547524f), _CMP_LT_OQ);
+        e = _mm256_blendv_ps(e, _mm256_sub_ps(e, one), small);
+        x = _mm256_blendv_ps(_mm256_sub_ps(x, one), _mm256_sub_ps(_mm256_add_ps(x, x), one), small);
+        __m256 z = _mm256_mul_ps(x, x);
+        __m256 y = _mm256_set1_ps(LOG_C1);
+        y = _mm256_add_ps(_mm256_mul_ps(y, x), _mm256_set1_ps(LOG_C2));
+        y = _mm256_add_ps(_mm256_mul_ps(y, x), _mm256_set1_ps(LOG_C3));
+        y = _mm256_add_ps(_mm256_mul_ps(y, x), _mm256_set1_ps(LOG_C4));
+        y = _mm256_add_ps(_mm256_mul_ps(y, x), _mm256_set1_ps(LOG_C5));
+        y = _mm256_add_ps(_mm256_mul_ps(y, x), _mm256_set1_ps(LOG_C6));
+        y = _mm256_add_ps(_mm256_mul_ps(y, x), _mm256_set1_ps(LOG_C7));
+        y = _mm256_add_ps(_mm256_mul_ps(y, x), _mm256_set1_ps(LOG_C8));
+        y = _mm256_add_ps(_mm256_mul_ps(y, x), _mm256_set1_ps(LOG_C9));
+        y = _mm256_mul_ps(_mm256_mul_ps(y, x), z);
+        y = _mm256_add_ps(y, _mm256_mul_ps(_mm256_set1_ps(-2.12194440e-4f), e));
+        y = _mm256_add_ps(y, _mm256_mul_ps(_mm256_set1_ps(-0.5f), z));
+        __m256 r = _mm256_add_ps(x, y);
+        r = _mm256_add_ps(r, _mm256_mul_ps(_mm256_set1_ps(0.693359375f), e));
+        _mm256_storeu_ps(out + i, _mm256_xor_ps(r, _mm256_set1_ps(-0.0f)));   // -r, as the scalar path
+    }
+    for (; i < n; i++) out[i] = neg_log_clipped_1(p[i], clip);
+}
+#endif
+
+static void neg_log_clipped_scalar(const float *p, float *out, size_t n, float clip) {
+    for (size_t i = 0; i < n; i++) out[i] = neg_log_clipped_1(p[i], clip);
+}
+
+void unseg_neg_log_clipped(const float *p, float *out, size_t n, float clip, int vectorised) {
+#ifdef UNSEG_CRF_X86
+    if (vectorised && unseg_crf_avx2_available()) { neg_log_clipped_avx2(p, out, n, clip); return; }
+#endif
+    (void)vectorised;
+    neg_log_clipped_scalar(p, out, n, clip);
+}

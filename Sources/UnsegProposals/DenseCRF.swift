@@ -174,9 +174,14 @@ public final class DenseCRF: Sendable {
         return lattice.filter(ones, channels: 1).map { 1 / ($0 + 1e-20).squareRoot() }
     }
 
-    /// Unary energies `-log(max(p, clip))` from probabilities `[N, L]` (row-major).
+    /// Unary energies `-log(min(max(p, clip), 1))` from probabilities `[N, L]` (row-major), by a
+    /// vectorised Cephes logf (`unseg_neg_log_clipped`: relative error ~1e-7, the same bits with or
+    /// without AVX2; NaN counts as `clip`). `clip` must be in (0, 1) (`DenseCRFConfig.validate`).
     public static func unary(fromProbabilities p: [Float], clip: Float = 1e-5) -> [Float] {
-        p.map { -logf(min(max($0, clip), 1)) }
+        [Float](unsafeUninitializedCapacity: p.count) { out, count in
+            p.withUnsafeBufferPointer { unseg_neg_log_clipped($0.baseAddress, out.baseAddress, p.count, clip, 1) }
+            count = p.count
+        }
     }
 
     /// Mean-field inference: returns the marginals `Q` `[N, L]` (rows sum to 1) after
