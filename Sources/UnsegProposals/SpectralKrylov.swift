@@ -118,8 +118,9 @@ struct BlockKrylov {
     }
 
     /// Top `want` eigenpairs of `A` in `u0^perp`: values descending `[want]`, vectors as rows
-    /// `[want, n]` (unit norm), or nil when the iteration did not converge.
-    mutating func solve(w: [Float], s: [Float], u0: [Float]) throws -> (values: [Float], vectors: [Float])? {
+    /// `[want, n]` (unit norm), or nil when the iteration did not converge. `warm` may improve the
+    /// seeded random start block in place (any block works: convergence is checked on `A` itself).
+    mutating func solve(w: [Float], s: [Float], u0: [Float], warm: ((inout [Float]) -> Void)? = nil) throws -> (values: [Float], vectors: [Float])? {
         let n = self.n, b = self.block, q = self.steps
         let cap = 1 + b * q
         var rng = SeededRandom(seed: seed)
@@ -131,6 +132,7 @@ struct BlockKrylov {
         var projected = [Float](repeating: 0, count: b * q * b * q)
         var start = [Float](repeating: 0, count: b * n)
         for t in 0..<(b * n) { start[t] = rng.gaussian() }
+        warm?(&start)
         for t in 0..<n { basis[t] = u0[t] }
         var result: (values: [Float], vectors: [Float])? = nil
         for _ in 0..<max(1, maxRestarts) {
