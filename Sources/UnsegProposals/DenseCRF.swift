@@ -310,27 +310,10 @@ public final class DenseCRF: Sendable {
                                 let src = row + x * c
                                 for k in 0..<c { q[k] += wt * src[k] }
                             }
-                            if b1 == 6 {
-                                // d = 5 (the bilateral kernel): the six corners' rows summed per block
-                                // in registers, in the same order as the loop below (same bits).
-                                let o = bo + i * 6, w = bl + i * 6
-                                let s0 = bR + Int(o[0]) * c, s1 = bR + Int(o[1]) * c, s2 = bR + Int(o[2]) * c
-                                let s3 = bR + Int(o[3]) * c, s4 = bR + Int(o[4]) * c, s5 = bR + Int(o[5]) * c
-                                let w0 = SIMD4<Float>(repeating: w[0]), w1 = SIMD4<Float>(repeating: w[1])
-                                let w2 = SIMD4<Float>(repeating: w[2]), w3 = SIMD4<Float>(repeating: w[3])
-                                let w4 = SIMD4<Float>(repeating: w[4]), w5 = SIMD4<Float>(repeating: w[5])
-                                for k in 0..<c {
-                                    var acc = q[k]
-                                    acc += w0 * s0[k]; acc += w1 * s1[k]; acc += w2 * s2[k]
-                                    acc += w3 * s3[k]; acc += w4 * s4[k]; acc += w5 * s5[k]
-                                    q[k] = acc
-                                }
-                            } else {
-                                for r in 0..<b1 {
-                                    let wt = SIMD4<Float>(repeating: bl[i * b1 + r])
-                                    let src = bR + Int(bo[i * b1 + r]) * c
-                                    for k in 0..<c { q[k] += wt * src[k] }
-                                }
+                            for r in 0..<b1 {
+                                let wt = SIMD4<Float>(repeating: bl[i * b1 + r])
+                                let src = bR + Int(bo[i * b1 + r]) * c
+                                for k in 0..<c { q[k] += wt * src[k] }
                             }
                         }
                         DenseCRF.softmaxBlocks(q, blocks: c, lastMask: lastMask)
@@ -350,25 +333,10 @@ public final class DenseCRF: Sendable {
                             let dst = sA + i * c
                             for k in 0..<c { dst[k] = wt * q[k] }
                         }
-                        if b1 == 6 {
-                            // d = 5: each block of Q loaded once and added to the six corners.
-                            let o = bo + i * 6, w = bs + i * 6
-                            let d0 = bT + Int(o[0]) * c, d1 = bT + Int(o[1]) * c, d2 = bT + Int(o[2]) * c
-                            let d3 = bT + Int(o[3]) * c, d4 = bT + Int(o[4]) * c, d5 = bT + Int(o[5]) * c
-                            let w0 = SIMD4<Float>(repeating: w[0]), w1 = SIMD4<Float>(repeating: w[1])
-                            let w2 = SIMD4<Float>(repeating: w[2]), w3 = SIMD4<Float>(repeating: w[3])
-                            let w4 = SIMD4<Float>(repeating: w[4]), w5 = SIMD4<Float>(repeating: w[5])
-                            for k in 0..<c {
-                                let v = q[k]
-                                d0[k] += w0 * v; d1[k] += w1 * v; d2[k] += w2 * v
-                                d3[k] += w3 * v; d4[k] += w4 * v; d5[k] += w5 * v
-                            }
-                        } else {
-                            for r in 0..<b1 {
-                                let wt = SIMD4<Float>(repeating: bs[i * b1 + r])
-                                let dst = bT + Int(bo[i * b1 + r]) * c
-                                for k in 0..<c { dst[k] += wt * q[k] }
-                            }
+                        for r in 0..<b1 {
+                            let wt = SIMD4<Float>(repeating: bs[i * b1 + r])
+                            let dst = bT + Int(bo[i * b1 + r]) * c
+                            for k in 0..<c { dst[k] += wt * q[k] }
                         }
                     }
                 }

@@ -338,12 +338,13 @@ public enum Spectral {
                         }
                     }
                 }
-                for r in 0..<block {
-                    for i in 0..<n { start[r * n + i] *= s[i] }
-                    var nrm: Float = 0
-                    for i in 0..<n { nrm += start[r * n + i] * start[r * n + i] }
-                    let inv = 1 / max(nrm.squareRoot(), 1e-30)
-                    for i in 0..<n { start[r * n + i] *= inv }
+                start.withUnsafeMutableBufferPointer { sb in
+                    for r in 0..<block {
+                        let row = sb.baseAddress! + r * n
+                        for i in 0..<n { row[i] *= s[i] }
+                        let inv = 1 / max(Reduce.dot(row, row, n).squareRoot(), 1e-30)
+                        for i in 0..<n { row[i] *= inv }
+                    }
                 }
             }
         }

@@ -34,17 +34,13 @@ func maskRecipe(head: Bool = true, epochs: Int = 3, batch: Int = 4, seed: UInt64
     func keyViewsDeterministicAndResumable() throws {
         let store = scratch("mc-views.h5"), plain = scratch("mc-plain.h5"), flipped = scratch("mc-flipped.h5")
         for s in [store, plain, flipped] { try writePlantedStore(s, n: 12, seed: 6) }
+        try addNoisyViews(to: store)
         _ = try runPython("""
         import h5py, sys, numpy as np
         with h5py.File(sys.argv[1], 'a') as f:
             x = f['features'][...]
-            rng = np.random.default_rng(0)
-            v = np.stack([x * s + rng.normal(0, 0.3, x.shape).astype(x.dtype) for s in (0.8, 1.2, 1.0)])
-            f.create_dataset('features_views', data=v.astype(x.dtype), chunks=(1, 1) + x.shape[1:])
-        with h5py.File(sys.argv[2], 'a') as f:
-            x = f['features'][...]
             f.create_dataset('features_flipped', data=(x + np.random.default_rng(1).normal(0, 0.3, x.shape)).astype(x.dtype))
-        """, args: [store, flipped])
+        """, args: [flipped])
         func fit(_ s: String, threads: Int, name: String, stop: Int? = nil, resume: Bool = false) throws -> FitCheckpoint {
             let ck = scratch(name)
             if !resume { try? FileManager.default.removeItem(atPath: ck) }

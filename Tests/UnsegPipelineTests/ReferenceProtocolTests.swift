@@ -111,14 +111,7 @@ import UnsegTestSupport
         let store = scratch("views-store.h5"), plain = scratch("views-plain.h5")
         try writePlantedStore(store, n: 8, seed: 6)
         try writePlantedStore(plain, n: 8, seed: 6)
-        _ = try runPython("""
-        import h5py, sys, numpy as np
-        with h5py.File(sys.argv[1], 'a') as f:
-            x = f['features'][...]
-            rng = np.random.default_rng(0)
-            v = np.stack([x * s + rng.normal(0, 0.3, x.shape).astype(x.dtype) for s in (0.8, 1.2, 1.0)])
-            f.create_dataset('features_views', data=v.astype(x.dtype), chunks=(1, 1) + x.shape[1:])
-        """, args: [store])
+        try addNoisyViews(to: store)
         #expect(try FeatureStore(path: store).layout.viewCount == 3)
         func fit(_ s: String, threads: Int, name: String, stop: Int? = nil, resume: Bool = false) throws -> FitCheckpoint {
             let ck = scratch(name)

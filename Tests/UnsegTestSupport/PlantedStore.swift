@@ -46,3 +46,16 @@ public func writePlantedStore(_ path: String, n: Int, grid: Int = 8, patch: Int 
     try w.commit()
     return all
 }
+
+/// Adds `/features_views` to a store: three views `x * s + N(0, 0.3)` for s = 0.8, 1.2, 1.0
+/// (numpy seed 0), written with h5py as users would.
+public func addNoisyViews(to path: String) throws {
+    _ = try runPython("""
+    import h5py, sys, numpy as np
+    with h5py.File(sys.argv[1], 'a') as f:
+        x = f['features'][...]
+        rng = np.random.default_rng(0)
+        v = np.stack([x * s + rng.normal(0, 0.3, x.shape).astype(x.dtype) for s in (0.8, 1.2, 1.0)])
+        f.create_dataset('features_views', data=v.astype(x.dtype), chunks=(1, 1) + x.shape[1:])
+    """, args: [path])
+}
