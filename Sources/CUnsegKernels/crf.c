@@ -12,12 +12,24 @@
 #if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
 #include <immintrin.h>
 #define UNSEG_CRF_X86 1
-#define AVX2 __attribute__((target("avx2")))
+#define AVX2 __attribute__((target("avx2,f16c")))
 
 int unseg_crf_avx2_available(void) {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") ? 1 : 0;
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c") ? 1 : 0;
 }
+
+// Float16 lattice values (raw IEEE half bits): widened exactly, narrowed to nearest even.
+AVX2 static inline __m256 load8h(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
+AVX2 static inline __m128 load4h(const uint16_t *p) { return _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)p)); }
+AVX2 static inline void store8h(uint16_t *p, __m256 v) {
+    _mm_storeu_si128((__m128i *)p, _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+}
+AVX2 static inline void store4h(uint16_t *p, __m128 v) {
+    _mm_storel_epi64((__m128i *)p, _mm_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+}
+AVX2 static inline __m256 load8f(const float *p) { return _mm256_loadu_ps(p); }
+AVX2 static inline __m128 load4f(const float *p) { return _mm_load_ps(p); }
 
 // FastMath.exp, 8 and 4 lanes.
 #define EXP_BODY(V, PS, SI, EPI, TOI, TOF)                                                                \
@@ -101,6 +113,35 @@ AVX2 static inline void softmax_row(float *q, int c4, __m128 pad) {
                                                 _mm_mul_ps(_mm256_castps256_ps128(W8), _mm_load_ps((SRC) + kk)))); \
     } while (0)
 
+// The slice of one pixel into its row-buffer entry q: -U + spatial + the six corners' values
+// (lattice rows of type T read by LOAD8 / LOAD4 at vertex offsets o), in the reference's order.
+#define SLICE_PIXEL(T, LOAD8, LOAD4)                                                              \
+    do {                                                                                          \
+        const T *s0 = L + (size_t)o[0] * c4, *s1 = L + (size_t)o[1] * c4, *s2 = L + (size_t)o[2] * c4; \
+        const T *s3 = L + (size_t)o[3] * c4, *s4 = L + (size_t)o[4] * c4, *s5 = L + (size_t)o[5] * c4; \
+        int k = 0;                                                                                \
+        for (; k + 8 <= c4; k += 8) {                                                             \
+            __m256 acc = _mm256_add_ps(_mm256_loadu_ps(u + k), _mm256_mul_ps(ws, _mm256_loadu_ps(sp + k))); \
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(w0, LOAD8(s0 + k)));                           \
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(w1, LOAD8(s1 + k)));                           \
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(w2, LOAD8(s2 + k)));                           \
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(w3, LOAD8(s3 + k)));                           \
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(w4, LOAD8(s4 + k)));                           \
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(w5, LOAD8(s5 + k)));                           \
+            _mm256_storeu_ps(q + k, acc);                                                         \
+        }                                                                                         \
+        if (k < c4) {                                                                             \
+            __m128 acc = _mm_add_ps(_mm_load_ps(u + k), _mm_mul_ps(_mm256_castps256_ps128(ws), _mm_load_ps(sp + k))); \
+            acc = _mm_add_ps(acc, _mm_mul_ps(_mm256_castps256_ps128(w0), LOAD4(s0 + k)));         \
+            acc = _mm_add_ps(acc, _mm_mul_ps(_mm256_castps256_ps128(w1), LOAD4(s1 + k)));         \
+            acc = _mm_add_ps(acc, _mm_mul_ps(_mm256_castps256_ps128(w2), LOAD4(s2 + k)));         \
+            acc = _mm_add_ps(acc, _mm_mul_ps(_mm256_castps256_ps128(w3), LOAD4(s3 + k)));         \
+            acc = _mm_add_ps(acc, _mm_mul_ps(_mm256_castps256_ps128(w4), LOAD4(s4 + k)));         \
+            acc = _mm_add_ps(acc, _mm_mul_ps(_mm256_castps256_ps128(w5), LOAD4(s5 + k)));         \
+            _mm_store_ps(q + k, acc);                                                             \
+        }                                                                                         \
+    } while (0)
+
 // The pass over one row in three loops whose iterations are independent (so the CPU overlaps
 // pixels): slice into the row buffer, softmax, splat. The slice reads `lattice_in` and `spatial`,
 // the splat writes `lattice_out` and `spatial_out`, so splitting the per-pixel sequence of the
@@ -122,32 +163,15 @@ AVX2 static void crf_row_avx2(const unseg_crf_row_args *a) {
         const int32_t *o = a->offsets + (size_t)x * 6;
         const float *sp = a->spatial + (size_t)x * c4;
         const float *wl = a->slice_weights + (size_t)x * 6;
-        const float *s0 = a->lattice_in + (size_t)o[0] * c4, *s1 = a->lattice_in + (size_t)o[1] * c4;
-        const float *s2 = a->lattice_in + (size_t)o[2] * c4, *s3 = a->lattice_in + (size_t)o[3] * c4;
-        const float *s4 = a->lattice_in + (size_t)o[4] * c4, *s5 = a->lattice_in + (size_t)o[5] * c4;
         __m256 ws = _mm256_set1_ps(a->slice_scale[x]);
         __m256 w0 = _mm256_set1_ps(wl[0]), w1 = _mm256_set1_ps(wl[1]), w2 = _mm256_set1_ps(wl[2]);
         __m256 w3 = _mm256_set1_ps(wl[3]), w4 = _mm256_set1_ps(wl[4]), w5 = _mm256_set1_ps(wl[5]);
-        int k = 0;
-        for (; k + 8 <= c4; k += 8) {
-            __m256 acc = _mm256_add_ps(_mm256_loadu_ps(u + k), _mm256_mul_ps(ws, _mm256_loadu_ps(sp + k)));
-            acc = _mm256_add_ps(acc, _mm256_mul_ps(w0, _mm256_loadu_ps(s0 + k)));
-            acc = _mm256_add_ps(acc, _mm256_mul_ps(w1, _mm256_loadu_ps(s1 + k)));
-            acc = _mm256_add_ps(acc, _mm256_mul_ps(w2, _mm256_loadu_ps(s2 + k)));
-            acc = _mm256_add_ps(acc, _mm256_mul_ps(w3, _mm256_loadu_ps(s3 + k)));
-            acc = _mm256_add_ps(acc, _mm256_mul_ps(w4, _mm256_loadu_ps(s4 + k)));
-            acc = _mm256_add_ps(acc, _mm256_mul_ps(w5, _mm256_loadu_ps(s5 + k)));
-            _mm256_storeu_ps(q + k, acc);
-        }
-        if (k < c4) {
-            __m128 acc = _mm_add_ps(_mm_load_ps(u + k), _mm_mul_ps(_mm256_castps256_ps128(ws), _mm_load_ps(sp + k)));
-            acc = _mm_add_ps(acc, _mm_mul_ps(_mm256_castps256_ps128(w0), _mm_load_ps(s0 + k)));
-            acc = _mm_add_ps(acc, _mm_mul_ps(_mm256_castps256_ps128(w1), _mm_load_ps(s1 + k)));
-            acc = _mm_add_ps(acc, _mm_mul_ps(_mm256_castps256_ps128(w2), _mm_load_ps(s2 + k)));
-            acc = _mm_add_ps(acc, _mm_mul_ps(_mm256_castps256_ps128(w3), _mm_load_ps(s3 + k)));
-            acc = _mm_add_ps(acc, _mm_mul_ps(_mm256_castps256_ps128(w4), _mm_load_ps(s4 + k)));
-            acc = _mm_add_ps(acc, _mm_mul_ps(_mm256_castps256_ps128(w5), _mm_load_ps(s5 + k)));
-            _mm_store_ps(q + k, acc);
+        if (a->lattice_in_half) {
+            const uint16_t *L = a->lattice_in_half;
+            SLICE_PIXEL(uint16_t, load8h, load4h);
+        } else {
+            const float *L = a->lattice_in;
+            SLICE_PIXEL(float, load8f, load4f);
         }
     }
     for (int x = 0; x < width; x++) {
@@ -180,6 +204,46 @@ AVX2 static void crf_row_avx2(const unseg_crf_row_args *a) {
         ROW_AXPY(d4, w4, q);
         ROW_AXPY(d5, w5, q);
     }
+}
+
+// One blur direction, new = old + 0.5 (a + b), from rows of type TS to float16 rows.
+#define BLUR_DIRECTION(TS, LOAD8, LOAD4)                                                          \
+    do {                                                                                          \
+        for (int64_t i = 0; i < m; i++) {                                                         \
+            const TS *old = v + (size_t)(i + 1) * c4;                                             \
+            const TS *pa = v + (size_t)nj[2 * i] * c4, *pb = v + (size_t)nj[2 * i + 1] * c4;      \
+            uint16_t *nw = nv + (size_t)(i + 1) * c4;                                             \
+            int k = 0;                                                                            \
+            for (; k + 8 <= c4; k += 8)                                                           \
+                store8h(nw + k, _mm256_add_ps(LOAD8(old + k), _mm256_mul_ps(half, _mm256_add_ps(LOAD8(pa + k), LOAD8(pb + k))))); \
+            if (k < c4)                                                                           \
+                store4h(nw + k, _mm_add_ps(LOAD4(old + k), _mm_mul_ps(_mm256_castps256_ps128(half),          \
+                                                                      _mm_add_ps(LOAD4(pa + k), LOAD4(pb + k))))); \
+        }                                                                                         \
+    } while (0)
+
+AVX2 static void crf_blur_half_avx2(float *values, uint16_t *ha, uint16_t *hb, const int32_t *neighbors, int64_t m,
+                                    int c4, int directions, uint16_t **result) {
+    const __m256 half = _mm256_set1_ps(0.5f);
+    memset(values, 0, sizeof(float) * (size_t)c4);
+    memset(ha, 0, sizeof(uint16_t) * (size_t)c4);
+    memset(hb, 0, sizeof(uint16_t) * (size_t)c4);
+    {
+        const float *v = values;
+        uint16_t *nv = ha;
+        const int32_t *nj = neighbors;
+        BLUR_DIRECTION(float, load8f, load4f);
+    }
+    uint16_t *cur = ha, *next = hb;
+    for (int j = 1; j < directions; j++) {
+        const uint16_t *v = cur;
+        uint16_t *nv = next;
+        const int32_t *nj = neighbors + (size_t)j * (size_t)m * 2;
+        BLUR_DIRECTION(uint16_t, load8h, load4h);
+        cur = next;
+        next = (uint16_t *)v;
+    }
+    *result = cur;
 }
 
 AVX2 static void crf_blur_avx2(float *v, float *nv, const int32_t *neighbors, int64_t m, int c4, int directions,
@@ -247,6 +311,18 @@ AVX2 static void sep_blur_row_avx2(const float *src, int y, int height, int row_
     }
 }
 #endif
+
+int unseg_crf_blur_half(float *values, uint16_t *a, uint16_t *b, const int32_t *neighbors, int64_t m, int c4,
+                        int directions, uint16_t **result) {
+#ifdef UNSEG_CRF_X86
+    if (directions >= 1 && c4 >= 4 && c4 % 4 == 0) {
+        crf_blur_half_avx2(values, a, b, neighbors, m, c4, directions, result);
+        return 0;
+    }
+#endif
+    (void)values; (void)a; (void)b; (void)neighbors; (void)m; (void)c4; (void)directions; (void)result;
+    return -1;
+}
 
 int unseg_crf_spatial_row(const float *src, int y, int height, int width, int c4, int radius, const float *taps,
                           float *scratch, float *dst) {

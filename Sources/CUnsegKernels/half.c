@@ -94,3 +94,12 @@ void unseg_float_to_half(const float *src, uint16_t *dst, size_t n) {
 #endif
     for (size_t i = 0; i < n; i++) dst[i] = float_to_half_bits(src[i]);
 }
+
+void unseg_round_through_half(float *values, size_t n) {
+    uint16_t tmp[256];
+    for (size_t i = 0; i < n; i += 256) {
+        size_t k = n - i < 256 ? n - i : 256;
+        unseg_float_to_half(values + i, tmp, k);
+        unseg_half_to_float(tmp, values + i, k);
+    }
+}

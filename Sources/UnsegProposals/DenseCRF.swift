@@ -198,9 +198,15 @@ public final class DenseCRF: Sendable {
     /// Same model and summation order as `inferUnfused` (which composes whole-field filter
     /// calls); they differ only by the `exp` rounding (~1e-7 relative).
     ///
-    /// On CPUs with AVX2 the pass over each row, the spatial row filter and the lattice blur run in
-    /// C kernels with 8-lane arithmetic (`CUnsegKernels/crf.c`) that do the same operations in the
-    /// same order as the Swift code below, so the output is the same bits (tested); elsewhere, and
+    /// The bilateral lattice's blurred values are stored as float16 (each blur direction's output
+    /// rounded to nearest even; splat sums, slice and softmax stay float32) when they provably fit
+    /// (`FusedLattice.halfValuesFit`): the blur and the slice then move half the bytes (about 1.15x
+    /// at 27 labels on real photos). The marginals move by < 1e-3 and the argmax agreement with
+    /// pydensecrf2 on real photos is unchanged (tested against float32 storage).
+    ///
+    /// On CPUs with AVX2 and F16C the pass over each row, the spatial row filter and the lattice blur
+    /// run in C kernels with 8-lane arithmetic (`CUnsegKernels/crf.c`) that do the same operations in
+    /// the same order as the Swift code below, so the output is the same bits (tested); elsewhere, and
     /// for the lattice spatial kernel, the Swift code runs.
     public func infer(unary: [Float], labels: Int) -> [Float] {
         infer(unary: unary, labels: labels, kernels: .automatic)
@@ -214,7 +220,8 @@ public final class DenseCRF: Sendable {
     /// Whether this CPU runs the AVX2 kernels.
     static let hasAVX2 = unseg_crf_avx2_available() != 0
 
-    func infer(unary: [Float], labels: Int, kernels: Kernels) -> [Float] {
+    /// `halfValues: false` keeps the blurred lattice values in float32 (tests compare the two).
+    func infer(unary: [Float], labels: Int, kernels: Kernels, halfValues: Bool = true) -> [Float] {
         let n = height * width
         precondition(labels >= 1 && unary.count == n * labels,
                      "DenseCRF.infer: unary has \(unary.count) values, expected \(height)x\(width)x\(labels)")
@@ -234,7 +241,9 @@ public final class DenseCRF: Sendable {
         for l in 0..<(labels - (blocks - 1) * 4) { lastMask[l] = 1 }
         // Spatial kernel: exact separable filter (fields `[N, blocks]`, ping-pong) or a lattice.
         let g = gaussian.map { FusedLattice($0, norm: gaussianNorm, weight: config.gaussianCompat, blocks: blocks) }
-        let b = FusedLattice(bilateral, norm: bilateralNorm, weight: config.bilateralCompat, blocks: blocks)
+        let useC = kernels == .automatic && DenseCRF.hasAVX2 && gaussian == nil && spatial != nil && bilateral.dimension == 5
+        let b = FusedLattice(bilateral, norm: bilateralNorm, weight: config.bilateralCompat, blocks: blocks,
+                             halfValues: halfValues, halfBuffers: useC)
         defer { g?.release(); b.release() }
         let exact = spatial
         let fieldCount = exact == nil ? 0 : total
@@ -250,7 +259,6 @@ public final class DenseCRF: Sendable {
         let iterations = config.iterations
         let c = blocks, wd = width
         let (b1, bo, bs, bl) = (b.d1, b.offsets, b.splatWeights, b.sliceWeights)
-        let useC = kernels == .automatic && DenseCRF.hasAVX2 && g == nil && exact != nil && b1 == 6
         let cRow = UnsafeMutablePointer<SIMD4<Float>>.allocate(capacity: useC ? width * blocks : 1)
         defer { cRow.deallocate() }
         func floats(_ p: UnsafeMutablePointer<SIMD4<Float>>) -> UnsafeMutablePointer<Float> {
@@ -265,6 +273,9 @@ public final class DenseCRF: Sendable {
             // buffer becomes the next splat target. Spatial field: write `sT`, read `sR`.
             var (gT, gR) = g.map { ($0.bufferA, $0.bufferB) } ?? (sA, sB)
             var (bT, bR) = (b.bufferA, b.bufferB)
+            // With float16 values the C blur leaves its result in one of the half buffers (`hR`) and
+            // the float32 splat target stays `bufferA`.
+            var hR: UnsafeMutablePointer<UInt16>? = nil
             for it in 0...iterations {
                 let last = it == iterations
                 if !last { g?.clear(gT); b.clear(bT) }
@@ -287,7 +298,7 @@ public final class DenseCRF: Sendable {
                             neg_unary: floats(negU + r0 * c), spatial: it > 0 ? UnsafePointer(floats(row)) : nil,
                             slice_scale: sliceScale + r0, offsets: bo + r0 * 6, slice_weights: bl + r0 * 6,
                             splat_weights: bs + r0 * 6, spatial_norm: gn + r0, lattice_in: floats(bR),
-                            lattice_out: floats(bT), spatial_out: floats(sA + r0 * c),
+                            lattice_in_half: it > 0 ? UnsafePointer(hR) : nil, lattice_out: floats(bT), spatial_out: floats(sA + r0 * c),
                             out: last ? outp + r0 * labels : nil, scratch: floats(cRow))
                         let rc = unseg_crf_fused_row(&args)
                         precondition(rc == 0, "unseg_crf_fused_row refused a row it was chosen for")
@@ -342,7 +353,11 @@ public final class DenseCRF: Sendable {
                 }
                 if !last {
                     if let g = g { (gR, gT) = g.blur(gT, scratch: gR) } else { swap(&sA, &sB) }
-                    if useC {
+                    if useC && b.halfValues {
+                        let rc = unseg_crf_blur_half(floats(bT), b.halfA, b.halfB, b.neighbors, Int64(b.m), Int32(lp),
+                                                     Int32(b1), &hR)
+                        precondition(rc == 0, "unseg_crf_blur_half refused a lattice it was chosen for")
+                    } else if useC {
                         var result: UnsafeMutablePointer<Float>? = nil, other: UnsafeMutablePointer<Float>? = nil
                         let rc = unseg_crf_blur(floats(bT), floats(bR), b.neighbors, Int64(b.m), Int32(lp), Int32(b1),
                                                 &result, &other)
@@ -415,6 +430,7 @@ public final class DenseCRF: Sendable {
         let blurred = UnsafeMutablePointer<SIMD4<Float>>.allocate(capacity: total)
         defer { scaled.deallocate(); blurred.deallocate() }
         let wsB = PermutohedralLattice.Workspace(vertexCount: bilateral.vertexCount, blocks: blocks)
+        let halfValues = FusedLattice.halfValuesFit(bilateral, norm: bilateralNorm)
         gaussianNorm.withUnsafeBufferPointer { gn in
         bilateralNorm.withUnsafeBufferPointer { bn in
             for _ in 0..<config.iterations {
@@ -434,7 +450,8 @@ public final class DenseCRF: Sendable {
                     }
                 }
                 bilateral.filter(q, blocks: blocks, inScale: bn.baseAddress!, into: acc, outScale: bn.baseAddress!,
-                                 outWeight: config.bilateralCompat, accumulate: true, workspace: wsB)
+                                 outWeight: config.bilateralCompat, accumulate: true, workspace: wsB,
+                                 roundBlurToHalf: halfValues)
                 Reduce.softmaxRows(accf, into: qf, rows: n, cols: labels, stride: lp)
             }
         }}
@@ -477,8 +494,17 @@ struct FusedLattice {
     let neighbors: UnsafeMutablePointer<Int32>
     let bufferA: UnsafeMutablePointer<SIMD4<Float>>
     let bufferB: UnsafeMutablePointer<SIMD4<Float>>
+    /// Whether every blur direction's output is rounded to float16 (`halfValuesFit`): the C kernels
+    /// then store it in `halfA` / `halfB` (`[(M+1), 4 blocks]` half bits, half the memory traffic of
+    /// the blur and the slice), the Swift blur rounds its float32 buffers to the same values.
+    let halfValues: Bool
+    let halfA: UnsafeMutablePointer<UInt16>
+    let halfB: UnsafeMutablePointer<UInt16>
 
-    init(_ lattice: PermutohedralLattice, norm: [Float], weight: Float, blocks: Int) {
+    /// `halfValues`: store the blurred values as float16 when they fit (`halfValuesFit`);
+    /// `halfBuffers`: allocate the half buffers the C blur writes (the Swift blur does not use them).
+    init(_ lattice: PermutohedralLattice, norm: [Float], weight: Float, blocks: Int, halfValues: Bool = false,
+         halfBuffers: Bool = false) {
         let n = lattice.pointCount
         d1 = lattice.dimension + 1
         m = lattice.vertexCount
@@ -491,6 +517,12 @@ struct FusedLattice {
         bufferB = .allocate(capacity: (m + 1) * blocks)
         bufferA.initialize(repeating: .zero, count: (m + 1) * blocks)
         bufferB.initialize(repeating: .zero, count: (m + 1) * blocks)
+        self.halfValues = halfValues && FusedLattice.halfValuesFit(lattice, norm: norm)
+        let halfCount = self.halfValues && halfBuffers ? (m + 1) * blocks * 4 : 1
+        halfA = .allocate(capacity: halfCount)
+        halfB = .allocate(capacity: halfCount)
+        halfA.initialize(repeating: 0, count: halfCount)
+        halfB.initialize(repeating: 0, count: halfCount)
         let alpha = lattice.alpha
         lattice.offsets.withUnsafeBufferPointer { offsets.initialize(from: $0.baseAddress!, count: n * d1) }
         lattice.neighbors.withUnsafeBufferPointer { neighbors.initialize(from: $0.baseAddress!, count: d1 * m * 2) }
@@ -508,7 +540,27 @@ struct FusedLattice {
 
     func release() {
         offsets.deallocate(); splatWeights.deallocate(); sliceWeights.deallocate()
-        neighbors.deallocate(); bufferA.deallocate(); bufferB.deallocate()
+        neighbors.deallocate(); bufferA.deallocate(); bufferB.deallocate(); halfA.deallocate(); halfB.deallocate()
+    }
+
+    /// Whether the blurred values of mean-field marginals (`0 <= Q <= 1`) splatted with weights
+    /// `barycentric x norm` stay well inside float16's range (largest finite 65504): a vertex holds at
+    /// most `S_v = sum of its splat weights`, and each of the `d+1` blur directions at most doubles
+    /// the largest value, so the bound is `2^(d+1) max_v S_v`, required below 2^15. Holds for
+    /// ordinary images by orders of magnitude (flat 320x320: about 3e3); a huge flat image could
+    /// exceed it, and then the values stay float32. Small values lose relative precision below
+    /// 6e-5 (float16 subnormals): they are contributions of labels with Q < 1e-3 at most.
+    static func halfValuesFit(_ lattice: PermutohedralLattice, norm: [Float]) -> Bool {
+        let n = lattice.pointCount, d1 = lattice.dimension + 1
+        var sums = [Float](repeating: 0, count: lattice.vertexCount + 1)
+        lattice.offsets.withUnsafeBufferPointer { o in
+        lattice.weights.withUnsafeBufferPointer { w in
+            for i in 0..<n {
+                for r in 0..<d1 { sums[Int(o[i * d1 + r])] += w[i * d1 + r] * norm[i] }
+            }
+        }}
+        let largest = sums.max() ?? 0
+        return largest.isFinite && largest * Float(1 << d1) < 32768
     }
 
     /// Zeroes a value buffer (before splatting into it).
@@ -551,6 +603,9 @@ struct FusedLattice {
                     let a = v + Int(nj[2 * i]) * c, b = v + Int(nj[2 * i + 1]) * c
                     for k in 0..<c { nw[k] = old[k] + half * (a[k] + b[k]) }
                 }
+            }
+            if halfValues {
+                unseg_round_through_half(UnsafeMutableRawPointer(nv + c).assumingMemoryBound(to: Float.self), mm * c * 4)
             }
             swap(&v, &nv)
         }

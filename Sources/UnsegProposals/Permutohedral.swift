@@ -517,10 +517,12 @@ public final class PermutohedralLattice: Sendable {
     ///
     /// `inScale`/`outScale` are optional per-point factors `[N]` (the CRF's symmetric
     /// normalisation). With `accumulate == false` the output is overwritten.
+    /// With `roundBlurToHalf` every blur direction's output is rounded to float16 (nearest even), as
+    /// the dense CRF's fused pass stores them (`FusedLattice.halfValues`).
     /// O((N + M) (d+1) blocks); no allocation. `output` must not alias `input`.
     public func filter(_ input: UnsafePointer<SIMD4<Float>>, blocks c: Int, inScale: UnsafePointer<Float>?,
                        into output: UnsafeMutablePointer<SIMD4<Float>>, outScale: UnsafePointer<Float>?,
-                       outWeight: Float, accumulate: Bool, workspace ws: Workspace) {
+                       outWeight: Float, accumulate: Bool, workspace ws: Workspace, roundBlurToHalf: Bool = false) {
         let d1 = dimension + 1, m = vertexCount, n = pointCount
         precondition(ws.capacity >= (m + 1) * c, "lattice workspace holds \(ws.capacity) blocks, need \((m + 1) * c)")
         var values = ws.a, newValues = ws.b
@@ -550,6 +552,9 @@ public final class PermutohedralLattice: Sendable {
                     let a = values + Int(nj[2 * i]) * c
                     let b = values + Int(nj[2 * i + 1]) * c
                     for k in 0..<c { nw[k] = old[k] + half * (a[k] + b[k]) }
+                }
+                if roundBlurToHalf {
+                    unseg_round_through_half(UnsafeMutableRawPointer(newValues + c).assumingMemoryBound(to: Float.self), m * c * 4)
                 }
                 swap(&values, &newValues)
             }

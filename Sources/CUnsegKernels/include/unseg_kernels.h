@@ -52,6 +52,7 @@ typedef struct {
     const float *splat_weights;  /* [width, 6] */
     const float *spatial_norm;   /* [width] */
     const float *lattice_in;     /* [(M+1), c4] blurred values (read by the slice) */
+    const uint16_t *lattice_in_half; /* [(M+1), c4] the same as float16 bits; when not NULL, read instead */
     float *lattice_out;          /* [(M+1), c4] splat target */
     float *spatial_out;          /* [width, c4] norm x Q (the spatial field of the next pass) */
     float *out;                  /* [width, labels]: when not NULL, the last pass: Q written here, no splat */
@@ -67,6 +68,14 @@ int unseg_crf_fused_row(const unseg_crf_row_args *a);
 /// result and `other` to the other one. Returns 0, or -1 when not available.
 int unseg_crf_blur(float *values, float *scratch, const int32_t *neighbors, int64_t m, int c4, int directions,
                    float **result, float **other);
+/// The blur with float16 storage (same bits as `FusedLattice.blur` with `halfValues`): the splatted
+/// `values` `[(m+1), c4]` (float32) are blurred along `directions` (>= 1) directions; every
+/// direction's output is rounded to float16 (nearest even) and stored in `a` or `b` (`[(m+1), c4]`
+/// half bits, ping-pong); `result` is set to the one holding the last. Returns 0, or -1 when not available.
+int unseg_crf_blur_half(float *values, uint16_t *a, uint16_t *b, const int32_t *neighbors, int64_t m, int c4,
+                        int directions, uint16_t **result);
+/// Rounds `n` floats to the nearest float16 value (ties to even) in place: exact, F16C when available.
+void unseg_round_through_half(float *values, size_t n);
 /// `SeparableGaussian.blurRow` with 8-lane AVX2 arithmetic (same bits): row `y` of `src`
 /// `[height, width, c4]` filtered with `taps` `[2 radius + 1]` into `dst` `[width, c4]`, through
 /// `scratch` `[(width + 2 radius) c4]` whose pads are zero. Returns 0, or -1 when not available.
