@@ -169,9 +169,10 @@ public final class DenseCRF: Sendable {
         bilateralNorm = DenseCRF.symmetricNorm(bilateral)
     }
 
+    /// `1 / sqrt(K1 + 1e-20)` with `K1 = lattice.filter(ones)`, computed by one-channel scalar C
+    /// (`unseg_lattice_filter_ones`: the same operations, the same bits, tested).
     static func symmetricNorm(_ lattice: PermutohedralLattice) -> [Float] {
-        let ones = [Float](repeating: 1, count: lattice.pointCount)
-        return lattice.filter(ones, channels: 1).map { 1 / ($0 + 1e-20).squareRoot() }
+        lattice.filterOnes().map { 1 / ($0 + 1e-20).squareRoot() }
     }
 
     /// Unary energies `-log(min(max(p, clip), 1))` from probabilities `[N, L]` (row-major), by a

@@ -1,4 +1,5 @@
 import Testing
+import UnsegStore
 import Foundation
 import UnsegLinAlg
 @testable import UnsegProposals
@@ -212,6 +213,41 @@ private func accuracy(_ a: [Int], _ b: [Int]) -> Double {
         let a = PermutohedralLattice.build(f, n, d, scale, &packed)
         let b = PermutohedralLattice.build(f, n, d, scale, &general)
         #expect(a.0 == b.0 && a.1 == b.1 && a.2 == b.2 && a.3 == b.3, "seed 61: lattices differ")
+    }
+
+    /// The C lattice build (`buildPacked`, `CUnsegKernels/lattice.c`) against the Swift reference
+    /// with the same packed key table: the same offsets, weights, vertex ids and neighbours, on
+    /// random 5-D points, on spread 5-D points with six times more vertices than points (the C
+    /// table and key array grow), on 2-D and 8-D points, and on the bilateral features of the real
+    /// VOC photo (147,335 vertices). On each, `filterOnes` (the normalisation's C filter) gives the
+    /// same bits as `filter` of ones.
+    @Test func cBuildMatchesSwiftBuild() throws {
+        var rng = SeededRandom(seed: 62)
+        var cases: [(String, [Float], Int, Int)] = []
+        cases.append(("random 5-D", (0..<(500 * 5)).map { _ in rng.float() * 20 }, 500, 5))
+        cases.append(("spread 5-D", (0..<(3000 * 5)).map { _ in rng.float() * 60 }, 3000, 5))
+        cases.append(("random 2-D", (0..<(2000 * 2)).map { _ in rng.float() * 30 }, 2000, 2))
+        cases.append(("random 8-D", (0..<(700 * 8)).map { _ in rng.float() * 1 }, 700, 8))
+        let fixture = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fixtures/voc-effnet.h5").path
+        let photo = try FeatureStore(path: fixture).image(0)
+        cases.append(("VOC photo", crfFeatures(image: photo, h: 320, w: 320, cfg: DenseCRFConfig()).b, 320 * 320, 5))
+        for (name, f, n, d) in cases {
+            let bound = PermutohedralLattice.keyBound(features: f, count: n, dimension: d)
+            #expect(bound < Float(PackedKeyTable.maxCoordinate(dimension: d)), "\(name): case must fit packed keys")
+            let scale = PermutohedralLattice.elevationScale(d)
+            var table = PackedKeyTable(dimension: d, expected: 2 * n)
+            defer { table.release() }
+            let swift = PermutohedralLattice.build(f, n, d, scale, &table)
+            let c = PermutohedralLattice.buildPacked(f, n, d, scale)
+            let same = swift.0 == c.0 && swift.1 == c.1 && swift.2 == c.2 && swift.3 == c.3
+            #expect(same, "\(name): C lattice differs from Swift (vertices \(c.3) vs \(swift.3))")
+            // The CRF normalisation's one-channel C filter against the lattice's general filter.
+            let lattice = PermutohedralLattice(features: f, count: n, dimension: d)
+            let onesSame = lattice.filterOnes() == lattice.filter([Float](repeating: 1, count: n), channels: 1)
+            #expect(onesSame, "\(name): filterOnes differs from filter(ones)")
+            #expect(c.3 > (name == "spread 5-D" ? 4 * n : 0), "\(name): \(c.3) vertices")
+        }
     }
 
     @Test func rejectsBadInput() {

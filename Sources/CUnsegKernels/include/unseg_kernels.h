@@ -39,6 +39,24 @@ static inline void unseg_heap_thresholds(int mmap_threshold, int trim_threshold)
 /// Asks the CPU to bring the cache line at `p` in (a hint; no effect on results).
 static inline void unseg_prefetch(const void *p) { __builtin_prefetch(p); }
 
+/// A permutohedral lattice under construction (lattice.c): its packed-key hash table.
+typedef struct unseg_lattice unseg_lattice;
+/// `PermutohedralLattice.build` with packed keys (`PackedKeyTable`), the same result: for `features`
+/// `[n, d]` (2 <= d <= 16, every elevated coordinate below `PackedKeyTable.maxCoordinate`) and the
+/// elevation `scale` `[d]`, writes `offsets` `[n, d+1]` (vertex id + 1) and `weights` `[n, d+1]`
+/// and sets `vertex_count`. Returns the table, for `unseg_lattice_neighbors`, then
+/// `unseg_lattice_free`; NULL when memory ran out or d is out of range.
+unseg_lattice *unseg_lattice_build(const float *features, int64_t n, int d, const float *scale, int32_t *offsets,
+                                   float *weights, int64_t *vertex_count);
+/// The blur neighbours `[d+1, vertex_count, 2]` (vertex id + 1, 0 = none), as `PermutohedralLattice.neighbors`.
+void unseg_lattice_neighbors(const unseg_lattice *lattice, int32_t *neighbors);
+void unseg_lattice_free(unseg_lattice *lattice);
+/// `PermutohedralLattice.filter` of all-ones values (one channel, no scales), the same operations
+/// in the same order, so the same bits: splat, blur, slice with `alpha`; `out` `[n]`. Returns 0, or
+/// -1 when memory ran out.
+int unseg_lattice_filter_ones(const int32_t *offsets, const float *weights, const int32_t *neighbors, int64_t n,
+                              int d1, int64_t m, float alpha, float *out);
+
 /// One image row of the dense CRF's fused mean-field pass (see `DenseCRF.infer`), for the
 /// bilateral lattice with d = 5 (six simplex corners per pixel) and the exact spatial kernel.
 /// Values are rows of `c4` floats (labels padded to a multiple of 4, 16-byte aligned).
