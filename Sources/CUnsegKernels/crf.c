@@ -101,6 +101,80 @@ AVX2 static inline void softmax_row(float *q, int c4, __m128 pad) {
     if (k < c4) _mm_store_ps(q + k, _mm_mul_ps(_mm_load_ps(q + k), _mm256_castps256_ps128(i8)));
 }
 
+// 8 x 8 transpose: v[j] = (r0[j], ..., r7[j]).
+#define TRANSPOSE8(R0, R1, R2, R3, R4, R5, R6, R7, V)                                             \
+    do {                                                                                          \
+        __m256 t0 = _mm256_unpacklo_ps(R0, R1), t1 = _mm256_unpackhi_ps(R0, R1);                   \
+        __m256 t2 = _mm256_unpacklo_ps(R2, R3), t3 = _mm256_unpackhi_ps(R2, R3);                   \
+        __m256 t4 = _mm256_unpacklo_ps(R4, R5), t5 = _mm256_unpackhi_ps(R4, R5);                   \
+        __m256 t6 = _mm256_unpacklo_ps(R6, R7), t7 = _mm256_unpackhi_ps(R6, R7);                   \
+        __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);         \
+        __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);         \
+        __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);         \
+        __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);         \
+        (V)[0] = _mm256_permute2f128_ps(s0, s4, 0x20); (V)[1] = _mm256_permute2f128_ps(s1, s5, 0x20); \
+        (V)[2] = _mm256_permute2f128_ps(s2, s6, 0x20); (V)[3] = _mm256_permute2f128_ps(s3, s7, 0x20); \
+        (V)[4] = _mm256_permute2f128_ps(s0, s4, 0x31); (V)[5] = _mm256_permute2f128_ps(s1, s5, 0x31); \
+        (V)[6] = _mm256_permute2f128_ps(s2, s6, 0x31); (V)[7] = _mm256_permute2f128_ps(s3, s7, 0x31); \
+    } while (0)
+
+// 4 x 8 transpose of a 4-lane column block: a_p holds row p (low half) and row p + 4 (high half);
+// v[j] = (r0[j], ..., r7[j]) for j < 4. Its own inverse up to the same pairing.
+#define TRANSPOSE4x8(A0, A1, A2, A3, V)                                                           \
+    do {                                                                                          \
+        __m256 t0 = _mm256_unpacklo_ps(A0, A1), t1 = _mm256_unpackhi_ps(A0, A1);                   \
+        __m256 t2 = _mm256_unpacklo_ps(A2, A3), t3 = _mm256_unpackhi_ps(A2, A3);                   \
+        (V)[0] = _mm256_shuffle_ps(t0, t2, 0x44); (V)[1] = _mm256_shuffle_ps(t0, t2, 0xEE);         \
+        (V)[2] = _mm256_shuffle_ps(t1, t3, 0x44); (V)[3] = _mm256_shuffle_ps(t1, t3, 0xEE);         \
+    } while (0)
+
+// softmax_row on 8 rows at once (row p at q + p * c4), the labels across registers and the pixels
+// across lanes: no horizontal maximum or sum, one division for 8 pixels, and only `labels`
+// exponentials per pixel. The same operations per value as softmax_row, summed in its order (4-lane
+// blocks in turn into lanes j = l mod 4, then (s0 + s1) + (s2 + s3); the padding's zeros are
+// exact no-ops), so the same bits.
+AVX2 static void softmax_8rows(float *q, int c4, int labels) {
+    __m256 v[c4];
+    for (int k = 0; k < c4; k += 8) {
+        if (k + 8 <= c4) {
+            TRANSPOSE8(_mm256_loadu_ps(q + k), _mm256_loadu_ps(q + c4 + k), _mm256_loadu_ps(q + 2 * c4 + k),
+                       _mm256_loadu_ps(q + 3 * c4 + k), _mm256_loadu_ps(q + 4 * c4 + k), _mm256_loadu_ps(q + 5 * c4 + k),
+                       _mm256_loadu_ps(q + 6 * c4 + k), _mm256_loadu_ps(q + 7 * c4 + k), v + k);
+        } else {
+            __m256 a0 = _mm256_set_m128(_mm_load_ps(q + 4 * c4 + k), _mm_load_ps(q + k));
+            __m256 a1 = _mm256_set_m128(_mm_load_ps(q + 5 * c4 + k), _mm_load_ps(q + c4 + k));
+            __m256 a2 = _mm256_set_m128(_mm_load_ps(q + 6 * c4 + k), _mm_load_ps(q + 2 * c4 + k));
+            __m256 a3 = _mm256_set_m128(_mm_load_ps(q + 7 * c4 + k), _mm_load_ps(q + 3 * c4 + k));
+            TRANSPOSE4x8(a0, a1, a2, a3, v + k);
+        }
+    }
+    __m256 m = v[0];
+    for (int l = 1; l < labels; l++) m = _mm256_max_ps(m, v[l]);
+    for (int l = 0; l < labels; l++) v[l] = exp8(_mm256_sub_ps(v[l], m));
+    for (int l = labels; l < c4; l++) v[l] = _mm256_setzero_ps();
+    __m256 sj[4];
+    for (int j = 0; j < 4; j++) {
+        sj[j] = j < labels ? v[j] : _mm256_setzero_ps();
+        for (int l = j + 4; l < labels; l += 4) sj[j] = _mm256_add_ps(sj[j], v[l]);
+    }
+    const __m256 inv = _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_add_ps(_mm256_add_ps(sj[0], sj[1]), _mm256_add_ps(sj[2], sj[3])));
+    for (int l = 0; l < labels; l++) v[l] = _mm256_mul_ps(v[l], inv);
+    for (int k = 0; k < c4; k += 8) {
+        if (k + 8 <= c4) {
+            __m256 r[8];
+            TRANSPOSE8(v[k], v[k + 1], v[k + 2], v[k + 3], v[k + 4], v[k + 5], v[k + 6], v[k + 7], r);
+            for (int p = 0; p < 8; p++) _mm256_storeu_ps(q + p * c4 + k, r[p]);
+        } else {
+            __m256 r[4];
+            TRANSPOSE4x8(v[k], v[k + 1], v[k + 2], v[k + 3], r);
+            for (int p = 0; p < 4; p++) {
+                _mm_store_ps(q + p * c4 + k, _mm256_castps256_ps128(r[p]));
+                _mm_store_ps(q + (p + 4) * c4 + k, _mm256_extractf128_ps(r[p], 1));
+            }
+        }
+    }
+}
+
 // acc (+)= w * src over one row, 8 + 4 lanes: acc = acc + (w * src).
 #define ROW_AXPY(ACC, W8, SRC)                                                                    \
     do {                                                                                          \
@@ -174,9 +248,11 @@ AVX2 static void crf_row_avx2(const unseg_crf_row_args *a) {
             SLICE_PIXEL(float, load8f, load4f);
         }
     }
+    int x8 = 0;
+    for (; x8 + 8 <= width; x8 += 8) softmax_8rows(rowq + (size_t)x8 * c4, c4, labels);
+    for (; x8 < width; x8++) softmax_row(rowq + (size_t)x8 * c4, c4, pad);
     for (int x = 0; x < width; x++) {
         float *q = rowq + (size_t)x * c4;
-        softmax_row(q, c4, pad);
         if (a->out) {
             memcpy(a->out + (size_t)x * labels, q, sizeof(float) * (size_t)labels);
             continue;
@@ -361,7 +437,9 @@ int unseg_crf_avx2_available(void) { return 0; }
 #ifdef UNSEG_CRF_X86
 AVX2 static int softmax_rows_avx2(float *q, int rows, int c4, int labels) {
     const int realInLast = labels - (c4 - 4);
-    for (int i = 0; i < rows; i++) {
+    int i = 0;
+    for (; i + 8 <= rows; i += 8) softmax_8rows(q + (size_t)i * c4, c4, labels);
+    for (; i < rows; i++) {
         const __m128 pad = _mm_castsi128_ps(_mm_cmpgt_epi32(_mm_setr_epi32(1, 2, 3, 4), _mm_set1_epi32(realInLast)));
         softmax_row(q + (size_t)i * c4, c4, pad);
     }
