@@ -225,9 +225,19 @@ AVX2 static void crf_row_avx2(const unseg_crf_row_args *a) {
     float *rowq = a->scratch;
     const int realInLast = labels - (c4 - 4);
     const __m128 pad = _mm_castsi128_ps(_mm_cmpgt_epi32(_mm_setr_epi32(1, 2, 3, 4), _mm_set1_epi32(realInLast)));
+    // Float16 unaries are widened (exactly) into the row buffer, which the slice then reads and
+    // overwrites in place, chunk by chunk.
+    const float *unary = a->neg_unary;
+    if (a->neg_unary_half) {
+        const size_t count = (size_t)width * (size_t)c4;
+        size_t k = 0;
+        for (; k + 8 <= count; k += 8) _mm256_storeu_ps(rowq + k, load8h(a->neg_unary_half + k));
+        for (; k < count; k += 4) _mm_store_ps(rowq + k, load4h(a->neg_unary_half + k));
+        unary = rowq;
+    }
     for (int x = 0; x < width; x++) {
         float *q = rowq + (size_t)x * c4;
-        const float *u = a->neg_unary + (size_t)x * c4;
+        const float *u = unary + (size_t)x * c4;
         if (!a->spatial) {
             int k = 0;
             for (; k + 8 <= c4; k += 8) _mm256_storeu_ps(q + k, _mm256_loadu_ps(u + k));
@@ -258,8 +268,14 @@ AVX2 static void crf_row_avx2(const unseg_crf_row_args *a) {
             continue;
         }
         __m256 g = _mm256_set1_ps(a->spatial_norm[x]);
-        float *d = a->spatial_out + (size_t)x * c4;
         int k = 0;
+        if (a->spatial_out_half) {
+            uint16_t *d = a->spatial_out_half + (size_t)x * c4;
+            for (; k + 8 <= c4; k += 8) store8h(d + k, _mm256_mul_ps(g, _mm256_loadu_ps(q + k)));
+            if (k < c4) store4h(d + k, _mm_mul_ps(_mm256_castps256_ps128(g), _mm_load_ps(q + k)));
+            continue;
+        }
+        float *d = a->spatial_out + (size_t)x * c4;
         for (; k + 8 <= c4; k += 8) _mm256_storeu_ps(d + k, _mm256_mul_ps(g, _mm256_loadu_ps(q + k)));
         if (k < c4) _mm_store_ps(d + k, _mm_mul_ps(_mm256_castps256_ps128(g), _mm_load_ps(q + k)));
     }
@@ -350,24 +366,34 @@ AVX2 static void crf_blur_avx2(float *v, float *nv, const int32_t *neighbors, in
 // SeparableGaussian.blurRow with 8-lane arithmetic, each pass's sum kept in registers (the same
 // operations per value in the same order: the vertical taps top to bottom, then the centre and the
 // symmetric pairs d = 1...R).
-AVX2 static void sep_blur_row_avx2(const float *src, int y, int height, int row_floats, int c4, int radius,
+// The vertical taps of one output row into v (rows of the field of type T, read by LOAD8 / LOAD4).
+#define SEP_VERTICAL(T, LOAD8, LOAD4)                                                             \
+    do {                                                                                          \
+        const T *f = (const T *)field;                                                            \
+        int jj = 0;                                                                               \
+        for (; jj + 8 <= row_floats; jj += 8) {                                                   \
+            __m256 acc = _mm256_mul_ps(_mm256_set1_ps(t[y0 - y]), LOAD8(f + (size_t)y0 * row_floats + jj)); \
+            for (int yy = y0 + 1; yy <= y1; yy++)                                                 \
+                acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_set1_ps(t[yy - y]), LOAD8(f + (size_t)yy * row_floats + jj))); \
+            _mm256_storeu_ps(v + jj, acc);                                                        \
+        }                                                                                         \
+        for (; jj < row_floats; jj += 4) {                                                        \
+            __m128 acc = _mm_mul_ps(_mm_set1_ps(t[y0 - y]), LOAD4(f + (size_t)y0 * row_floats + jj)); \
+            for (int yy = y0 + 1; yy <= y1; yy++)                                                 \
+                acc = _mm_add_ps(acc, _mm_mul_ps(_mm_set1_ps(t[yy - y]), LOAD4(f + (size_t)yy * row_floats + jj))); \
+            _mm_store_ps(v + jj, acc);                                                            \
+        }                                                                                         \
+    } while (0)
+
+// field: float rows, or float16 rows when `half`.
+AVX2 static void sep_blur_row_avx2(const void *field, int half, int y, int height, int row_floats, int c4, int radius,
                                    const float *taps, float *scratch, float *dst) {
     const float *t = taps + radius;
     float *v = scratch + (size_t)radius * c4;
     const int y0 = y - radius > 0 ? y - radius : 0, y1 = y + radius < height - 1 ? y + radius : height - 1;
-    int j = 0;
-    for (; j + 8 <= row_floats; j += 8) {
-        __m256 acc = _mm256_mul_ps(_mm256_set1_ps(t[y0 - y]), _mm256_loadu_ps(src + (size_t)y0 * row_floats + j));
-        for (int yy = y0 + 1; yy <= y1; yy++)
-            acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_set1_ps(t[yy - y]), _mm256_loadu_ps(src + (size_t)yy * row_floats + j)));
-        _mm256_storeu_ps(v + j, acc);
-    }
-    for (; j < row_floats; j += 4) {
-        __m128 acc = _mm_mul_ps(_mm_set1_ps(t[y0 - y]), _mm_load_ps(src + (size_t)y0 * row_floats + j));
-        for (int yy = y0 + 1; yy <= y1; yy++)
-            acc = _mm_add_ps(acc, _mm_mul_ps(_mm_set1_ps(t[yy - y]), _mm_load_ps(src + (size_t)yy * row_floats + j)));
-        _mm_store_ps(v + j, acc);
-    }
+    int j;
+    if (half) SEP_VERTICAL(uint16_t, load8h, load4h);
+    else SEP_VERTICAL(float, load8f, load4f);
     for (j = 0; j + 8 <= row_floats; j += 8) {
         __m256 acc = _mm256_mul_ps(_mm256_set1_ps(t[0]), _mm256_loadu_ps(v + j));
         for (int d = 1; d <= radius; d++) {
@@ -400,13 +426,14 @@ int unseg_crf_blur_half(float *values, uint16_t *a, uint16_t *b, const int32_t *
     return -1;
 }
 
-int unseg_crf_spatial_row(const float *src, int y, int height, int width, int c4, int radius, const float *taps,
-                          float *scratch, float *dst) {
+int unseg_crf_spatial_row(const float *src, const uint16_t *src_half, int y, int height, int width, int c4, int radius,
+                          const float *taps, float *scratch, float *dst) {
 #ifdef UNSEG_CRF_X86
-    sep_blur_row_avx2(src, y, height, width * c4, c4, radius, taps, scratch, dst);
+    if (src_half) sep_blur_row_avx2(src_half, 1, y, height, width * c4, c4, radius, taps, scratch, dst);
+    else sep_blur_row_avx2(src, 0, y, height, width * c4, c4, radius, taps, scratch, dst);
     return 0;
 #else
-    (void)src; (void)y; (void)height; (void)width; (void)c4; (void)radius; (void)taps; (void)scratch; (void)dst;
+    (void)src; (void)src_half; (void)y; (void)height; (void)width; (void)c4; (void)radius; (void)taps; (void)scratch; (void)dst;
     return -1;
 #endif
 }

@@ -199,11 +199,13 @@ public final class DenseCRF: Sendable {
     /// Same model and summation order as `inferUnfused` (which composes whole-field filter
     /// calls); they differ only by the `exp` rounding (~1e-7 relative).
     ///
-    /// The bilateral lattice's blurred values are stored as float16 (each blur direction's output
-    /// rounded to nearest even; splat sums, slice and softmax stay float32) when they provably fit
-    /// (`FusedLattice.halfValuesFit`): the blur and the slice then move half the bytes (about 1.15x
-    /// at 27 labels on real photos). The marginals move by < 1e-3 and the argmax agreement with
-    /// pydensecrf2 on real photos is unchanged (tested against float32 storage).
+    /// Three fields are stored as float16 (rounded to nearest even; the splat sums, the slice, the
+    /// softmax and all arithmetic stay float32), because the pass is bound by memory traffic: the
+    /// bilateral lattice's blurred values when they provably fit (`FusedLattice.halfValuesFit`),
+    /// the unaries (`paddedNegatedUnary`) and the spatial field `norm ⊙ Q`. Together about 1.25x
+    /// at 27 labels on real photos. The marginals move by about 1e-5 on average and the argmax
+    /// agreement with pydensecrf2 on real photos is unchanged (tested against float32 storage).
+    /// Accumulating the splat in float16 was measured too and rejected: it cost 0.15 % agreement.
     ///
     /// On CPUs with AVX2 and F16C the pass over each row, the spatial row filter and the lattice blur
     /// run in C kernels with 8-lane arithmetic (`CUnsegKernels/crf.c`) that do the same operations in
@@ -221,8 +223,9 @@ public final class DenseCRF: Sendable {
     /// Whether this CPU runs the AVX2 kernels.
     static let hasAVX2 = unseg_crf_avx2_available() != 0
 
-    /// `halfValues: false` keeps the blurred lattice values in float32 (tests compare the two).
-    func infer(unary: [Float], labels: Int, kernels: Kernels, halfValues: Bool = true) -> [Float] {
+    /// `halfStorage: false` keeps the lattice values, the unaries and the spatial field in float32
+    /// (tests compare the two).
+    func infer(unary: [Float], labels: Int, kernels: Kernels, halfStorage: Bool = true) -> [Float] {
         let n = height * width
         precondition(labels >= 1 && unary.count == n * labels,
                      "DenseCRF.infer: unary has \(unary.count) values, expected \(height)x\(width)x\(labels)")
@@ -232,24 +235,31 @@ public final class DenseCRF: Sendable {
         defer { negU.deallocate() }
         negU.initialize(repeating: .zero, count: total)
         let negUf = UnsafeMutableRawPointer(negU).assumingMemoryBound(to: Float.self)
-        unary.withUnsafeBufferPointer { u in
-            for i in 0..<n {
-                for l in 0..<lp { negUf[i * lp + l] = l < labels ? -u[i * labels + l] : 0 }
-            }
-        }
+        let halfUnary = DenseCRF.paddedNegatedUnary(unary, labels: labels, into: negUf, points: n, half: halfStorage)
+        let useC = kernels == .automatic && DenseCRF.hasAVX2 && gaussian == nil && spatial != nil && bilateral.dimension == 5
+        // C path with float16 unaries: `negU16` holds them (`negUf` only stages them).
+        let negU16 = UnsafeMutablePointer<UInt16>.allocate(capacity: useC && halfUnary ? n * lp : 1)
+        defer { negU16.deallocate() }
+        if useC && halfUnary { unseg_float_to_half(negUf, negU16, n * lp) }
         // Lane mask of the last block (1 for real labels, 0 for padding).
         var lastMask = SIMD4<Float>(repeating: 0)
         for l in 0..<(labels - (blocks - 1) * 4) { lastMask[l] = 1 }
         // Spatial kernel: exact separable filter (fields `[N, blocks]`, ping-pong) or a lattice.
         let g = gaussian.map { FusedLattice($0, norm: gaussianNorm, weight: config.gaussianCompat, blocks: blocks) }
-        let useC = kernels == .automatic && DenseCRF.hasAVX2 && gaussian == nil && spatial != nil && bilateral.dimension == 5
         let b = FusedLattice(bilateral, norm: bilateralNorm, weight: config.bilateralCompat, blocks: blocks,
-                             halfValues: halfValues, halfBuffers: useC)
+                             halfValues: halfStorage, halfBuffers: useC)
         defer { g?.release(); b.release() }
         let exact = spatial
         let fieldCount = exact == nil ? 0 : total
-        var sA = UnsafeMutablePointer<SIMD4<Float>>.allocate(capacity: max(fieldCount, 1))
-        var sB = UnsafeMutablePointer<SIMD4<Float>>.allocate(capacity: max(fieldCount, 1))
+        // The spatial field `gn ⊙ Q` is stored as float16 (`halfStorage`; its values are in [0, 1]):
+        // in `sA16` / `sB16` on the C path, rounded in place in `sA` on the Swift path.
+        let halfField = halfStorage && exact != nil
+        let cHalfField = useC && halfField
+        var sA = UnsafeMutablePointer<SIMD4<Float>>.allocate(capacity: cHalfField ? 1 : max(fieldCount, 1))
+        var sB = UnsafeMutablePointer<SIMD4<Float>>.allocate(capacity: cHalfField ? 1 : max(fieldCount, 1))
+        var sA16 = UnsafeMutablePointer<UInt16>.allocate(capacity: cHalfField ? n * lp : 1)
+        var sB16 = UnsafeMutablePointer<UInt16>.allocate(capacity: cHalfField ? n * lp : 1)
+        defer { sA16.deallocate(); sB16.deallocate() }
         let row = UnsafeMutablePointer<SIMD4<Float>>.allocate(capacity: width * blocks)
         let rowScratch = exact?.makeScratch(blocks: blocks)
         // `sliceScale_i = w * norm_i` (exact kernel, no lattice slice constant).
@@ -284,7 +294,8 @@ public final class DenseCRF: Sendable {
                     if it > 0, let e = exact {
                         if useC {
                             let rc = e.taps.withUnsafeBufferPointer { t in
-                                unseg_crf_spatial_row(floats(sB), Int32(y), Int32(height), Int32(wd), Int32(lp), Int32(e.radius),
+                                unseg_crf_spatial_row(cHalfField ? nil : floats(sB), cHalfField ? UnsafePointer(sB16) : nil, Int32(y),
+                                                      Int32(height), Int32(wd), Int32(lp), Int32(e.radius),
                                                       t.baseAddress!, floats(rowScratch!), floats(row))
                             }
                             precondition(rc == 0, "unseg_crf_spatial_row refused a row it was chosen for")
@@ -296,10 +307,12 @@ public final class DenseCRF: Sendable {
                         let r0 = y * wd
                         var args = unseg_crf_row_args(
                             width: Int32(wd), c4: Int32(lp), labels: Int32(labels),
-                            neg_unary: floats(negU + r0 * c), spatial: it > 0 ? UnsafePointer(floats(row)) : nil,
+                            neg_unary: floats(negU + r0 * c), neg_unary_half: halfUnary ? UnsafePointer(negU16 + r0 * lp) : nil,
+                            spatial: it > 0 ? UnsafePointer(floats(row)) : nil,
                             slice_scale: sliceScale + r0, offsets: bo + r0 * 6, slice_weights: bl + r0 * 6,
                             splat_weights: bs + r0 * 6, spatial_norm: gn + r0, lattice_in: floats(bR),
-                            lattice_in_half: it > 0 ? UnsafePointer(hR) : nil, lattice_out: floats(bT), spatial_out: floats(sA + r0 * c),
+                            lattice_in_half: it > 0 ? UnsafePointer(hR) : nil, lattice_out: floats(bT),
+                            spatial_out: cHalfField ? nil : floats(sA + r0 * c), spatial_out_half: cHalfField ? sA16 + r0 * lp : nil,
                             out: last ? outp + r0 * labels : nil, scratch: floats(cRow))
                         let rc = unseg_crf_fused_row(&args)
                         precondition(rc == 0, "unseg_crf_fused_row refused a row it was chosen for")
@@ -353,7 +366,8 @@ public final class DenseCRF: Sendable {
                     }
                 }
                 if !last {
-                    if let g = g { (gR, gT) = g.blur(gT, scratch: gR) } else { swap(&sA, &sB) }
+                    if halfField && !useC { unseg_round_through_half(floats(sA), n * lp) }
+                    if let g = g { (gR, gT) = g.blur(gT, scratch: gR) } else { swap(&sA, &sB); swap(&sA16, &sB16) }
                     if useC && b.halfValues {
                         let rc = unseg_crf_blur_half(floats(bT), b.halfA, b.halfB, b.neighbors, Int64(b.m), Int32(lp),
                                                      Int32(b1), &hR)
@@ -372,6 +386,30 @@ public final class DenseCRF: Sendable {
             }
         }}
         return out
+    }
+
+    /// Writes `-unary` `[points, labels]` into `out` `[points, c4]` (labels padded to a multiple of 4
+    /// with zeros) and, when `half` and every value fits float16 comfortably (|U| < 2^15, no NaN),
+    /// rounds them to float16 values (nearest even) in place and returns true; else leaves them
+    /// float32 and returns false. Float16 keeps 11 significant bits: at the default clip the unaries are below
+    /// 11.6 and move by < 0.004 (a probability by < 0.4 %), below any network's precision; the
+    /// argmax agreement with pydensecrf2 on real photos did not change.
+    static func paddedNegatedUnary(_ unary: [Float], labels: Int, into out: UnsafeMutablePointer<Float>, points n: Int,
+                                   half: Bool) -> Bool {
+        let lp = (labels + 3) / 4 * 4
+        var fits = true
+        unary.withUnsafeBufferPointer { u in
+            for i in 0..<n {
+                for l in 0..<lp {
+                    let v: Float = l < labels ? -u[i * labels + l] : 0
+                    if !(abs(v) < 32768) { fits = false }
+                    out[i * lp + l] = v
+                }
+            }
+        }
+        guard half && fits else { return false }
+        unseg_round_through_half(out, n * lp)
+        return true
     }
 
     /// Copies the first `labels` lanes of `q` (`blocks` SIMD4) to `dst`.
@@ -422,9 +460,7 @@ public final class DenseCRF: Sendable {
         let negUf = UnsafeMutableRawPointer(negU).assumingMemoryBound(to: Float.self)
         let accf = UnsafeMutableRawPointer(acc).assumingMemoryBound(to: Float.self)
         let qf = UnsafeMutableRawPointer(q).assumingMemoryBound(to: Float.self)
-        unary.withUnsafeBufferPointer { u in
-            for i in 0..<n { for l in 0..<labels { negUf[i * lp + l] = -u[i * labels + l] } }
-        }
+        _ = DenseCRF.paddedNegatedUnary(unary, labels: labels, into: negUf, points: n, half: true)
         Reduce.softmaxRows(negUf, into: qf, rows: n, cols: labels, stride: lp)
         let wsG = gaussian.map { PermutohedralLattice.Workspace(vertexCount: $0.vertexCount, blocks: blocks) }
         let scaled = UnsafeMutablePointer<SIMD4<Float>>.allocate(capacity: total)
@@ -444,6 +480,7 @@ public final class DenseCRF: Sendable {
                         let s = SIMD4<Float>(repeating: gn[i])
                         for k in 0..<blocks { scaled[i * blocks + k] = s * q[i * blocks + k] }
                     }
+                    unseg_round_through_half(UnsafeMutableRawPointer(scaled).assumingMemoryBound(to: Float.self), total * 4)
                     spatial.filter(scaled, blocks: blocks, into: blurred)
                     for i in 0..<n {
                         let s = SIMD4<Float>(repeating: config.gaussianCompat * gn[i])

@@ -109,14 +109,15 @@ import CUnsegKernels
         #expect(same, "VOC photo, 10 labels, 3 iterations: the AVX2 kernels differ from the Swift code")
     }
 
-    /// Float16 storage of the blurred lattice values against float32 storage, on the real VOC
-    /// photo with the paper's setting (10 iterations) at 5 and 27 labels, and on a synthetic
-    /// image: mean |dQ| < 2e-5 (measured 1.6e-6 to 4.0e-6), argmax agreement >= 99.99 % (measured
-    /// 100 %). Single values move more where a pixel sits near a tie between labels (measured
-    /// largest |dQ| 1.4e-3 to 3.4e-2; bound 0.1), which is what the pixel agreement with
-    /// pydensecrf2 in `Tools/bench peers` measures on real photos (unchanged by float16).
+    /// Float16 storage (the blurred lattice values, the unaries, the spatial field) against float32
+    /// storage, on the real VOC photo with the paper's setting (10 iterations) at 5 and 27 labels,
+    /// and on a synthetic image: mean |dQ| < 5e-5 (measured 2.3e-6 to 1.7e-5), argmax agreement
+    /// >= 99.9 % (measured 99.97 % to 100 %). Single values move more where a pixel sits near a tie
+    /// between labels (measured largest |dQ| 3e-3 to 0.21; bound 0.5), which is what the pixel
+    /// agreement with pydensecrf2 in `Tools/bench peers` measures on real photos (unchanged by
+    /// float16: 99.79 / 99.68 / 99.66 % at 5 / 10 / 27 labels before and after).
     @Test(arguments: [5, 27])
-    func halfValuesStayCloseToFloat32(labels: Int) throws {
+    func halfStorageStaysCloseToFloat32(labels: Int) throws {
         let fixture = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .appendingPathComponent("Fixtures/voc-effnet.h5").path
         let photo = try FeatureStore(path: fixture).image(0)
@@ -125,8 +126,8 @@ import CUnsegKernels
             let probs = RefinementBenchCase(side: side, labels: labels, seed: seed).probabilities
             let crf = try DenseCRF(image: img, height: side, width: side)
             let u = DenseCRF.unary(fromProbabilities: probs)
-            let half = crf.infer(unary: u, labels: labels, kernels: .automatic, halfValues: true)
-            let full = crf.infer(unary: u, labels: labels, kernels: .automatic, halfValues: false)
+            let half = crf.infer(unary: u, labels: labels, kernels: .automatic, halfStorage: true)
+            let full = crf.infer(unary: u, labels: labels, kernels: .automatic, halfStorage: false)
             let n = side * side
             let maxDiff = zip(half, full).map { abs($0 - $1) }.max() ?? 0
             let meanDiff = zip(half, full).reduce(0.0) { $0 + Double(abs($1.0 - $1.1)) } / Double(half.count)
@@ -134,9 +135,9 @@ import CUnsegKernels
             let agree = Double(zip(am, bm).filter { $0 == $1 }.count) / Double(n)
             let differs = half != full
             #expect(differs, "\(name), \(labels) labels: float16 storage should change some bits (is it used?)")
-            #expect(meanDiff < 2e-5, "\(name), \(labels) labels: mean |Q_half - Q_float32| = \(meanDiff)")
-            #expect(maxDiff < 0.1, "\(name), \(labels) labels: max |Q_half - Q_float32| = \(maxDiff)")
-            #expect(agree >= 0.9999, "\(name), \(labels) labels: argmax agreement \(agree)")
+            #expect(meanDiff < 5e-5, "\(name), \(labels) labels: mean |Q_half - Q_float32| = \(meanDiff)")
+            #expect(maxDiff < 0.5, "\(name), \(labels) labels: max |Q_half - Q_float32| = \(maxDiff)")
+            #expect(agree >= 0.999, "\(name), \(labels) labels: argmax agreement \(agree)")
         }
     }
 

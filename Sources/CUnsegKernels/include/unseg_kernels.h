@@ -63,6 +63,7 @@ int unseg_lattice_filter_ones(const int32_t *offsets, const float *weights, cons
 typedef struct {
     int width, c4, labels;
     const float *neg_unary;      /* [width, c4] -U of the row's pixels */
+    const uint16_t *neg_unary_half; /* the same as float16 bits; when not NULL, read instead */
     const float *spatial;        /* [width, c4] spatial kernel output for the row; NULL on the first pass */
     const float *slice_scale;    /* [width] spatial weight x norm */
     const int32_t *offsets;      /* [width, 6] lattice vertex id + 1 per corner */
@@ -73,6 +74,7 @@ typedef struct {
     const uint16_t *lattice_in_half; /* [(M+1), c4] the same as float16 bits; when not NULL, read instead */
     float *lattice_out;          /* [(M+1), c4] splat target */
     float *spatial_out;          /* [width, c4] norm x Q (the spatial field of the next pass) */
+    uint16_t *spatial_out_half;  /* the same rounded to float16; when not NULL, written instead */
     float *out;                  /* [width, labels]: when not NULL, the last pass: Q written here, no splat */
     float *scratch;              /* [width, c4] row buffer (16-byte aligned) */
 } unseg_crf_row_args;
@@ -95,10 +97,11 @@ int unseg_crf_blur_half(float *values, uint16_t *a, uint16_t *b, const int32_t *
 /// Rounds `n` floats to the nearest float16 value (ties to even) in place: exact, F16C when available.
 void unseg_round_through_half(float *values, size_t n);
 /// `SeparableGaussian.blurRow` with 8-lane AVX2 arithmetic (same bits): row `y` of `src`
-/// `[height, width, c4]` filtered with `taps` `[2 radius + 1]` into `dst` `[width, c4]`, through
-/// `scratch` `[(width + 2 radius) c4]` whose pads are zero. Returns 0, or -1 when not available.
-int unseg_crf_spatial_row(const float *src, int y, int height, int width, int c4, int radius, const float *taps,
-                          float *scratch, float *dst);
+/// `[height, width, c4]` (or of `src_half`, the field as float16 bits, when not NULL) filtered
+/// with `taps` `[2 radius + 1]` into `dst` `[width, c4]`, through `scratch`
+/// `[(width + 2 radius) c4]` whose pads are zero. Returns 0, or -1 when not available.
+int unseg_crf_spatial_row(const float *src, const uint16_t *src_half, int y, int height, int width, int c4, int radius,
+                          const float *taps, float *scratch, float *dst);
 /// The fused pass's softmax on `rows` rows of `c4` floats (`labels` real lanes), for tests.
 int unseg_crf_softmax_rows(float *q, int rows, int c4, int labels);
 /// `out[i] = -log(min(max(p[i], clip), 1))` (NaN -> clip; `clip` > 0 normal) by Cephes' logf,
