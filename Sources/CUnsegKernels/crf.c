@@ -220,6 +220,11 @@ AVX2 static void softmax_8rows(float *q, int c4, int labels) {
 // pixels): slice into the row buffer, softmax, splat. The slice reads `lattice_in` and `spatial`,
 // the splat writes `lattice_out` and `spatial_out`, so splitting the per-pixel sequence of the
 // reference into these loops changes no value; the splat keeps the pixel order.
+// The blur asks for the neighbour rows of the vertex PF ahead: they are random reads (measured
+// 8 / 16 / 32 / 64: 32 and 64 best, the blur about 1.3x faster at 27 labels). The same for the
+// slice's corners (8 pixels ahead) gained nothing: consecutive pixels share most corners.
+#define PF 32
+
 AVX2 static void crf_row_avx2(const unseg_crf_row_args *a) {
     const int c4 = a->c4, labels = a->labels, width = a->width;
     float *rowq = a->scratch;
@@ -302,6 +307,11 @@ AVX2 static void crf_row_avx2(const unseg_crf_row_args *a) {
 #define BLUR_DIRECTION(TS, LOAD8, LOAD4)                                                          \
     do {                                                                                          \
         for (int64_t i = 0; i < m; i++) {                                                         \
+            if (i + PF < m) {                                                                     \
+                const TS *fa = v + (size_t)nj[2 * (i + PF)] * c4, *fb = v + (size_t)nj[2 * (i + PF) + 1] * c4; \
+                __builtin_prefetch(fa); __builtin_prefetch(fa + c4 - 1);                          \
+                __builtin_prefetch(fb); __builtin_prefetch(fb + c4 - 1);                          \
+            }                                                                                     \
             const TS *old = v + (size_t)(i + 1) * c4;                                             \
             const TS *pa = v + (size_t)nj[2 * i] * c4, *pb = v + (size_t)nj[2 * i + 1] * c4;      \
             uint16_t *nw = nv + (size_t)(i + 1) * c4;                                             \
@@ -346,6 +356,11 @@ AVX2 static void crf_blur_avx2(float *v, float *nv, const int32_t *neighbors, in
     for (int j = 0; j < directions; j++) {
         const int32_t *nj = neighbors + (size_t)j * (size_t)m * 2;
         for (int64_t i = 0; i < m; i++) {
+            if (i + PF < m) {
+                const float *fa = v + (size_t)nj[2 * (i + PF)] * c4, *fb = v + (size_t)nj[2 * (i + PF) + 1] * c4;
+                __builtin_prefetch(fa); __builtin_prefetch(fa + c4 - 1);
+                __builtin_prefetch(fb); __builtin_prefetch(fb + c4 - 1);
+            }
             const float *old = v + (size_t)(i + 1) * c4;
             const float *pa = v + (size_t)nj[2 * i] * c4, *pb = v + (size_t)nj[2 * i + 1] * c4;
             float *nw = nv + (size_t)(i + 1) * c4;
