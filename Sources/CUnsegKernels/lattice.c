@@ -2,11 +2,12 @@
 // with PackedKeyTable in Permutohedral.swift is the reference: this file does its float operations
 // in the same order, so the offsets, weights, vertex ids and neighbours are the same, tested).
 //
-// What it does differently is only how it reaches the hash table: the pixels are taken in blocks;
-// the first pass over a block computes every pixel's simplex (elevation, rounding, ranks,
-// barycentric weights) and its corner keys, and asks for the table slots of the keys the recent-key
-// cache cannot answer; the second pass inserts them, by then mostly in cache. The table is sized
-// to the image (load <= 0.7) rather than to a bound.
+// What it does differently: the pixels are taken in blocks of 8; the first pass over a block
+// computes every pixel's simplex (elevation, rounding, ranks, barycentric weights; for d = 5 with
+// AVX2 all 8 at once, one per lane) and its corner keys, and asks for the table slots of the keys
+// the recent-key cache cannot answer; the second pass inserts them, by then mostly in cache. The
+// table holds keys alone at load <= 1/2 (ids beside them), sized to the image rather than to a
+// bound. Tried and dropped: running pass 1 a block ahead of pass 2 (no gain).
 #include "unseg_kernels.h"
 #include <stdlib.h>
 #include <string.h>
@@ -164,11 +165,82 @@ static inline __attribute__((always_inline)) void simplex(const float *f, int d,
     b[0] += 1 + b[d + 1];
 }
 
+#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
+#include <immintrin.h>
+#define LATTICE_X86 1
+// `simplex` for 8 points of dimension 5 at once (one point per lane), the same float operations in
+// the same order, so the same bits. The barycentric scatter `b[d - rk_i] += v_i; b[d - rk_i + 1]
+// -= v_i` becomes a gather by rank: b[r] = w[d - r] - w[d - r + 1] with w[k] the v of the
+// coordinate of rank k (each b[r] gets exactly one + and one - term, and 0 + a - b = 0 - b + a = a - b).
+__attribute__((target("avx2"))) static void simplex8_d5(const float *f, const float *scale, float down, float up,
+                                                         int64_t r0o[][MAX_D + 1], int64_t rko[][MAX_D + 1],
+                                                         float bo[][MAX_D + 2]) {
+    const __m256i idx = _mm256_setr_epi32(0, 5, 10, 15, 20, 25, 30, 35);
+    __m256 fv[5], el[6], res[6], w[6], b[7];
+    __m256i r0[6], rk[6];
+    for (int j = 0; j < 5; j++) fv[j] = _mm256_i32gather_ps(f + j, idx, 4);
+    __m256 sm = _mm256_setzero_ps();
+    for (int j = 5; j > 0; j--) {
+        const __m256 cf = _mm256_mul_ps(fv[j - 1], _mm256_set1_ps(scale[j - 1]));
+        el[j] = _mm256_sub_ps(sm, _mm256_mul_ps(_mm256_set1_ps((float)j), cf));
+        sm = _mm256_add_ps(sm, cf);
+    }
+    el[0] = sm;
+    const __m256 vdown = _mm256_set1_ps(down), vup = _mm256_set1_ps(up), magic = _mm256_set1_ps(12582912.0f);
+    const __m256 one = _mm256_set1_ps(1.0f);
+    __m256i sum = _mm256_setzero_si256();
+    for (int i = 0; i < 6; i++) {
+        const __m256 v = _mm256_mul_ps(vdown, el[i]);
+        const __m256 near = _mm256_sub_ps(_mm256_add_ps(v, magic), magic);
+        const __m256 fl = _mm256_blendv_ps(near, _mm256_sub_ps(near, one), _mm256_cmp_ps(near, v, _CMP_GT_OQ));
+        const __m256 ce = _mm256_blendv_ps(near, _mm256_add_ps(near, one), _mm256_cmp_ps(near, v, _CMP_LT_OQ));
+        const __m256 upV = _mm256_mul_ps(ce, vup), downV = _mm256_mul_ps(fl, vup);
+        const __m256 q = _mm256_blendv_ps(fl, ce, _mm256_cmp_ps(_mm256_sub_ps(upV, el[i]), _mm256_sub_ps(el[i], downV), _CMP_LT_OQ));
+        const __m256i qi = _mm256_cvttps_epi32(q);
+        r0[i] = _mm256_mullo_epi32(qi, _mm256_set1_epi32(6));
+        sum = _mm256_add_epi32(sum, qi);
+    }
+    const __m256i ione = _mm256_set1_epi32(1);
+    for (int i = 0; i < 6; i++) { rk[i] = _mm256_setzero_si256(); res[i] = _mm256_sub_ps(el[i], _mm256_cvtepi32_ps(r0[i])); }
+    for (int i = 0; i < 5; i++)
+        for (int j = i + 1; j < 6; j++) {
+            const __m256i c = _mm256_castps_si256(_mm256_cmp_ps(res[i], res[j], _CMP_LT_OQ));   // -1 where res_i < res_j
+            rk[i] = _mm256_sub_epi32(rk[i], c);
+            rk[j] = _mm256_add_epi32(rk[j], _mm256_add_epi32(ione, c));
+        }
+    const __m256i six = _mm256_set1_epi32(6), five = _mm256_set1_epi32(5), zero = _mm256_setzero_si256();
+    for (int i = 0; i < 6; i++) {
+        rk[i] = _mm256_add_epi32(rk[i], sum);
+        const __m256i adj = _mm256_sub_epi32(_mm256_and_si256(_mm256_cmpgt_epi32(zero, rk[i]), six),
+                                             _mm256_and_si256(_mm256_cmpgt_epi32(rk[i], five), six));
+        rk[i] = _mm256_add_epi32(rk[i], adj);
+        r0[i] = _mm256_add_epi32(r0[i], adj);
+    }
+    for (int k = 0; k < 6; k++) w[k] = _mm256_setzero_ps();
+    for (int i = 0; i < 6; i++) {
+        const __m256 v = _mm256_mul_ps(_mm256_sub_ps(el[i], _mm256_cvtepi32_ps(r0[i])), vdown);
+        for (int k = 0; k < 6; k++)
+            w[k] = _mm256_blendv_ps(w[k], v, _mm256_castsi256_ps(_mm256_cmpeq_epi32(rk[i], _mm256_set1_epi32(k))));
+    }
+    for (int r = 1; r <= 5; r++) b[r] = _mm256_sub_ps(w[5 - r], w[6 - r]);
+    b[0] = _mm256_add_ps(w[5], _mm256_add_ps(one, _mm256_sub_ps(_mm256_setzero_ps(), w[0])));
+    int32_t ri[6][8], ki[6][8];
+    float bf[6][8];
+    for (int i = 0; i < 6; i++) {
+        _mm256_storeu_si256((__m256i *)ri[i], r0[i]);
+        _mm256_storeu_si256((__m256i *)ki[i], rk[i]);
+        _mm256_storeu_ps(bf[i], b[i]);
+    }
+    for (int p = 0; p < 8; p++)
+        for (int i = 0; i < 6; i++) { r0o[p][i] = ri[i][p]; rko[p][i] = ki[i][p]; bo[p][i] = bf[i][p]; }
+}
+#endif
+
 // The build for one dimension d; inlined with d a constant (5 and 2, the dense CRF's) so the
 // compiler unrolls the per-coordinate loops, and once with d a variable for the others.
 static inline __attribute__((always_inline)) unseg_lattice *build(const float *features, int64_t n, const int d,
                                                                   const float *scale, int32_t *offsets, float *weights,
-                                                                  int64_t *vertex_count) {
+                                                                  int64_t *vertex_count, const int simd) {
     const int d1 = d + 1, bits = 64 / d;
     const int64_t bias = (int64_t)1 << (bits - 1);
     unseg_lattice *t = (unseg_lattice *)calloc(1, sizeof(unseg_lattice));
@@ -192,13 +264,21 @@ static inline __attribute__((always_inline)) unseg_lattice *build(const float *f
     int64_t r0[BLOCK][MAX_D + 1], rk[BLOCK][MAX_D + 1];
     uint64_t keys[BLOCK][MAX_D + 1];
     int same[BLOCK];
-    float b[MAX_D + 2];
+    float bs[BLOCK][MAX_D + 2];
+    (void)simd;   // unused without x86-64
     for (int64_t k0 = 0; k0 < n; k0 += BLOCK) {
         const int count = n - k0 < BLOCK ? (int)(n - k0) : BLOCK;
         // Pass 1: simplices, weights, corner keys; ask for the slots the recent cache will miss.
+#ifdef LATTICE_X86
+        const int wide = d == 5 && simd && count == BLOCK;
+        if (wide) simplex8_d5(features + k0 * d, scale, down, up, r0, rk, bs);
+#else
+        const int wide = 0;
+#endif
         for (int p = 0; p < count; p++) {
             const int64_t k = k0 + p;
-            simplex(features + k * d, d, scale, down, up, r0[p], rk[p], b);
+            float *b = bs[p];
+            if (!wide) simplex(features + k * d, d, scale, down, up, r0[p], rk[p], b);
             for (int r = 0; r <= d; r++) weights[k * d1 + r] = b[r];
             int s = k > 0;
             for (int i = 0; s && i <= d; i++) if (r0[p][i] != prev_r0[i] || rk[p][i] != prev_rk[i]) s = 0;
@@ -235,10 +315,16 @@ static inline __attribute__((always_inline)) unseg_lattice *build(const float *f
 unseg_lattice *unseg_lattice_build(const float *features, int64_t n, int d, const float *scale, int32_t *offsets,
                                    float *weights, int64_t *vertex_count) {
     if (d < 2 || d > MAX_D || n < 0) return NULL;   // d = 1 would need 64-bit fields
+#ifdef LATTICE_X86
+    __builtin_cpu_init();
+    const int simd = __builtin_cpu_supports("avx2");
+#else
+    const int simd = 0;
+#endif
     switch (d) {
-    case 5: return build(features, n, 5, scale, offsets, weights, vertex_count);
-    case 2: return build(features, n, 2, scale, offsets, weights, vertex_count);
-    default: return build(features, n, d, scale, offsets, weights, vertex_count);
+    case 5: return build(features, n, 5, scale, offsets, weights, vertex_count, simd);
+    case 2: return build(features, n, 2, scale, offsets, weights, vertex_count, simd);
+    default: return build(features, n, d, scale, offsets, weights, vertex_count, simd);
     }
 }
 

@@ -219,7 +219,8 @@ private func accuracy(_ a: [Int], _ b: [Int]) -> Double {
         #expect(a.0 == b.0 && a.1 == b.1 && a.2 == b.2 && a.3 == b.3, "seed 61: lattices differ")
     }
 
-    /// The C lattice build (`buildPacked`, `CUnsegKernels/lattice.c`) against the Swift reference
+    /// The C lattice build (`buildPacked`, `CUnsegKernels/lattice.c`; for d = 5 on AVX2 CPUs its
+    /// 8-lane simplex, with a scalar tail when N is not a multiple of 8) against the Swift reference
     /// with the same packed key table: the same offsets, weights, vertex ids and neighbours, on
     /// random 5-D points, on spread 5-D points with six times more vertices than points (the C
     /// table and key array grow), on 2-D and 8-D points, and on the bilateral features of the real
