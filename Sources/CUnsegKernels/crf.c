@@ -188,14 +188,15 @@ AVX2 static void softmax_8rows(float *q, int c4, int labels) {
     } while (0)
 
 // The slice of one pixel into its row-buffer entry q: -U + spatial + the six corners' values
-// (lattice rows of type T read by LOAD8 / LOAD4 at vertex offsets o), in the reference's order.
-#define SLICE_PIXEL(T, LOAD8, LOAD4)                                                              \
+// (lattice rows of type T read by LOAD8 / LOAD4 at vertex offsets o; the unary row u read by ULOAD8
+// / ULOAD4), in the reference's order.
+#define SLICE_PIXEL(T, LOAD8, LOAD4, ULOAD8, ULOAD4)                                              \
     do {                                                                                          \
         const T *s0 = L + (size_t)o[0] * c4, *s1 = L + (size_t)o[1] * c4, *s2 = L + (size_t)o[2] * c4; \
         const T *s3 = L + (size_t)o[3] * c4, *s4 = L + (size_t)o[4] * c4, *s5 = L + (size_t)o[5] * c4; \
         int k = 0;                                                                                \
         for (; k + 8 <= c4; k += 8) {                                                             \
-            __m256 acc = _mm256_add_ps(_mm256_loadu_ps(u + k), _mm256_mul_ps(ws, _mm256_loadu_ps(sp + k))); \
+            __m256 acc = _mm256_add_ps(ULOAD8(u + k), _mm256_mul_ps(ws, _mm256_loadu_ps(sp + k))); \
             acc = _mm256_add_ps(acc, _mm256_mul_ps(w0, LOAD8(s0 + k)));                           \
             acc = _mm256_add_ps(acc, _mm256_mul_ps(w1, LOAD8(s1 + k)));                           \
             acc = _mm256_add_ps(acc, _mm256_mul_ps(w2, LOAD8(s2 + k)));                           \
@@ -205,7 +206,7 @@ AVX2 static void softmax_8rows(float *q, int c4, int labels) {
             _mm256_storeu_ps(q + k, acc);                                                         \
         }                                                                                         \
         if (k < c4) {                                                                             \
-            __m128 acc = _mm_add_ps(_mm_load_ps(u + k), _mm_mul_ps(_mm256_castps256_ps128(ws), _mm_load_ps(sp + k))); \
+            __m128 acc = _mm_add_ps(ULOAD4(u + k), _mm_mul_ps(_mm256_castps256_ps128(ws), _mm_load_ps(sp + k))); \
             acc = _mm_add_ps(acc, _mm_mul_ps(_mm256_castps256_ps128(w0), LOAD4(s0 + k)));         \
             acc = _mm_add_ps(acc, _mm_mul_ps(_mm256_castps256_ps128(w1), LOAD4(s1 + k)));         \
             acc = _mm_add_ps(acc, _mm_mul_ps(_mm256_castps256_ps128(w2), LOAD4(s2 + k)));         \
@@ -230,23 +231,20 @@ AVX2 static void crf_row_avx2(const unseg_crf_row_args *a) {
     float *rowq = a->scratch;
     const int realInLast = labels - (c4 - 4);
     const __m128 pad = _mm_castsi128_ps(_mm_cmpgt_epi32(_mm_setr_epi32(1, 2, 3, 4), _mm_set1_epi32(realInLast)));
-    // Float16 unaries are widened (exactly) into the row buffer, which the slice then reads and
-    // overwrites in place, chunk by chunk.
-    const float *unary = a->neg_unary;
-    if (a->neg_unary_half) {
-        const size_t count = (size_t)width * (size_t)c4;
-        size_t k = 0;
-        for (; k + 8 <= count; k += 8) _mm256_storeu_ps(rowq + k, load8h(a->neg_unary_half + k));
-        for (; k < count; k += 4) _mm_store_ps(rowq + k, load4h(a->neg_unary_half + k));
-        unary = rowq;
-    }
+    const uint16_t *unary_half = a->neg_unary_half;   // float16 unaries, widened (exactly) as read
     for (int x = 0; x < width; x++) {
         float *q = rowq + (size_t)x * c4;
-        const float *u = unary + (size_t)x * c4;
         if (!a->spatial) {
             int k = 0;
-            for (; k + 8 <= c4; k += 8) _mm256_storeu_ps(q + k, _mm256_loadu_ps(u + k));
-            if (k < c4) _mm_store_ps(q + k, _mm_load_ps(u + k));
+            if (unary_half) {
+                const uint16_t *u = unary_half + (size_t)x * c4;
+                for (; k + 8 <= c4; k += 8) _mm256_storeu_ps(q + k, load8h(u + k));
+                if (k < c4) _mm_store_ps(q + k, load4h(u + k));
+            } else {
+                const float *u = a->neg_unary + (size_t)x * c4;
+                for (; k + 8 <= c4; k += 8) _mm256_storeu_ps(q + k, _mm256_loadu_ps(u + k));
+                if (k < c4) _mm_store_ps(q + k, _mm_load_ps(u + k));
+            }
             continue;
         }
         const int32_t *o = a->offsets + (size_t)x * 6;
@@ -255,12 +253,21 @@ AVX2 static void crf_row_avx2(const unseg_crf_row_args *a) {
         __m256 ws = _mm256_set1_ps(a->slice_scale[x]);
         __m256 w0 = _mm256_set1_ps(wl[0]), w1 = _mm256_set1_ps(wl[1]), w2 = _mm256_set1_ps(wl[2]);
         __m256 w3 = _mm256_set1_ps(wl[3]), w4 = _mm256_set1_ps(wl[4]), w5 = _mm256_set1_ps(wl[5]);
-        if (a->lattice_in_half) {
+        if (a->lattice_in_half && unary_half) {
+            const uint16_t *L = a->lattice_in_half, *u = unary_half + (size_t)x * c4;
+            SLICE_PIXEL(uint16_t, load8h, load4h, load8h, load4h);
+        } else if (a->lattice_in_half) {
             const uint16_t *L = a->lattice_in_half;
-            SLICE_PIXEL(uint16_t, load8h, load4h);
+            const float *u = a->neg_unary + (size_t)x * c4;
+            SLICE_PIXEL(uint16_t, load8h, load4h, load8f, load4f);
+        } else if (unary_half) {
+            const float *L = a->lattice_in;
+            const uint16_t *u = unary_half + (size_t)x * c4;
+            SLICE_PIXEL(float, load8f, load4f, load8h, load4h);
         } else {
             const float *L = a->lattice_in;
-            SLICE_PIXEL(float, load8f, load4f);
+            const float *u = a->neg_unary + (size_t)x * c4;
+            SLICE_PIXEL(float, load8f, load4f, load8f, load4f);
         }
     }
     int x8 = 0;

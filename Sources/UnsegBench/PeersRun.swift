@@ -7,13 +7,20 @@ import UnsegProposals
 
 /// `unseg-bench peers-run DIR`: the unseg side of `Tools/bench peers`. Reads the inputs the peer
 /// script wrote to DIR (`manifest.json` plus raw little-endian arrays), runs each task on one
-/// thread (medians of `repeats`), writes each output as a raw array next to them and the times to
+/// thread (medians of `repeats`, after `warmup` untimed runs), writes each output as a raw array next to them and the times to
 /// `unseg-times.json`. The script runs the peers on the same inputs and compares.
 func peersRun(_ dir: String) throws {
     BLASPolicy.imagesInParallel.apply()   // one BLAS thread: the comparison is one thread each
     let manifest = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/manifest.json"))) as? [String: Any] ?? [:]
     let tasks = manifest["tasks"] as? [[String: Any]] ?? []
     let repeats = manifest["repeats"] as? Int ?? 3
+    // Untimed runs of each task first (this process is fresh: its first run pays page faults and
+    // cold caches that a long-lived job does not).
+    let warmup = manifest["warmup"] as? Int ?? 0
+    func timed(_ body: () throws -> Void) rethrows -> Double {
+        for _ in 0..<warmup { try body() }
+        return try medianTime(repeats, body)
+    }
     func raw<T>(_ name: String, _: T.Type) throws -> [T] {
         let d = try Data(contentsOf: URL(fileURLWithPath: dir + "/" + name))
         return d.withUnsafeBytes { Array($0.bindMemory(to: T.self)) }
@@ -30,7 +37,7 @@ func peersRun(_ dir: String) throws {
             let img: [UInt8] = try raw(t["image"] as! String, UInt8.self)
             let probs: [Float] = try raw(t["probs"] as! String, Float.self)
             var out: [Int32] = []
-            let sec = try medianTime(repeats) {
+            let sec = try timed {
                 let crf = try DenseCRF(image: img, height: h, width: w, config: DenseCRFConfig())
                 out = crf.labels(probabilities: probs, labels: l).map { Int32($0) }
             }
@@ -40,7 +47,7 @@ func peersRun(_ dir: String) throws {
             let n = t["n"] as! Int
             let cost: [Double] = try raw(t["cost"] as! String, Double.self)
             var total = 0.0
-            let sec = try medianTime(repeats) {
+            let sec = try timed {
                 let a = try LinearAssignment.solve(cost: cost, rows: n, cols: n)
                 total = zip(a.rowIndices, a.colIndices).reduce(0) { $0 + cost[$1.0 * n + $1.1] }
             }
@@ -50,7 +57,7 @@ func peersRun(_ dir: String) throws {
             let n = t["n"] as! Int, d = t["d"] as! Int, k = t["k"] as! Int
             let x = Matrix(rows: n, cols: d, data: try raw(t["data"] as! String, Float.self))
             var inertia = 0.0
-            let sec = try medianTime(repeats) {
+            let sec = try timed {
                 let r = try KMeans.fit(x, config: KMeansConfig(clusters: k, restarts: t["restarts"] as! Int, seed: 0, threads: 1))
                 inertia = r.inertia
             }
@@ -60,7 +67,7 @@ func peersRun(_ dir: String) throws {
             let n = t["n"] as! Int, c = t["c"] as! Int, k = t["k"] as! Int
             let f = Matrix(rows: n, cols: c, data: try raw(t["features"] as! String, Float.self))
             var values: [Float] = []
-            let sec = try medianTime(repeats) {
+            let sec = try timed {
                 values = try Spectral.eigenpairs(features: f, count: k - 1, solver: .automatic)?.values ?? []
             }
             times[id] = sec
@@ -78,7 +85,7 @@ func peersRun(_ dir: String) throws {
             let initial = PrototypeModel(directions: Matrix(rows: k, cols: c, data: protos))
             var loss = 0.0
             var trainer = try EMTrainer(initial: initial, config: EMConfig(batchSize: b, flipProbability: 0, threads: 1, seed: 0))
-            let sec = try medianTime(repeats) { loss = try trainer.step(batch: samples).loss }
+            let sec = try timed { loss = try trainer.step(batch: samples).loss }
             times[id] = sec
             try write(id + ".out", [loss])
         default:

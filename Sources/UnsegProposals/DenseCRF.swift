@@ -551,16 +551,20 @@ struct FusedLattice {
         splatWeights = .allocate(capacity: n * d1)
         sliceWeights = .allocate(capacity: n * d1)
         neighbors = .allocate(capacity: max(d1 * m * 2, 1))
-        bufferA = .allocate(capacity: (m + 1) * blocks)
-        bufferB = .allocate(capacity: (m + 1) * blocks)
-        bufferA.initialize(repeating: .zero, count: (m + 1) * blocks)
-        bufferB.initialize(repeating: .zero, count: (m + 1) * blocks)
         self.halfValues = halfValues && FusedLattice.halfValuesFit(lattice, norm: norm)
-        let halfCount = self.halfValues && halfBuffers ? (m + 1) * blocks * 4 : 1
+        // With the C half blur, `bufferB` is never used and the half buffers are written before
+        // they are read (the blur zeroes their dummy row); `bufferA` is cleared before each splat.
+        // So only the Swift path's buffers are zero-filled here (its blur reads the dummy rows).
+        let cHalf = self.halfValues && halfBuffers
+        bufferA = .allocate(capacity: (m + 1) * blocks)
+        bufferB = .allocate(capacity: cHalf ? 1 : (m + 1) * blocks)
+        if !cHalf {
+            bufferA.initialize(repeating: .zero, count: (m + 1) * blocks)
+            bufferB.initialize(repeating: .zero, count: (m + 1) * blocks)
+        }
+        let halfCount = cHalf ? (m + 1) * blocks * 4 : 1
         halfA = .allocate(capacity: halfCount)
         halfB = .allocate(capacity: halfCount)
-        halfA.initialize(repeating: 0, count: halfCount)
-        halfB.initialize(repeating: 0, count: halfCount)
         let alpha = lattice.alpha
         lattice.offsets.withUnsafeBufferPointer { offsets.initialize(from: $0.baseAddress!, count: n * d1) }
         lattice.neighbors.withUnsafeBufferPointer { neighbors.initialize(from: $0.baseAddress!, count: d1 * m * 2) }

@@ -5,7 +5,10 @@ source; scikit-learn, scikit-image for its sample photos; numpy, scipy and torch
 No code of the peers is in the project: they are installed packages called from here.
 
 For every task: the inputs are written to a folder, `unseg-bench peers-run` times unseg on them
-(writing its outputs), this script times the peer and compares the outputs:
+(writing its outputs), this script times the peer and compares the outputs. The two sides take
+turns: each of the rounds (3, 2 with --quick) runs every task once with unseg, then once with the
+peers, and each side's time is its median over the rounds, so a machine that slows down or speeds
+up during the run affects both alike.
 
 - dense CRF, 10 iterations, 5 / 10 / 27 labels, real photos 320x320 (the VOC photo of
   ../shared/fixtures when present, scikit-image's astronaut, coffee, chelsea, rocket), the same
@@ -39,9 +42,11 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 
-def median_time(fn, repeats):
+def median_time(fn, repeats, warmup=0):
     ts = []
     out = None
+    for _ in range(warmup):
+        fn()
     for _ in range(repeats):
         t0 = time.perf_counter()
         out = fn()
@@ -121,7 +126,7 @@ def main():
     a = ap.parse_args()
     import torch
     torch.set_num_threads(1)
-    repeats = 2 if a.quick else 3
+    rounds = 2 if a.quick else 3
     rng = np.random.default_rng(0)
     tmp = Path(tempfile.mkdtemp(prefix="unseg-peers-"))
     tasks, peer = [], {}
@@ -175,15 +180,21 @@ def main():
     protos = rng.normal(0, 1, (k, c)).astype(np.float32)
     tasks.append(dict(kind="em", id="em-step", batch=b, h=h, w=w, c=c, k=k, H=H, W=W,
                       features=put("em.f", feats), masks=put("em.m", masks), prototypes=put("em.p", protos)))
-    (tmp / "manifest.json").write_text(json.dumps(dict(tasks=tasks, repeats=repeats)))
-
-    print(f"  inputs in {tmp}; unseg (1 thread):", flush=True)
-    subprocess.run([a.unseg_bench, "peers-run", str(tmp)], check=True)
-    ut = json.loads((tmp / "unseg-times.json").read_text())
-
-    rows = []
+    # One timed run per task and round; each side runs every task once untimed first (unseg in every
+    # round, its process being fresh; the peers in the first round, their process lives on).
+    (tmp / "manifest.json").write_text(json.dumps(dict(tasks=tasks, repeats=1, warmup=1)))
     import pydensecrf.densecrf as dcrf
-    for t in tasks:
+
+    def peer_round(ut, warm):
+        """Each task once with the peer (after `warm` untimed runs); rows (task, unseg s, peer s, peer name, agreement)."""
+        rows = []
+        for t in tasks:
+            peer_task(t, ut, rows, warm)
+        return rows
+
+    def peer_task(t, ut, rows, warm):
+        def median_time_1(fn):
+            return median_time(fn, 1, warm)
         tid = t["id"]
         if t["kind"] == "crf":
             img, p = peer[tid]
@@ -195,20 +206,20 @@ def main():
                 d.addPairwiseGaussian(sxy=1, compat=3)
                 d.addPairwiseBilateral(sxy=67, srgb=3, rgbim=np.array(img, dtype=np.uint8, order="C"), compat=4)
                 return np.argmax(np.array(d.inference(10)).reshape(labels, -1), 0)
-            pt, ref = median_time(run_crf, repeats)
+            pt, ref = median_time_1(run_crf)
             ours = np.fromfile(tmp / (tid + ".out"), np.int32)
             rows.append((tid, ut[tid], pt, "pydensecrf2", f"{100 * np.mean(ours == ref):.2f} % pixels agree"))
         elif t["kind"] == "lsa":
             from scipy.optimize import linear_sum_assignment
-            pt, (r, cc) = median_time(lambda: linear_sum_assignment(cost), repeats)
+            pt, (r, cc) = median_time_1(lambda: linear_sum_assignment(cost))
             ours = np.fromfile(tmp / (tid + ".out"), np.float64)[0]
             rows.append((tid, ut[tid], pt, "scipy lsa", f"total cost {ours:.6f} vs {cost[r, cc].sum():.6f}"))
         elif t["kind"] == "kmeans":
             from sklearn.cluster import KMeans
             from threadpoolctl import threadpool_limits
             with threadpool_limits(1):
-                pt, km = median_time(lambda: KMeans(n_clusters=kk, n_init=4, init="k-means++", algorithm="lloyd",
-                                                    max_iter=300, tol=1e-4, random_state=0).fit(x), repeats)
+                pt, km = median_time_1(lambda: KMeans(n_clusters=kk, n_init=4, init="k-means++", algorithm="lloyd",
+                                                    max_iter=300, tol=1e-4, random_state=0).fit(x))
             ours = np.fromfile(tmp / (tid + ".out"), np.float64)[0]
             rows.append((tid, ut[tid], pt, "scikit-learn", f"inertia ratio {ours / km.inertia_:.4f}"))
         elif t["kind"] == "spectral":
@@ -222,7 +233,7 @@ def main():
                 wa = wa / wa.max()
                 d = np.diag(wa.sum(1))
                 return np.sort(eigsh(d - wa, k=16, sigma=0, which="LM", M=d)[0])
-            pt, vals = median_time(run_eigsh, repeats)
+            pt, vals = median_time_1(run_eigsh)
             ours = np.sort(np.fromfile(tmp / (tid + ".out"), np.float32).astype(np.float64))
             gap = np.max(np.abs(ours[:16] - vals)) if len(ours) >= 16 else float("nan")
             rows.append((tid, ut[tid], pt, "scipy eigsh", f"max eigenvalue gap {gap:.1e}"))
@@ -232,9 +243,22 @@ def main():
             v = torch.from_numpy(protos.copy()).requires_grad_()
             g = torch.ones(k, requires_grad=True)
             state = (v, g, torch.from_numpy(protos.copy()), torch.ones(k), torch.optim.Adam([v, g], lr=5e-3))
-            pt, loss = median_time(lambda: torch_em_step(torch, ft, mt, state, h, w, H, W, k), repeats)
+            pt, loss = median_time_1(lambda: torch_em_step(torch, ft, mt, state, h, w, H, W, k))
             ours = np.fromfile(tmp / (tid + ".out"), np.float64)[0]
             rows.append((tid, ut[tid], pt, "torch (CPU)", f"loss {ours:.4f} (unseg) / {loss:.4f} (torch)"))
+
+
+    unseg_times, peer_times, last = {}, {}, []
+    for r in range(rounds):
+        print(f"  round {r + 1} of {rounds}: unseg (1 thread), then the peers", flush=True)
+        subprocess.run([a.unseg_bench, "peers-run", str(tmp)], check=True)
+        ut = json.loads((tmp / "unseg-times.json").read_text())
+        last = peer_round(ut, 1 if r == 0 else 0)
+        for tid, u, p, _, _ in last:
+            unseg_times.setdefault(tid, []).append(u)
+            peer_times.setdefault(tid, []).append(p)
+    rows = [(tid, float(np.median(unseg_times[tid])), float(np.median(peer_times[tid])), name, agree)
+            for tid, _, _, name, agree in last]
 
     print(f"\n  {'task':<26} {'unseg':>10} {'peer':>10} {'unseg faster':>13}  peer          agreement")
     for tid, u, p, name, agree in rows:
