@@ -187,7 +187,13 @@ func fileBytes(_ p: String) -> Data { FileManager.default.contents(atPath: p) ??
     func dyingRank() throws {
         let err = Pipe()
         let (dir, base, ref, ck, p) = try Self.slowFit("mpi-die", seed: 12, np: 2, stepDelayMs: 200, stderr: err)
-        _ = Self.checkpointWrites(ck, atLeast: 3, while: p, until: Date().addingTimeInterval(120))
+        // Wait for a checkpoint of step >= 3 by reading it (each write replaces the file atomically,
+        // so a read sees a whole checkpoint). Counting file versions instead let the kill come too
+        // early once when the machine was loaded (a run of the whole suite: step 2 was on disk).
+        let deadline = Date().addingTimeInterval(120)
+        while Date() < deadline && p.isRunning && ((try? FitCheckpoint.load(path: ck))?.step ?? -1) < 3 {
+            Thread.sleep(forTimeInterval: 0.02)
+        }
         // Rank 1: the process of this job whose environment says so.
         let rank1 = Self.pids(mentioning: ck).first { pid in
             let env = FileManager.default.contents(atPath: "/proc/\(pid)/environ") ?? Data()

@@ -105,11 +105,15 @@ import UnsegStore
         #expect(!Spectral.usesKrylov(cells: 144, count: 5))
         #expect(Spectral.usesKrylov(cells: 1600, count: 15))
         #expect(!Spectral.usesKrylov(cells: 1600, count: 120))
-        // small grid: .automatic is the dense solve, bit for bit
+        // small grid: .automatic is the dense solve. (Not compared bit for bit: tests run in parallel
+        // and pipeline tests set the process-wide BLAS thread count between the two calls, which
+        // moves the last bits, and the planted regions' near-equal eigenvalues let the vectors
+        // turn; `deterministic` checks bits under a fixed policy.)
         let (g, _) = PlantedFeatures.make(height: 12, width: 12, channels: 16, regions: 4, seed: 2)
         let auto = try #require(try Spectral.eigenpairs(features: g, count: 5))
         let dense = try #require(try Spectral.eigenpairs(features: g, count: 5, solver: .dense))
-        #expect(auto.solver == .dense && auto.vectors == dense.vectors)
+        let gap = zip(auto.values, dense.values).map { abs($0 - $1) }.max() ?? 1
+        #expect(auto.solver == .dense && auto.values.count == dense.values.count && gap < 1e-5, "largest eigenvalue difference \(gap)")
         // .krylov on a grid too small for a Krylov space falls back to the dense solve
         let forced = try #require(try Spectral.eigenpairs(features: Matrix(rows: 12, cols: 3, data: gaussianMatrix(rows: 12, cols: 3, seed: 1).data), count: 8, solver: .krylov))
         #expect(forced.solver == .dense && forced.fellBack)
