@@ -1,10 +1,13 @@
 // Dense CRF mean-field kernels with 8-lane AVX2 arithmetic, chosen at run time.
 //
 // Each kernel does, lane for lane, the operations of the Swift reference in DenseCRF.swift /
-// FusedLattice.blur / FastMath.exp in the same order (no FMA: the target is "avx2" alone, so no
+// FusedLattice.blur / FastMath.exp in the same order (no FMA: the target is "avx2,f16c", so no
 // multiply-add can be fused), so the results are the same bits; a test compares the two paths.
-// Values are rows of `c4` floats (the labels padded to a multiple of 4); rows are 16-byte aligned,
-// so a row is processed as 8-lane chunks (unaligned loads) plus one 4-lane tail when c4 % 8 == 4.
+// Values are rows of `c4` floats (the labels padded to a multiple of 4), or of `c4` float16 for
+// the fields stored at half precision (blurred lattice values, unaries, spatial field: widened
+// exactly on load, rounded to nearest even on store, as the Swift reference rounds them); float
+// rows are 16-byte aligned, so a row is processed as 8-lane chunks (unaligned loads) plus one
+// 4-lane tail when c4 % 8 == 4.
 #include "unseg_kernels.h"
 #include <float.h>
 #include <string.h>

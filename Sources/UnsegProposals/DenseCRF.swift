@@ -233,14 +233,17 @@ public final class DenseCRF: Sendable {
         let blocks = (labels + 3) / 4, lp = blocks * 4, total = n * blocks
         let negU = UnsafeMutablePointer<SIMD4<Float>>.allocate(capacity: total)
         defer { negU.deallocate() }
-        negU.initialize(repeating: .zero, count: total)
-        let negUf = UnsafeMutableRawPointer(negU).assumingMemoryBound(to: Float.self)
-        let halfUnary = DenseCRF.paddedNegatedUnary(unary, labels: labels, into: negUf, points: n, half: halfStorage)
+        let negUf = UnsafeMutableRawPointer(negU).assumingMemoryBound(to: Float.self)   // every value written below
+        let unaryFitsHalf = DenseCRF.paddedNegatedUnary(unary, labels: labels, into: negUf, points: n)
+        let halfUnary = halfStorage && unaryFitsHalf
         let useC = kernels == .automatic && DenseCRF.hasAVX2 && gaussian == nil && spatial != nil && bilateral.dimension == 5
-        // C path with float16 unaries: `negU16` holds them (`negUf` only stages them).
+        // Float16 unaries: on the C path in `negU16` (`negUf` only stages them), on the Swift path
+        // rounded in place (the same values).
         let negU16 = UnsafeMutablePointer<UInt16>.allocate(capacity: useC && halfUnary ? n * lp : 1)
         defer { negU16.deallocate() }
-        if useC && halfUnary { unseg_float_to_half(negUf, negU16, n * lp) }
+        if halfUnary {
+            if useC { unseg_float_to_half(negUf, negU16, n * lp) } else { unseg_round_through_half(negUf, n * lp) }
+        }
         // Lane mask of the last block (1 for real labels, 0 for padding).
         var lastMask = SIMD4<Float>(repeating: 0)
         for l in 0..<(labels - (blocks - 1) * 4) { lastMask[l] = 1 }
@@ -388,14 +391,13 @@ public final class DenseCRF: Sendable {
         return out
     }
 
-    /// Writes `-unary` `[points, labels]` into `out` `[points, c4]` (labels padded to a multiple of 4
-    /// with zeros) and, when `half` and every value fits float16 comfortably (|U| < 2^15, no NaN),
-    /// rounds them to float16 values (nearest even) in place and returns true; else leaves them
-    /// float32 and returns false. Float16 keeps 11 significant bits: at the default clip the unaries are below
-    /// 11.6 and move by < 0.004 (a probability by < 0.4 %), below any network's precision; the
-    /// argmax agreement with pydensecrf2 on real photos did not change.
-    static func paddedNegatedUnary(_ unary: [Float], labels: Int, into out: UnsafeMutablePointer<Float>, points n: Int,
-                                   half: Bool) -> Bool {
+    /// Writes `-unary` `[points, labels]` into every value of `out` `[points, c4]` (labels padded to
+    /// a multiple of 4 with zeros); returns whether they all fit float16 comfortably (|U| < 2^15, no
+    /// NaN), so that the caller may store them rounded to float16 (nearest even). Float16 keeps 11
+    /// significant bits: at the default clip the unaries are below 11.6 and move by < 0.004 (a
+    /// probability by < 0.4 %), below any network's precision; the argmax agreement with
+    /// pydensecrf2 on real photos did not change.
+    static func paddedNegatedUnary(_ unary: [Float], labels: Int, into out: UnsafeMutablePointer<Float>, points n: Int) -> Bool {
         let lp = (labels + 3) / 4 * 4
         var fits = true
         unary.withUnsafeBufferPointer { u in
@@ -407,9 +409,7 @@ public final class DenseCRF: Sendable {
                 }
             }
         }
-        guard half && fits else { return false }
-        unseg_round_through_half(out, n * lp)
-        return true
+        return fits
     }
 
     /// Copies the first `labels` lanes of `q` (`blocks` SIMD4) to `dst`.
@@ -460,7 +460,7 @@ public final class DenseCRF: Sendable {
         let negUf = UnsafeMutableRawPointer(negU).assumingMemoryBound(to: Float.self)
         let accf = UnsafeMutableRawPointer(acc).assumingMemoryBound(to: Float.self)
         let qf = UnsafeMutableRawPointer(q).assumingMemoryBound(to: Float.self)
-        _ = DenseCRF.paddedNegatedUnary(unary, labels: labels, into: negUf, points: n, half: true)
+        if DenseCRF.paddedNegatedUnary(unary, labels: labels, into: negUf, points: n) { unseg_round_through_half(negUf, n * lp) }
         Reduce.softmaxRows(negUf, into: qf, rows: n, cols: labels, stride: lp)
         let wsG = gaussian.map { PermutohedralLattice.Workspace(vertexCount: $0.vertexCount, blocks: blocks) }
         let scaled = UnsafeMutablePointer<SIMD4<Float>>.allocate(capacity: total)
@@ -605,9 +605,9 @@ struct FusedLattice {
         return largest.isFinite && largest * Float(1 << d1) < 32768
     }
 
-    /// Zeroes a value buffer (before splatting into it).
+    /// Zeroes a value buffer (before splatting into it; it may not have been initialised yet).
     func clear(_ buffer: UnsafeMutablePointer<SIMD4<Float>>) {
-        buffer.update(repeating: .zero, count: (m + 1) * blocks)
+        buffer.initialize(repeating: .zero, count: (m + 1) * blocks)
     }
 
     /// Blurs the splatted `values` along the `d+1` directions (`new = old + 0.5 (n1 + n2)`),
