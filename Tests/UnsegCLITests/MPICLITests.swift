@@ -89,15 +89,18 @@ func fileBytes(_ p: String) -> Data { FileManager.default.contents(atPath: p) ??
     /// Counts the times `path` is replaced (each atomic checkpoint write renames a new file into
     /// place) while `p` runs, until `atLeast` or `deadline`. Opening the file in this process would
     /// need HDF5 settings that other tests of the process share.
-    static func checkpointWrites(_ path: String, atLeast n: Int, while p: Process, until deadline: Date) -> Int {
-        // Inode and modification time together: a freed inode number can come back.
-        var versions = Set<[Int]>()
-        while Date() < deadline && p.isRunning && versions.count < n {
-            var st = stat()
-            if stat(path, &st) == 0 { versions.insert([Int(st.st_ino), st.st_mtim.tv_sec, st.st_mtim.tv_nsec]) }
-            Thread.sleep(forTimeInterval: 0.002)
+    /// Waits (while `p` runs, until `deadline`) for the checkpoint at `path` to reach `step`, reading
+    /// it: every write replaces the file atomically, so a read sees a whole checkpoint. Returns the
+    /// step last read (-1 when none could be read). Counting the file's versions (inode and mtime)
+    /// instead let the kill come too early twice on a loaded machine.
+    static func waitForCheckpoint(_ path: String, step: Int, while p: Process, until deadline: Date) -> Int {
+        var seen = -1
+        while Date() < deadline && p.isRunning {
+            seen = (try? FitCheckpoint.load(path: path))?.step ?? seen
+            if seen >= step { break }
+            Thread.sleep(forTimeInterval: 0.02)
         }
-        return versions.count
+        return seen
     }
 
     /// A store, its proposals and the reference checkpoint of one uninterrupted process; then the
@@ -130,9 +133,8 @@ func fileBytes(_ p: String) -> Data { FileManager.default.contents(atPath: p) ??
         let (_, base, ref, ck, p) = try Self.slowFit("mpi-resume", seed: 7, np: 3, stepDelayMs: 300)
         // 3 steps an epoch: warm-up steps 1...6, EM 7...18; 0.3 s each.
         let deadline = Date().addingTimeInterval(120)
-        // Progress without opening the file here: every checkpoint write replaces it (a new inode).
-        // The first write follows the PCA (step 0), then every 2 steps: 3 writes mean step >= 4.
-        let writes = Self.checkpointWrites(ck, atLeast: 3, while: p, until: deadline)
+        // The first write follows the PCA (step 0), then every 2 steps: wait for step 4.
+        let seen = Self.waitForCheckpoint(ck, step: 4, while: p, until: deadline)
         // SIGKILL: mpirun cannot clean up; its ranks lose their server and stop within a second or so.
         kill(p.processIdentifier, SIGKILL)
         p.waitUntilExit()
@@ -141,7 +143,7 @@ func fileBytes(_ p: String) -> Data { FileManager.default.contents(atPath: p) ??
         #expect(Self.processesMentioning(ck) == 0, "ranks of the killed job still run")
         let mid = try FitCheckpoint.load(path: ck)
         // The ranks stop a moment after mpirun dies: a few more steps may run.
-        #expect(writes >= 3 && mid.step >= 4 && !mid.isDone && mid.step < 18, "stopped before the end: step \(mid.step), \(writes) writes seen")
+        #expect(seen >= 4 && mid.step >= 4 && !mid.isDone && mid.step < 18, "stopped before the end: step \(mid.step), step \(seen) seen before the kill")
         let done = try runMPI(2, base + ["--checkpoint", ck, "--resume", "--threads", "2"])
         #expect(done.status == 0 && done.stdout.contains("resumed at step"), "\(done.stdout)\n\(done.stderr)")
         let a = try FitCheckpoint.load(path: ref), b = try FitCheckpoint.load(path: ck)
@@ -187,13 +189,7 @@ func fileBytes(_ p: String) -> Data { FileManager.default.contents(atPath: p) ??
     func dyingRank() throws {
         let err = Pipe()
         let (dir, base, ref, ck, p) = try Self.slowFit("mpi-die", seed: 12, np: 2, stepDelayMs: 200, stderr: err)
-        // Wait for a checkpoint of step >= 3 by reading it (each write replaces the file atomically,
-        // so a read sees a whole checkpoint). Counting file versions instead let the kill come too
-        // early once when the machine was loaded (a run of the whole suite: step 2 was on disk).
-        let deadline = Date().addingTimeInterval(120)
-        while Date() < deadline && p.isRunning && ((try? FitCheckpoint.load(path: ck))?.step ?? -1) < 3 {
-            Thread.sleep(forTimeInterval: 0.02)
-        }
+        _ = Self.waitForCheckpoint(ck, step: 3, while: p, until: Date().addingTimeInterval(120))
         // Rank 1: the process of this job whose environment says so.
         let rank1 = Self.pids(mentioning: ck).first { pid in
             let env = FileManager.default.contents(atPath: "/proc/\(pid)/environ") ?? Data()
