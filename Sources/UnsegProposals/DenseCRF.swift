@@ -218,10 +218,13 @@ public final class DenseCRF: Sendable {
     /// Which code runs the fused pass and the blur: the C kernels with 8-lane AVX2 arithmetic
     /// (`CUnsegKernels/crf.c`, the same bits) when the CPU has AVX2 and the image uses the exact spatial
     /// kernel, or the Swift code (`.swift`, the reference the kernels are tested against).
-    enum Kernels { case automatic, swift }
+    /// `.avx2` keeps the C kernels to 8 lanes on CPUs that have AVX-512 (tests compare both).
+    enum Kernels { case automatic, avx2, swift }
 
     /// Whether this CPU runs the AVX2 kernels.
     static let hasAVX2 = unseg_crf_avx2_available() != 0
+    /// Whether this CPU runs the 16-lane AVX-512 kernels (F, BW, VL, DQ), the same bits as the AVX2 ones.
+    static let hasAVX512 = unseg_crf_isa() >= 2
 
     /// `halfStorage: false` keeps the lattice values, the unaries and the spatial field in float32
     /// (tests compare the two).
@@ -236,7 +239,7 @@ public final class DenseCRF: Sendable {
         let negUf = UnsafeMutableRawPointer(negU).assumingMemoryBound(to: Float.self)   // every value written below
         let unaryFitsHalf = DenseCRF.paddedNegatedUnary(unary, labels: labels, into: negUf, points: n)
         let halfUnary = halfStorage && unaryFitsHalf
-        let useC = kernels == .automatic && DenseCRF.hasAVX2 && gaussian == nil && spatial != nil && bilateral.dimension == 5
+        let useC = kernels != .swift && DenseCRF.hasAVX2 && gaussian == nil && spatial != nil && bilateral.dimension == 5
         // Float16 unaries: on the C path in `negU16` (`negUf` only stages them), on the Swift path
         // rounded in place (the same values).
         let negU16 = UnsafeMutablePointer<UInt16>.allocate(capacity: useC && halfUnary ? n * lp : 1)
@@ -250,7 +253,7 @@ public final class DenseCRF: Sendable {
         // Spatial kernel: exact separable filter (fields `[N, blocks]`, ping-pong) or a lattice.
         let g = gaussian.map { FusedLattice($0, norm: gaussianNorm, weight: config.gaussianCompat, blocks: blocks) }
         let b = FusedLattice(bilateral, norm: bilateralNorm, weight: config.bilateralCompat, blocks: blocks,
-                             halfValues: halfStorage, halfBuffers: useC)
+                             halfValues: halfStorage, halfBuffers: useC, padSplatRows: useC)
         defer { g?.release(); b.release() }
         let exact = spatial
         let fieldCount = exact == nil ? 0 : total
@@ -274,6 +277,7 @@ public final class DenseCRF: Sendable {
         let c = blocks, wd = width
         let (b1, bo, bs, bl) = (b.d1, b.offsets, b.splatWeights, b.sliceWeights)
         let cRow = UnsafeMutablePointer<SIMD4<Float>>.allocate(capacity: useC ? width * blocks : 1)
+        let isa: Int32 = kernels == .avx2 ? 1 : 2   // capped by the CPU's level in the kernels
         defer { cRow.deallocate() }
         func floats(_ p: UnsafeMutablePointer<SIMD4<Float>>) -> UnsafeMutablePointer<Float> {
             UnsafeMutableRawPointer(p).assumingMemoryBound(to: Float.self)
@@ -299,7 +303,7 @@ public final class DenseCRF: Sendable {
                             let rc = e.taps.withUnsafeBufferPointer { t in
                                 unseg_crf_spatial_row(cHalfField ? nil : floats(sB), cHalfField ? UnsafePointer(sB16) : nil, Int32(y),
                                                       Int32(height), Int32(wd), Int32(lp), Int32(e.radius),
-                                                      t.baseAddress!, floats(rowScratch!), floats(row))
+                                                      t.baseAddress!, floats(rowScratch!), floats(row), isa)
                             }
                             precondition(rc == 0, "unseg_crf_spatial_row refused a row it was chosen for")
                         } else {
@@ -314,9 +318,9 @@ public final class DenseCRF: Sendable {
                             spatial: it > 0 ? UnsafePointer(floats(row)) : nil,
                             slice_scale: sliceScale + r0, offsets: bo + r0 * 6, slice_weights: bl + r0 * 6,
                             splat_weights: bs + r0 * 6, spatial_norm: gn + r0, lattice_in: floats(bR),
-                            lattice_in_half: it > 0 ? UnsafePointer(hR) : nil, lattice_out: floats(bT),
+                            lattice_in_half: it > 0 ? UnsafePointer(hR) : nil, lattice_out: floats(bT), splat_stride: Int32(b.splatStride),
                             spatial_out: cHalfField ? nil : floats(sA + r0 * c), spatial_out_half: cHalfField ? sA16 + r0 * lp : nil,
-                            out: last ? outp + r0 * labels : nil, scratch: floats(cRow))
+                            out: last ? outp + r0 * labels : nil, scratch: floats(cRow), isa: isa)
                         let rc = unseg_crf_fused_row(&args)
                         precondition(rc == 0, "unseg_crf_fused_row refused a row it was chosen for")
                         continue
@@ -372,8 +376,8 @@ public final class DenseCRF: Sendable {
                     if halfField && !useC { unseg_round_through_half(floats(sA), n * lp) }
                     if let g = g { (gR, gT) = g.blur(gT, scratch: gR) } else { swap(&sA, &sB); swap(&sA16, &sB16) }
                     if useC && b.halfValues {
-                        let rc = unseg_crf_blur_half(floats(bT), b.halfA, b.halfB, b.neighbors, Int64(b.m), Int32(lp),
-                                                     Int32(b1), &hR)
+                        let rc = unseg_crf_blur_half(floats(bT), Int32(b.splatStride), b.halfA, b.halfB, b.neighbors, Int64(b.m), Int32(lp),
+                                                     Int32(b1), &hR, isa)
                         precondition(rc == 0, "unseg_crf_blur_half refused a lattice it was chosen for")
                     } else if useC {
                         var result: UnsafeMutablePointer<Float>? = nil, other: UnsafeMutablePointer<Float>? = nil
@@ -530,7 +534,11 @@ struct FusedLattice {
     let sliceWeights: UnsafeMutablePointer<Float>
     /// `[d+1, M, 2]` neighbour ids + 1.
     let neighbors: UnsafeMutablePointer<Int32>
+    /// The splat target `[(M+1), splatStride]` floats, 64-byte aligned.
     let bufferA: UnsafeMutablePointer<SIMD4<Float>>
+    /// Floats per row of `bufferA`: `4 blocks`, or `4 blocks + 4` (`padSplatRows`) so that a row
+    /// is two whole cache lines; the padding lanes stay 0.
+    let splatStride: Int
     let bufferB: UnsafeMutablePointer<SIMD4<Float>>
     /// Whether every blur direction's output is rounded to float16 (`halfValuesFit`): the C kernels
     /// then store it in `halfA` / `halfB` (`[(M+1), 4 blocks]` half bits, half the memory traffic of
@@ -540,9 +548,13 @@ struct FusedLattice {
     let halfB: UnsafeMutablePointer<UInt16>
 
     /// `halfValues`: store the blurred values as float16 when they fit (`halfValuesFit`);
-    /// `halfBuffers`: allocate the half buffers the C blur writes (the Swift blur does not use them).
+    /// `halfBuffers`: allocate the half buffers the C blur writes (the Swift blur does not use them);
+    /// `padSplatRows`: with the C half blur, pad splat rows of `4 blocks` = 28, 44, 60, ... floats
+    /// (`% 16 == 12`) to whole 64-byte cache lines: the 16-lane kernels then never split a
+    /// read-modify-write across lines (27 labels 4 % faster). Not 12 (10 labels): a third more
+    /// memory cost more than it saved. The Swift code reads rows of `4 blocks` and gets unpadded ones.
     init(_ lattice: PermutohedralLattice, norm: [Float], weight: Float, blocks: Int, halfValues: Bool = false,
-         halfBuffers: Bool = false) {
+         halfBuffers: Bool = false, padSplatRows: Bool = false) {
         let n = lattice.pointCount
         d1 = lattice.dimension + 1
         m = lattice.vertexCount
@@ -556,7 +568,9 @@ struct FusedLattice {
         // they are read (the blur zeroes their dummy row); `bufferA` is cleared before each splat.
         // So only the Swift path's buffers are zero-filled here (its blur reads the dummy rows).
         let cHalf = self.halfValues && halfBuffers
-        bufferA = .allocate(capacity: (m + 1) * blocks)
+        splatStride = cHalf && padSplatRows && blocks >= 7 && (4 * blocks) % 16 == 12 ? 4 * blocks + 4 : 4 * blocks
+        bufferA = UnsafeMutableRawPointer.allocate(byteCount: (m + 1) * splatStride * 4, alignment: 64)
+            .bindMemory(to: SIMD4<Float>.self, capacity: (m + 1) * splatStride / 4)
         bufferB = .allocate(capacity: cHalf ? 1 : (m + 1) * blocks)
         if !cHalf {
             bufferA.initialize(repeating: .zero, count: (m + 1) * blocks)
@@ -582,7 +596,8 @@ struct FusedLattice {
 
     func release() {
         offsets.deallocate(); splatWeights.deallocate(); sliceWeights.deallocate()
-        neighbors.deallocate(); bufferA.deallocate(); bufferB.deallocate(); halfA.deallocate(); halfB.deallocate()
+        neighbors.deallocate(); UnsafeMutableRawPointer(bufferA).deallocate(); bufferB.deallocate()
+        halfA.deallocate(); halfB.deallocate()
     }
 
     /// Whether the blurred values of mean-field marginals (`0 <= Q <= 1`) splatted with weights
@@ -607,7 +622,7 @@ struct FusedLattice {
 
     /// Zeroes a value buffer (before splatting into it; it may not have been initialised yet).
     func clear(_ buffer: UnsafeMutablePointer<SIMD4<Float>>) {
-        buffer.initialize(repeating: .zero, count: (m + 1) * blocks)
+        buffer.initialize(repeating: .zero, count: (m + 1) * splatStride / 4)
     }
 
     /// Blurs the splatted `values` along the `d+1` directions (`new = old + 0.5 (n1 + n2)`),

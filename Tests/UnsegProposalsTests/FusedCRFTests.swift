@@ -28,12 +28,14 @@ import CUnsegKernels
         #expect(differ <= n / 1000, "seed \(seed): argmax differs on \(differ) of \(n) pixels")
     }
 
-    /// The AVX2 kernels (`CUnsegKernels/crf.c`: fused row pass, spatial row filter, lattice blur)
-    /// give the same bits as the Swift code they replace, for label counts whose padded width is a
-    /// multiple of 8 (2, 5, 8 -> 8; 61 -> 64) or not (1 -> 4, 10 -> 12, 27 -> 28), one label, and many labels, on
-    /// non-square images. Skipped (with a message) on CPUs without AVX2, where only the Swift code runs.
+    /// The C kernels (`CUnsegKernels/crf.c`: fused row pass, spatial row filter, lattice blur), with
+    /// 8-lane AVX2 and (where the CPU has it) 16-lane AVX-512 arithmetic, give the same bits as the
+    /// Swift code they replace, for label counts whose padded width is a multiple of 8 (2, 5, 8 -> 8;
+    /// 61 -> 64) or not (1 -> 4, 10 -> 12, 27 -> 28, with padded splat rows), one label, and many
+    /// labels, on non-square images. Skipped (with a message) on CPUs without AVX2, where only the
+    /// Swift code runs; on CPUs without AVX-512 `.automatic` is the AVX2 path.
     @Test(arguments: [(UInt64(91), 1), (UInt64(92), 2), (UInt64(93), 5), (UInt64(94), 8), (UInt64(95), 10), (UInt64(96), 27), (UInt64(97), 61)])
-    func avx2KernelsMatchSwiftBits(seed: UInt64, labels: Int) throws {
+    func kernelsMatchSwiftBits(seed: UInt64, labels: Int) throws {
         guard DenseCRF.hasAVX2 else {
             print("FusedCRFTests: this CPU has no AVX2; the Swift kernels are the only path")
             return
@@ -45,12 +47,14 @@ import CUnsegKernels
         let u = DenseCRF.unary(fromProbabilities: probs)
         for it in [0, 1, 4] {
             let crf = try DenseCRF(image: img, height: h, width: w, config: DenseCRFConfig(iterations: it))
-            let fast = crf.infer(unary: u, labels: labels, kernels: .automatic)
             let reference = crf.infer(unary: u, labels: labels, kernels: .swift)
-            let same = fast == reference
-            let differing = zip(fast, reference).filter { $0 != $1 }.count
-            let worst = zip(fast, reference).map { abs($0 - $1) }.max() ?? 0
-            #expect(same, "seed \(seed), \(labels) labels, \(it) iterations: the AVX2 kernels differ from the Swift code in \(differing) values (largest difference \(worst))")
+            for kernels in [DenseCRF.Kernels.avx2, .automatic] {
+                let fast = crf.infer(unary: u, labels: labels, kernels: kernels)
+                let same = fast == reference
+                let differing = zip(fast, reference).filter { $0 != $1 }.count
+                let worst = zip(fast, reference).map { abs($0 - $1) }.max() ?? 0
+                #expect(same, "seed \(seed), \(labels) labels, \(it) iterations: the \(kernels) kernels differ from the Swift code in \(differing) values (largest difference \(worst))")
+            }
         }
         #expect(try DenseCRF(image: img, height: h, width: w).usesExactSpatialKernel)
     }
@@ -76,9 +80,10 @@ import CUnsegKernels
         #expect(DenseCRF.unary(fromProbabilities: p) == a)
     }
 
-    /// The kernels' softmax alone against `DenseCRF.softmaxBlocks`, bit for bit.
-    @Test(arguments: [1, 2, 5, 8, 10, 27])
-    func avx2SoftmaxMatchesSwiftBits(labels: Int) {
+    /// The kernels' softmax alone against `DenseCRF.softmaxBlocks`, bit for bit: 8 lanes (isa 1) and
+    /// 16 (isa 2, where the CPU has AVX-512), 500 rows (groups of 16, then 8, then single rows).
+    @Test(arguments: [1, 2, 5, 8, 10, 27], [Int32(1), 2])
+    func softmaxKernelsMatchSwiftBits(labels: Int, isa: Int32) {
         guard DenseCRF.hasAVX2 else { return }
         let blocks = (labels + 3) / 4, c4 = blocks * 4, rows = 500
         var rng = SeededRandom(seed: UInt64(labels))
@@ -91,13 +96,13 @@ import CUnsegKernels
             let q = raw.baseAddress!.assumingMemoryBound(to: SIMD4<Float>.self)
             for i in 0..<rows { DenseCRF.softmaxBlocks(q + i * blocks, blocks: blocks, lastMask: lastMask) }
         }
-        #expect(unseg_crf_softmax_rows(&a, Int32(rows), Int32(c4), Int32(labels)) == 0)
+        #expect(unseg_crf_softmax_rows(&a, Int32(rows), Int32(c4), Int32(labels), isa) == 0)
         let differing = zip(a, b).filter { $0 != $1 }.count
         #expect(differing == 0, "\(labels) labels: \(differing) of \(a.count) values differ; first \(zip(a, b).first { $0 != $1 }.map { "\($0)" } ?? "")")
     }
 
     /// The same on the real VOC photo (Tests/Fixtures), whose lattice is large (147,335 vertices).
-    @Test func avx2KernelsMatchSwiftBitsOnARealPhoto() throws {
+    @Test func kernelsMatchSwiftBitsOnARealPhoto() throws {
         guard DenseCRF.hasAVX2 else { return }
         let fixture = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .appendingPathComponent("Fixtures/voc-effnet.h5").path
@@ -105,8 +110,11 @@ import CUnsegKernels
         let c = RefinementBenchCase(side: 320, labels: 10, seed: 98)
         let crf = try DenseCRF(image: img, height: 320, width: 320, config: DenseCRFConfig(iterations: 3))
         let u = DenseCRF.unary(fromProbabilities: c.probabilities)
-        let same = crf.infer(unary: u, labels: 10, kernels: .automatic) == crf.infer(unary: u, labels: 10, kernels: .swift)
-        #expect(same, "VOC photo, 10 labels, 3 iterations: the AVX2 kernels differ from the Swift code")
+        let reference = crf.infer(unary: u, labels: 10, kernels: .swift)
+        let avx2 = crf.infer(unary: u, labels: 10, kernels: .avx2) == reference
+        let automatic = crf.infer(unary: u, labels: 10, kernels: .automatic) == reference
+        #expect(avx2, "VOC photo, 10 labels, 3 iterations: the AVX2 kernels differ from the Swift code")
+        #expect(automatic, "VOC photo, 10 labels, 3 iterations: the kernels chosen for this CPU (AVX-512: \(DenseCRF.hasAVX512)) differ from the Swift code")
     }
 
     /// Float16 storage (the blurred lattice values, the unaries, the spatial field) against float32

@@ -72,14 +72,21 @@ typedef struct {
     const float *spatial_norm;   /* [width] */
     const float *lattice_in;     /* [(M+1), c4] blurred values (read by the slice) */
     const uint16_t *lattice_in_half; /* [(M+1), c4] the same as float16 bits; when not NULL, read instead */
-    float *lattice_out;          /* [(M+1), c4] splat target */
+    float *lattice_out;          /* [(M+1), splat_stride] splat target */
+    int splat_stride;            /* floats per row of lattice_out (>= c4, a multiple of 4; lanes
+                                    from c4 on are left as they are or get + 0) */
     float *spatial_out;          /* [width, c4] norm x Q (the spatial field of the next pass) */
     uint16_t *spatial_out_half;  /* the same rounded to float16; when not NULL, written instead */
     float *out;                  /* [width, labels]: when not NULL, the last pass: Q written here, no splat */
     float *scratch;              /* [width, c4] row buffer (16-byte aligned) */
+    int isa;                     /* the highest instruction set to use (`unseg_crf_isa`) */
 } unseg_crf_row_args;
-/// 1 when the CPU has AVX2 (the CRF kernels below run), else 0.
+/// 1 when the CPU has AVX2 and F16C (the CRF kernels below run), else 0.
 int unseg_crf_avx2_available(void);
+/// The instruction sets the CRF kernels below can use on this CPU: 0 none, 1 AVX2 + F16C (8 lanes),
+/// 2 also AVX-512 F/BW/VL/DQ (16 lanes). Each kernel takes `isa`, the highest level to use (capped at
+/// this); every level gives the same bits as the Swift reference.
+int unseg_crf_isa(void);
 /// Runs one row with 8-lane AVX2 arithmetic; the same bits as the Swift reference. Returns 0, or -1
 /// when the kernel cannot run it (not x86-64, or no scratch). Call only when `unseg_crf_avx2_available()`.
 int unseg_crf_fused_row(const unseg_crf_row_args *a);
@@ -89,11 +96,12 @@ int unseg_crf_fused_row(const unseg_crf_row_args *a);
 int unseg_crf_blur(float *values, float *scratch, const int32_t *neighbors, int64_t m, int c4, int directions,
                    float **result, float **other);
 /// The blur with float16 storage (same bits as `FusedLattice.blur` with `halfValues`): the splatted
-/// `values` `[(m+1), c4]` (float32) are blurred along `directions` (>= 1) directions; every
+/// `values` `[(m+1), values_stride]` (float32, `values_stride` >= c4, a multiple of 4; extra lanes
+/// ignored) are blurred along `directions` (>= 1) directions; every
 /// direction's output is rounded to float16 (nearest even) and stored in `a` or `b` (`[(m+1), c4]`
 /// half bits, ping-pong); `result` is set to the one holding the last. Returns 0, or -1 when not available.
-int unseg_crf_blur_half(float *values, uint16_t *a, uint16_t *b, const int32_t *neighbors, int64_t m, int c4,
-                        int directions, uint16_t **result);
+int unseg_crf_blur_half(float *values, int values_stride, uint16_t *a, uint16_t *b, const int32_t *neighbors, int64_t m,
+                        int c4, int directions, uint16_t **result, int isa);
 /// Rounds `n` floats to the nearest float16 value (ties to even) in place: exact, F16C when available.
 void unseg_round_through_half(float *values, size_t n);
 /// `SeparableGaussian.blurRow` with 8-lane AVX2 arithmetic (same bits): row `y` of `src`
@@ -101,9 +109,9 @@ void unseg_round_through_half(float *values, size_t n);
 /// with `taps` `[2 radius + 1]` into `dst` `[width, c4]`, through `scratch`
 /// `[(width + 2 radius) c4]` whose pads are zero. Returns 0, or -1 when not available.
 int unseg_crf_spatial_row(const float *src, const uint16_t *src_half, int y, int height, int width, int c4, int radius,
-                          const float *taps, float *scratch, float *dst);
+                          const float *taps, float *scratch, float *dst, int isa);
 /// The fused pass's softmax on `rows` rows of `c4` floats (`labels` real lanes), for tests.
-int unseg_crf_softmax_rows(float *q, int rows, int c4, int labels);
+int unseg_crf_softmax_rows(float *q, int rows, int c4, int labels, int isa);
 /// `out[i] = -log(min(max(p[i], clip), 1))` (NaN -> clip; `clip` > 0 normal) by Cephes' logf,
 /// relative error ~1e-7; 8 lanes with AVX2 when `vectorised` and the CPU has it, else scalar:
 /// the same bits either way.
