@@ -215,25 +215,41 @@ AVX2 static void softmax_rows_avx2(float *q, int rows, int c4, int labels) {
                                                 _mm_mul_ps(_mm256_castps256_ps128(W8), _mm_load_ps((SRC) + kk)))); \
     } while (0)
 
-// The slice of one pixel into its row-buffer entry q: -U + spatial + the six corners' values
-// (lattice rows of type T read by LOAD8 / LOAD4 at vertex offsets o; the unary row u read by ULOAD8
-// / ULOAD4), in the reference's order.
-#define SLICE_PIXEL(T, LOAD8, LOAD4, ULOAD8, ULOAD4)                                              \
+// The slice of one pixel into its row-buffer entry q: -U + spatial + the six corners' values, in
+// the reference's order. SLICE_TYPES picks the lattice rows L (float16 or float32, at vertex
+// offsets o) and the unary row u (float16 or float32) and runs SLICE(T, lattice suffix, unary
+// suffix), the suffixes naming the loads: load8h, load8f, ...
+#define SLICE_TYPES(SLICE)                                                                        \
     do {                                                                                          \
-        SLICE_CORNERS(T);                                                                         \
-        int k = 0;                                                                                \
-        SLICE_TAIL(LOAD8, LOAD4, ULOAD8, ULOAD4);                                                 \
+        if (a->lattice_in_half && unary_half) {                                                   \
+            const uint16_t *L = a->lattice_in_half, *u = unary_half + (size_t)x * c4;             \
+            SLICE(uint16_t, h, h);                                                                \
+        } else if (a->lattice_in_half) {                                                          \
+            const uint16_t *L = a->lattice_in_half;                                               \
+            const float *u = a->neg_unary + (size_t)x * c4;                                       \
+            SLICE(uint16_t, h, f);                                                                \
+        } else if (unary_half) {                                                                  \
+            const float *L = a->lattice_in;                                                       \
+            const uint16_t *u = unary_half + (size_t)x * c4;                                      \
+            SLICE(float, f, h);                                                                   \
+        } else {                                                                                  \
+            const float *L = a->lattice_in;                                                       \
+            const float *u = a->neg_unary + (size_t)x * c4;                                       \
+            SLICE(float, f, f);                                                                   \
+        }                                                                                         \
     } while (0)
 #define SLICE_CORNERS(T)                                                                          \
     const T *s0 = L + (size_t)o[0] * c4, *s1 = L + (size_t)o[1] * c4, *s2 = L + (size_t)o[2] * c4; \
     const T *s3 = L + (size_t)o[3] * c4, *s4 = L + (size_t)o[4] * c4, *s5 = L + (size_t)o[5] * c4
-// The values from k on in 8- and 4-lane chunks.
-#define SLICE_TAIL(LOAD8, LOAD4, ULOAD8, ULOAD4)                                                  \
+// 8- and 4-lane chunks.
+#define SLICE_PIXEL(T, LS, US)                                                                    \
     do {                                                                                          \
+        SLICE_CORNERS(T);                                                                         \
+        int k = 0;                                                                                \
         for (; k + 8 <= c4; k += 8)                                                               \
-            SLICE_CHUNK(_mm256_, LOAD8, ULOAD8, _mm256_loadu_ps, _mm256_storeu_ps, ws, w0, w1, w2, w3, w4, w5); \
+            SLICE_CHUNK(_mm256_, load8##LS, load8##US, _mm256_loadu_ps, _mm256_storeu_ps, ws, w0, w1, w2, w3, w4, w5); \
         if (k < c4)                                                                               \
-            SLICE_CHUNK(_mm_, LOAD4, ULOAD4, _mm_load_ps, _mm_store_ps, H(ws), H(w0), H(w1), H(w2), H(w3), H(w4), H(w5)); \
+            SLICE_CHUNK(_mm_, load4##LS, load4##US, _mm_load_ps, _mm_store_ps, H(ws), H(w0), H(w1), H(w2), H(w3), H(w4), H(w5)); \
     } while (0)
 #define H(x) _mm256_castps256_ps128(x)
 // One chunk at value k (intrinsics prefix PS: _mm_, _mm256_ or _mm512_).
@@ -258,7 +274,10 @@ AVX2 static void softmax_rows_avx2(float *q, int rows, int c4, int labels) {
 // slice's corners (8 pixels ahead) gained nothing: consecutive pixels share most corners.
 #define PF 32
 
-AVX2 static void crf_row_avx2(const unseg_crf_row_args *a) {
+// `softmax` runs the softmax on the row (softmax_rows_avx2, or the 16-pixel AVX-512 one).
+typedef void (*crf_softmax_rows)(float *q, int rows, int c4, int labels);
+
+AVX2 static void crf_row_avx2(const unseg_crf_row_args *a, crf_softmax_rows softmax) {
     const int c4 = a->c4, labels = a->labels, width = a->width;
     float *rowq = a->scratch;
     const uint16_t *unary_half = a->neg_unary_half;   // float16 unaries, widened (exactly) as read
@@ -283,24 +302,9 @@ AVX2 static void crf_row_avx2(const unseg_crf_row_args *a) {
         __m256 ws = _mm256_set1_ps(a->slice_scale[x]);
         __m256 w0 = _mm256_set1_ps(wl[0]), w1 = _mm256_set1_ps(wl[1]), w2 = _mm256_set1_ps(wl[2]);
         __m256 w3 = _mm256_set1_ps(wl[3]), w4 = _mm256_set1_ps(wl[4]), w5 = _mm256_set1_ps(wl[5]);
-        if (a->lattice_in_half && unary_half) {
-            const uint16_t *L = a->lattice_in_half, *u = unary_half + (size_t)x * c4;
-            SLICE_PIXEL(uint16_t, load8h, load4h, load8h, load4h);
-        } else if (a->lattice_in_half) {
-            const uint16_t *L = a->lattice_in_half;
-            const float *u = a->neg_unary + (size_t)x * c4;
-            SLICE_PIXEL(uint16_t, load8h, load4h, load8f, load4f);
-        } else if (unary_half) {
-            const float *L = a->lattice_in;
-            const uint16_t *u = unary_half + (size_t)x * c4;
-            SLICE_PIXEL(float, load8f, load4f, load8h, load4h);
-        } else {
-            const float *L = a->lattice_in;
-            const float *u = a->neg_unary + (size_t)x * c4;
-            SLICE_PIXEL(float, load8f, load4f, load8f, load4f);
-        }
+        SLICE_TYPES(SLICE_PIXEL);
     }
-    softmax_rows_avx2(rowq, width, c4, labels);
+    softmax(rowq, width, c4, labels);
     for (int x = 0; x < width; x++) {
         float *q = rowq + (size_t)x * c4;
         if (a->out) {
@@ -489,12 +493,15 @@ AVX2 static inline void sep_horizontal_avx2(const float *v, float *dst, int j0, 
         _mm_store_ps(dst + j, acc);
     }
 }
+
 // ---- AVX-512: the same kernels with 16 lanes (F, BW, VL, DQ). Every lane does the operations of
-// the AVX2 kernels above in the same order, so the same bits; a row of c4 values is processed as
-// 16-lane chunks, then an 8- and a 4-lane one (masked 16-lane loads and stores measured 1.5-2x
-// slower on an AMD Zen 5). Every product and sum is its own intrinsic, so nothing is contracted
-// into FMA. At 27 labels on real photos this is about 11 % faster than the AVX2 kernels (the
-// exponentials and the spatial filter about 1.5x; the splat, slice and blur are bound by memory).
+// the AVX2 kernels above in the same order, so the same bits. Rows of more than 8 values are
+// processed in whole 16-lane chunks, reading and writing past a row's end where that is safe
+// (every caller leaves DenseCRF.kernelSlack values of slack past its buffers): masked 16-lane
+// loads and stores measured 1.5-2x slower on an AMD Zen 5, and rows of 8 stay with the 8-lane
+// code (16-lane chunks over them cost more than they saved). Every product and sum is its own
+// intrinsic, so nothing is contracted into FMA. On the peer benchmark's photos: 27 labels about
+// 18 % faster than the AVX2 kernels, 10 labels 12 %, 5 labels 5 % (the 16-pixel softmax).
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,f16c")))
 
 static int crf_avx512_cpu(void) {
@@ -516,10 +523,7 @@ AVX512 static inline __m512 tail16(const float *p, int n) {
 }
 
 AVX512 static inline void half_to_float_row(float *q, const uint16_t *u, int c4) {
-    int k = 0;
-    for (; k + 16 <= c4; k += 16) _mm512_storeu_ps(q + k, load16h(u + k));
-    if (k + 8 <= c4) { _mm256_storeu_ps(q + k, load8h(u + k)); k += 8; }
-    if (k < c4) _mm_store_ps(q + k, load4h(u + k));
+    for (int k = 0; k < c4; k += 16) _mm512_storeu_ps(q + k, load16h(u + k));
 }
 
 // FastMath.exp, 16 lanes (EXP_BODY with mask registers for the clamps).
@@ -577,18 +581,18 @@ AVX512 static void softmax_rows_avx512(float *q, int rows, int c4, int labels) {
     softmax_rows_avx2(q + (size_t)i * c4, rows - i, c4, labels);
 }
 
-// SLICE_PIXEL with 16-lane chunks, then the 8- and 4-lane ones (masked 16-lane loads and stores
-// were measured 1.5-2x slower here); LD / ULD read 16 lattice / unary values.
-#define SLICE_PIXEL16(T, LD, ULD, LOAD8, LOAD4, ULOAD8, ULOAD4)                                   \
+// SLICE_PIXEL in whole 16-lane chunks (past the row's end when c4 % 16 != 0).
+#define SLICE_PIXEL16(T, LS, US)                                                                  \
     do {                                                                                          \
         SLICE_CORNERS(T);                                                                         \
-        int k = 0;                                                                                \
-        for (; k + 16 <= c4; k += 16)                                                             \
-            SLICE_CHUNK(_mm512_, LD, ULD, _mm512_loadu_ps, _mm512_storeu_ps, ws16, v0, v1, v2, v3, v4, v5); \
-        SLICE_TAIL(LOAD8, LOAD4, ULOAD8, ULOAD4);                                                 \
+        for (int k = 0; k < c4; k += 16)                                                          \
+            SLICE_CHUNK(_mm512_, load16##LS, load16##US, _mm512_loadu_ps, _mm512_storeu_ps, ws16, v0, v1, v2, v3, v4, v5); \
     } while (0)
 
-// crf_row_avx2 with 16 lanes.
+// crf_row_avx2 with 16 lanes, for c4 > 8 (rows of 8 take crf_row_avx2 with the 16-pixel softmax).
+// The slice and the row's stores run in whole 16-lane chunks, past the end of the pixel's row
+// when c4 is not a multiple of 16: what they read there is the next pixel's (or the buffers'
+// slack), what they write there is overwritten by the next pixel or lies in the slack.
 AVX512 static void crf_row_avx512(const unseg_crf_row_args *a) {
     const int c4 = a->c4, labels = a->labels, width = a->width;
     float *rowq = a->scratch;
@@ -597,7 +601,7 @@ AVX512 static void crf_row_avx512(const unseg_crf_row_args *a) {
         float *q = rowq + (size_t)x * c4;
         if (!a->spatial) {
             if (unary_half) half_to_float_row(q, unary_half + (size_t)x * c4, c4);
-            else memcpy(q, a->neg_unary + (size_t)x * c4, sizeof(float) * (size_t)c4);
+            else for (int k = 0; k < c4; k += 16) _mm512_storeu_ps(q + k, _mm512_loadu_ps(a->neg_unary + (size_t)x * c4 + k));
             continue;
         }
         const int32_t *o = a->offsets + (size_t)x * 6;
@@ -606,25 +610,7 @@ AVX512 static void crf_row_avx512(const unseg_crf_row_args *a) {
         const __m512 ws16 = _mm512_set1_ps(a->slice_scale[x]);
         const __m512 v0 = _mm512_set1_ps(wl[0]), v1 = _mm512_set1_ps(wl[1]), v2 = _mm512_set1_ps(wl[2]);
         const __m512 v3 = _mm512_set1_ps(wl[3]), v4 = _mm512_set1_ps(wl[4]), v5 = _mm512_set1_ps(wl[5]);
-        const __m256 ws = _mm512_castps512_ps256(ws16), w0 = _mm512_castps512_ps256(v0), w1 = _mm512_castps512_ps256(v1);
-        const __m256 w2 = _mm512_castps512_ps256(v2), w3 = _mm512_castps512_ps256(v3), w4 = _mm512_castps512_ps256(v4);
-        const __m256 w5 = _mm512_castps512_ps256(v5);
-        if (a->lattice_in_half && unary_half) {
-            const uint16_t *L = a->lattice_in_half, *u = unary_half + (size_t)x * c4;
-            SLICE_PIXEL16(uint16_t, load16h, load16h, load8h, load4h, load8h, load4h);
-        } else if (a->lattice_in_half) {
-            const uint16_t *L = a->lattice_in_half;
-            const float *u = a->neg_unary + (size_t)x * c4;
-            SLICE_PIXEL16(uint16_t, load16h, load16f, load8h, load4h, load8f, load4f);
-        } else if (unary_half) {
-            const float *L = a->lattice_in;
-            const uint16_t *u = unary_half + (size_t)x * c4;
-            SLICE_PIXEL16(float, load16f, load16h, load8f, load4f, load8h, load4h);
-        } else {
-            const float *L = a->lattice_in;
-            const float *u = a->neg_unary + (size_t)x * c4;
-            SLICE_PIXEL16(float, load16f, load16f, load8f, load4f, load8f, load4f);
-        }
+        SLICE_TYPES(SLICE_PIXEL16);
     }
     softmax_rows_avx512(rowq, width, c4, labels);
     for (int x = 0; x < width; x++) {
@@ -634,39 +620,18 @@ AVX512 static void crf_row_avx512(const unseg_crf_row_args *a) {
             continue;
         }
         const __m512 g = _mm512_set1_ps(a->spatial_norm[x]);
-        const __m256 g8 = _mm512_castps512_ps256(g);
-        int k = 0;
-        if (a->spatial_out_half) {
-            uint16_t *d = a->spatial_out_half + (size_t)x * c4;
-            for (; k + 16 <= c4; k += 16) store16h(d + k, _mm512_mul_ps(g, _mm512_loadu_ps(q + k)));
-            if (k + 8 <= c4) { store8h(d + k, _mm256_mul_ps(g8, _mm256_loadu_ps(q + k))); k += 8; }
-            if (k < c4) store4h(d + k, _mm_mul_ps(_mm256_castps256_ps128(g8), _mm_load_ps(q + k)));
-            continue;
+        for (int k = 0; k < c4; k += 16) {
+            const __m512 gq = _mm512_mul_ps(g, _mm512_loadu_ps(q + k));
+            if (a->spatial_out_half) store16h(a->spatial_out_half + (size_t)x * c4 + k, gq);
+            else _mm512_storeu_ps(a->spatial_out + (size_t)x * c4 + k, gq);
         }
-        float *d = a->spatial_out + (size_t)x * c4;
-        for (; k + 16 <= c4; k += 16) _mm512_storeu_ps(d + k, _mm512_mul_ps(g, _mm512_loadu_ps(q + k)));
-        if (k + 8 <= c4) { _mm256_storeu_ps(d + k, _mm256_mul_ps(g8, _mm256_loadu_ps(q + k))); k += 8; }
-        if (k < c4) _mm_store_ps(d + k, _mm_mul_ps(_mm256_castps256_ps128(g8), _mm_load_ps(q + k)));
     }
     if (a->out) return;
+    // 16-lane read-modify-writes of rows of whole 64-byte lines (aligned by DenseCRF): the
+    // row's last chunk of Q is read with zeros above c4, so the padding lanes get + 0. Other rows
+    // in chunks of 16, 8 and 4 lanes: a 16-lane write past the row would make the next corner's
+    // read of an overlapping row wait for it.
     const int ss = a->splat_stride;
-    if (ss % 16 == 0) {
-        // rows of whole 64-byte lines (aligned by DenseCRF): 16-lane read-modify-writes; the row's
-        // last chunk of Q is read with a mask, so the padding lanes add 0.
-        for (int x = 0; x < width; x++) {
-            const float *q = rowq + (size_t)x * c4;
-            const int32_t *o = a->offsets + (size_t)x * 6;
-            const float *ws = a->splat_weights + (size_t)x * 6;
-            for (int k = 0; k < ss; k += 16) {
-                const __m512 qk = k + 16 <= c4 ? _mm512_loadu_ps(q + k) : tail16(q + k, c4 - k);
-                for (int r = 0; r < 6; r++) {
-                    float *d = a->lattice_out + (size_t)o[r] * ss + k;
-                    _mm512_storeu_ps(d, _mm512_add_ps(_mm512_loadu_ps(d), _mm512_mul_ps(_mm512_set1_ps(ws[r]), qk)));
-                }
-            }
-        }
-        return;
-    }
     for (int x = 0; x < width; x++) {
         const float *q = rowq + (size_t)x * c4;
         const int32_t *o = a->offsets + (size_t)x * 6;
@@ -677,52 +642,30 @@ AVX512 static void crf_row_avx512(const unseg_crf_row_args *a) {
             const __m256 w8 = _mm512_castps512_ps256(w);
             int k = 0;
             for (; k + 16 <= c4; k += 16) _mm512_storeu_ps(d + k, _mm512_add_ps(_mm512_loadu_ps(d + k), _mm512_mul_ps(w, _mm512_loadu_ps(q + k))));
+            if (k == c4) continue;
+            if (ss % 16 == 0) {
+                _mm512_storeu_ps(d + k, _mm512_add_ps(_mm512_loadu_ps(d + k), _mm512_mul_ps(w, tail16(q + k, c4 - k))));
+                continue;
+            }
             if (k + 8 <= c4) { _mm256_storeu_ps(d + k, _mm256_add_ps(_mm256_loadu_ps(d + k), _mm256_mul_ps(w8, _mm256_loadu_ps(q + k)))); k += 8; }
             if (k < c4) _mm_store_ps(d + k, _mm_add_ps(_mm_load_ps(d + k), _mm_mul_ps(_mm256_castps256_ps128(w8), _mm_load_ps(q + k))));
         }
     }
 }
 
-// BLUR_DIRECTION with 16-lane chunks first.
-#define BLUR_ROW16(LD, LOAD8, LOAD4)                                                              \
+// BLUR_DIRECTION in 16-lane chunks, past the row's end when c4 is not a multiple of 16: the
+// values read there are the next row's (or the buffers' slack), and those written there are
+// overwritten by the next row (vertices are processed in order) or lie in the slack.
+#define BLUR_ROW16(LD)                                                                            \
     do {                                                                                          \
-        int k16 = 0;                                                                              \
-        for (; k16 + 16 <= c4; k16 += 16)                                                         \
-            store16h(nw + k16, _mm512_add_ps(LD(old + k16), _mm512_mul_ps(half, _mm512_add_ps(LD(pa + k16), LD(pb + k16))))); \
-        if (k16 < c4) BLUR_ROW8(LOAD8, LOAD4, k16);                                               \
-    } while (0)
-#define BLUR_DIRECTION16(TS, SS, LD, LOAD8, LOAD4) BLUR_VERTICES(TS, SS, BLUR_ROW16(LD, LOAD8, LOAD4))
-
-// A float row of whole 16-lane chunks (SS % 16 == 0; the padding lanes computed, not stored).
-#define BLUR_ROW_PADDED                                                                           \
-    do {                                                                                          \
-        for (int k = 0; k < c4; k += 16) {                                                        \
-            const __m512 r = _mm512_add_ps(_mm512_loadu_ps(old + k),                              \
-                                           _mm512_mul_ps(half, _mm512_add_ps(_mm512_loadu_ps(pa + k), _mm512_loadu_ps(pb + k)))); \
-            if (k + 16 <= c4) { store16h(nw + k, r); continue; }                                  \
-            const __m256 r8 = _mm512_castps512_ps256(r);                                          \
-            if (c4 - k >= 8) {                                                                    \
-                store8h(nw + k, r8);                                                              \
-                if (c4 - k > 8) store4h(nw + k + 8, _mm256_castps256_ps128(_mm512_extractf32x8_ps(r, 1))); \
-            } else {                                                                              \
-                store4h(nw + k, _mm256_castps256_ps128(r8));                                      \
-            }                                                                                     \
-        }                                                                                         \
-    } while (0)
-
-// The first direction with 16 lanes: splat rows of whole 64-byte lines (DenseCRF pads rows of 28,
-// 44, ... floats and aligns them) are read in 16-lane chunks only.
-#define BLUR_FIRST16                                                                              \
-    do {                                                                                          \
-        if (ss % 16 == 0) BLUR_VERTICES(float, ss, BLUR_ROW_PADDED);                              \
-        else BLUR_DIRECTION16(float, ss, load16f, load8f, load4f);                                \
+        for (int k = 0; k < c4; k += 16)                                                          \
+            store16h(nw + k, _mm512_add_ps(LD(old + k), _mm512_mul_ps(half, _mm512_add_ps(LD(pa + k), LD(pb + k))))); \
     } while (0)
 
 AVX512 static void crf_blur_half_avx512(float *values, int ss, uint16_t *ha, uint16_t *hb, const int32_t *neighbors,
                                         int64_t m, int c4, int directions, uint16_t **result) {
     const __m512 half = _mm512_set1_ps(0.5f);
-    const __m256 half8 = _mm256_set1_ps(0.5f);
-    BLUR_HALF_PASSES(BLUR_FIRST16, BLUR_DIRECTION16(uint16_t, c4, load16h, load8h, load4h));
+    BLUR_HALF_PASSES(BLUR_VERTICES(float, ss, BLUR_ROW16(load16f)), BLUR_VERTICES(uint16_t, c4, BLUR_ROW16(load16h)));
 }
 
 // sep_blur_row_avx2 with 16-lane chunks, then 8 and 4 (row_floats is a multiple of 4).
@@ -785,7 +728,7 @@ int unseg_crf_blur_half(float *values, int values_stride, uint16_t *a, uint16_t 
 #ifdef UNSEG_CRF_X86
     const int level = crf_level(isa);
     if (level >= 1 && directions >= 1 && c4 >= 4 && c4 % 4 == 0 && values_stride >= c4 && values_stride % 4 == 0) {
-        if (level >= 2) crf_blur_half_avx512(values, values_stride, a, b, neighbors, m, c4, directions, result);
+        if (level >= 2 && c4 > 8) crf_blur_half_avx512(values, values_stride, a, b, neighbors, m, c4, directions, result);
         else crf_blur_half_avx2(values, values_stride, a, b, neighbors, m, c4, directions, result);
         return 0;
     }
@@ -813,8 +756,8 @@ int unseg_crf_fused_row(const unseg_crf_row_args *a) {
 #ifdef UNSEG_CRF_X86
     const int level = crf_level(a->isa);
     if (level >= 1 && a->c4 >= 4 && a->c4 % 4 == 0 && a->scratch && a->splat_stride >= a->c4 && a->splat_stride % 4 == 0) {
-        if (level >= 2) crf_row_avx512(a);
-        else crf_row_avx2(a);
+        if (level >= 2 && a->c4 > 8) crf_row_avx512(a);
+        else crf_row_avx2(a, level >= 2 ? softmax_rows_avx512 : softmax_rows_avx2);
         return 0;
     }
 #endif

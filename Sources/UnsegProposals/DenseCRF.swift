@@ -223,6 +223,10 @@ public final class DenseCRF: Sendable {
 
     /// Whether this CPU runs the AVX2 kernels.
     static let hasAVX2 = unseg_crf_avx2_available() != 0
+    /// Values of slack past the end of every buffer the C kernels read or write row by row: the
+    /// 16-lane kernels process a row of `4 blocks` values as whole 16-lane chunks, reading and
+    /// writing past its end (`CUnsegKernels/crf.c`).
+    static let kernelSlack = 16
     /// Whether this CPU runs the 16-lane AVX-512 kernels (F, BW, VL, DQ), the same bits as the AVX2 ones.
     static let hasAVX512 = unseg_crf_isa() >= 2
 
@@ -234,7 +238,8 @@ public final class DenseCRF: Sendable {
                      "DenseCRF.infer: unary has \(unary.count) values, expected \(height)x\(width)x\(labels)")
         // Channels padded to a multiple of 4 (SIMD4 blocks); pad channels of Q stay exactly 0.
         let blocks = (labels + 3) / 4, lp = blocks * 4, total = n * blocks
-        let negU = UnsafeMutablePointer<SIMD4<Float>>.allocate(capacity: total)
+        let slack = DenseCRF.kernelSlack
+        let negU = UnsafeMutablePointer<SIMD4<Float>>.allocate(capacity: total + slack / 4)
         defer { negU.deallocate() }
         let negUf = UnsafeMutableRawPointer(negU).assumingMemoryBound(to: Float.self)   // every value written below
         let unaryFitsHalf = DenseCRF.paddedNegatedUnary(unary, labels: labels, into: negUf, points: n)
@@ -242,7 +247,7 @@ public final class DenseCRF: Sendable {
         let useC = kernels != .swift && DenseCRF.hasAVX2 && gaussian == nil && spatial != nil && bilateral.dimension == 5
         // Float16 unaries: on the C path in `negU16` (`negUf` only stages them), on the Swift path
         // rounded in place (the same values).
-        let negU16 = UnsafeMutablePointer<UInt16>.allocate(capacity: useC && halfUnary ? n * lp : 1)
+        let negU16 = UnsafeMutablePointer<UInt16>.allocate(capacity: useC && halfUnary ? n * lp + slack : 1)
         defer { negU16.deallocate() }
         if halfUnary {
             if useC { unseg_float_to_half(negUf, negU16, n * lp) } else { unseg_round_through_half(negUf, n * lp) }
@@ -261,12 +266,12 @@ public final class DenseCRF: Sendable {
         // in `sA16` / `sB16` on the C path, rounded in place in `sA` on the Swift path.
         let halfField = halfStorage && exact != nil
         let cHalfField = useC && halfField
-        var sA = UnsafeMutablePointer<SIMD4<Float>>.allocate(capacity: cHalfField ? 1 : max(fieldCount, 1))
-        var sB = UnsafeMutablePointer<SIMD4<Float>>.allocate(capacity: cHalfField ? 1 : max(fieldCount, 1))
-        var sA16 = UnsafeMutablePointer<UInt16>.allocate(capacity: cHalfField ? n * lp : 1)
-        var sB16 = UnsafeMutablePointer<UInt16>.allocate(capacity: cHalfField ? n * lp : 1)
+        var sA = UnsafeMutablePointer<SIMD4<Float>>.allocate(capacity: cHalfField ? 1 : fieldCount + slack / 4)
+        var sB = UnsafeMutablePointer<SIMD4<Float>>.allocate(capacity: cHalfField ? 1 : fieldCount + slack / 4)
+        var sA16 = UnsafeMutablePointer<UInt16>.allocate(capacity: cHalfField ? n * lp + slack : 1)
+        var sB16 = UnsafeMutablePointer<UInt16>.allocate(capacity: cHalfField ? n * lp + slack : 1)
         defer { sA16.deallocate(); sB16.deallocate() }
-        let row = UnsafeMutablePointer<SIMD4<Float>>.allocate(capacity: width * blocks)
+        let row = UnsafeMutablePointer<SIMD4<Float>>.allocate(capacity: width * blocks + slack / 4)
         let rowScratch = exact?.makeScratch(blocks: blocks)
         // `sliceScale_i = w * norm_i` (exact kernel, no lattice slice constant).
         let sliceScale = UnsafeMutablePointer<Float>.allocate(capacity: n)
@@ -276,7 +281,7 @@ public final class DenseCRF: Sendable {
         let iterations = config.iterations
         let c = blocks, wd = width
         let (b1, bo, bs, bl) = (b.d1, b.offsets, b.splatWeights, b.sliceWeights)
-        let cRow = UnsafeMutablePointer<SIMD4<Float>>.allocate(capacity: useC ? width * blocks : 1)
+        let cRow = UnsafeMutablePointer<SIMD4<Float>>.allocate(capacity: useC ? width * blocks + slack / 4 : 1)
         let isa: Int32 = kernels == .avx2 ? 1 : 2   // capped by the CPU's level in the kernels
         defer { cRow.deallocate() }
         func floats(_ p: UnsafeMutablePointer<SIMD4<Float>>) -> UnsafeMutablePointer<Float> {
@@ -569,14 +574,15 @@ struct FusedLattice {
         // So only the Swift path's buffers are zero-filled here (its blur reads the dummy rows).
         let cHalf = self.halfValues && halfBuffers
         splatStride = cHalf && padSplatRows && blocks >= 7 && (4 * blocks) % 16 == 12 ? 4 * blocks + 4 : 4 * blocks
-        bufferA = UnsafeMutableRawPointer.allocate(byteCount: (m + 1) * splatStride * 4, alignment: 64)
-            .bindMemory(to: SIMD4<Float>.self, capacity: (m + 1) * splatStride / 4)
-        bufferB = .allocate(capacity: cHalf ? 1 : (m + 1) * blocks)
+        let slack = DenseCRF.kernelSlack
+        bufferA = UnsafeMutableRawPointer.allocate(byteCount: ((m + 1) * splatStride + slack) * 4, alignment: 64)
+            .bindMemory(to: SIMD4<Float>.self, capacity: (m + 1) * splatStride / 4 + slack / 4)
+        bufferB = .allocate(capacity: cHalf ? 1 : (m + 1) * blocks + slack / 4)
         if !cHalf {
             bufferA.initialize(repeating: .zero, count: (m + 1) * blocks)
             bufferB.initialize(repeating: .zero, count: (m + 1) * blocks)
         }
-        let halfCount = cHalf ? (m + 1) * blocks * 4 : 1
+        let halfCount = cHalf ? (m + 1) * blocks * 4 + DenseCRF.kernelSlack : 1
         halfA = .allocate(capacity: halfCount)
         halfB = .allocate(capacity: halfCount)
         let alpha = lattice.alpha

@@ -60,6 +60,9 @@ int unseg_lattice_filter_ones(const int32_t *offsets, const float *weights, cons
 /// One image row of the dense CRF's fused mean-field pass (see `DenseCRF.infer`), for the
 /// bilateral lattice with d = 5 (six simplex corners per pixel) and the exact spatial kernel.
 /// Values are rows of `c4` floats (labels padded to a multiple of 4, 16-byte aligned).
+/// The CRF kernels below may read and write up to 16 values past the last row of any buffer they
+/// read or write row by row (the AVX-512 kernels run whole 16-lane chunks): every such buffer needs
+/// 16 values of slack after it (`DenseCRF.kernelSlack`). Nothing written there is read as a value.
 typedef struct {
     int width, c4, labels;
     const float *neg_unary;      /* [width, c4] -U of the row's pixels */
