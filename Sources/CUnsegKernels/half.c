@@ -64,7 +64,9 @@ static void float_to_half_f16c(const float *src, uint16_t *dst, size_t n) {
     size_t i = 0;
     for (; i + 8 <= n; i += 8) {
         __m256 v = _mm256_loadu_ps(src + i);
-        _mm_storeu_si128((__m128i *)(dst + i), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        __m128i h = _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        __asm__("" : "+x"(h));   // keeps the register form: vcvtps2ph to memory is slow on AMD Zen (see crf.c)
+        _mm_storeu_si128((__m128i *)(dst + i), h);
     }
     for (; i < n; i++) dst[i] = float_to_half_bits(src[i]);
 }
