@@ -803,6 +803,21 @@ int unseg_crf_softmax_rows(float *q, int rows, int c4, int labels, int isa) {
     return -1;
 }
 
+int unseg_pad_negate(const float *u, size_t n, int labels, int lp, float *out) {
+    int fits = 1;
+    for (size_t i = 0; i < n; i++) {
+        const float *ui = u + i * (size_t)labels;
+        float *oi = out + i * (size_t)lp;
+        for (int l = 0; l < labels; l++) {
+            const float v = -ui[l];
+            fits &= (v < 32768.0f) & (v > -32768.0f);   // false for NaN
+            oi[l] = v;
+        }
+        for (int l = labels; l < lp; l++) oi[l] = 0;
+    }
+    return fits;
+}
+
 // -log(min(max(p, clip), 1)) for the CRF's unaries: Cephes' logf (frexp, the sqrt(1/2) shift, a
 // degree-9 polynomial, ln 2 in two parts), the same operations in the scalar and the 8-lane path
 // (no FMA), so both give the same bits. Inputs are clipped to [clip, 1] with clip > 0 normal.

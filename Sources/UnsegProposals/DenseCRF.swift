@@ -408,17 +408,7 @@ public final class DenseCRF: Sendable {
     /// pydensecrf2 on real photos did not change.
     static func paddedNegatedUnary(_ unary: [Float], labels: Int, into out: UnsafeMutablePointer<Float>, points n: Int) -> Bool {
         let lp = (labels + 3) / 4 * 4
-        var fits = true
-        unary.withUnsafeBufferPointer { u in
-            for i in 0..<n {
-                for l in 0..<lp {
-                    let v: Float = l < labels ? -u[i * labels + l] : 0
-                    if !(abs(v) < 32768) { fits = false }
-                    out[i * lp + l] = v
-                }
-            }
-        }
-        return fits
+        return unary.withUnsafeBufferPointer { unseg_pad_negate($0.baseAddress, n, Int32(labels), Int32(lp), out) } != 0
     }
 
     /// Copies the first `labels` lanes of `q` (`blocks` SIMD4) to `dst`.

@@ -149,6 +149,27 @@ import CUnsegKernels
         }
     }
 
+    /// The unaries are negated into rows padded with zeros to a multiple of 4 labels (C,
+    /// `unseg_pad_negate`), and kept as float16 only when every one is below 2^15 in magnitude
+    /// and none is NaN.
+    @Test func paddedNegatedUnariesAndWhenTheyFitHalf() {
+        let labels = 5, n = 3
+        var u = (0..<(n * labels)).map { Float($0) - 7.5 }
+        var out = [Float](repeating: .nan, count: n * 8)
+        let fits = out.withUnsafeMutableBufferPointer { DenseCRF.paddedNegatedUnary(u, labels: labels, into: $0.baseAddress!, points: n) }
+        #expect(fits)
+        let expected = (0..<(n * 8)).map { j -> Float in j % 8 < labels ? -u[(j / 8) * labels + j % 8] : 0 }
+        #expect(out == expected, "rows of 8: the negated unaries, then zeros")
+        for bad: Float in [32768, -32768, 1e30, .nan, .infinity] {
+            u[7] = bad
+            let fitsBad = out.withUnsafeMutableBufferPointer { DenseCRF.paddedNegatedUnary(u, labels: labels, into: $0.baseAddress!, points: n) }
+            #expect(!fitsBad, "a unary of \(bad) does not fit float16 comfortably")
+        }
+        u[7] = 32767
+        let fitsEdge = out.withUnsafeMutableBufferPointer { DenseCRF.paddedNegatedUnary(u, labels: labels, into: $0.baseAddress!, points: n) }
+        #expect(fitsEdge)
+    }
+
     /// Float16 storage is chosen only when the values provably fit (`2^(d+1) max_v S_v < 2^15`, with
     /// `S_v` a vertex's sum of splat weights). Ordinary images fit by orders of magnitude (a flat
     /// 640x640 image with a 1e4-pixel spatial kernel, which piles most pixels onto a few vertices,

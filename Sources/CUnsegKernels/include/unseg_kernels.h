@@ -105,6 +105,9 @@ int unseg_crf_blur(float *values, float *scratch, const int32_t *neighbors, int6
 /// half bits, ping-pong); `result` is set to the one holding the last. Returns 0, or -1 when not available.
 int unseg_crf_blur_half(float *values, int values_stride, uint16_t *a, uint16_t *b, const int32_t *neighbors, int64_t m,
                         int c4, int directions, uint16_t **result, int isa);
+/// `out[i lp + l] = -u[i labels + l]` for `l < labels`, 0 for `labels <= l < lp` (`n` rows); returns 1
+/// when every value is below 2^15 in magnitude (no NaN), so that float16 holds it comfortably, else 0.
+int unseg_pad_negate(const float *u, size_t n, int labels, int lp, float *out);
 /// Rounds `n` floats to the nearest float16 value (ties to even) in place: exact, F16C when available.
 void unseg_round_through_half(float *values, size_t n);
 /// `SeparableGaussian.blurRow` with 8-lane AVX2 arithmetic (same bits): row `y` of `src`
