@@ -283,6 +283,17 @@ public final class DenseCRF: Sendable {
         let (b1, bo, bs, bl) = (b.d1, b.offsets, b.splatWeights, b.sliceWeights)
         let cRow = UnsafeMutablePointer<SIMD4<Float>>.allocate(capacity: useC ? width * blocks + slack / 4 : 1)
         let isa: Int32 = kernels == .avx2 ? 1 : 2   // capped by the CPU's level in the kernels
+        // `touched[y + 1]`: the largest vertex id (+ 1) of the pixels in image rows 0...y. The lattice
+        // numbers vertices in the order pixels first touch them, row by row, so image row y splats
+        // into vertices up to `touched[y + 1]` and first touches those above `touched[y]`.
+        var touched = [Int](repeating: 0, count: useC ? height + 1 : 1)
+        if useC {
+            for y in 0..<height {
+                var hi = touched[y]
+                for j in (y * wd * b1)..<((y + 1) * wd * b1) { hi = max(hi, Int(bo[j])) }
+                touched[y + 1] = hi
+            }
+        }
         defer { cRow.deallocate() }
         func floats(_ p: UnsafeMutablePointer<SIMD4<Float>>) -> UnsafeMutablePointer<Float> {
             UnsafeMutableRawPointer(p).assumingMemoryBound(to: Float.self)
@@ -301,7 +312,8 @@ public final class DenseCRF: Sendable {
             var hR: UnsafeMutablePointer<UInt16>? = nil
             for it in 0...iterations {
                 let last = it == iterations
-                if !last { g?.clear(gT); b.clear(bT) }
+                // The C path clears the splat target as it goes (`touched`); the Swift path at once.
+                if !last { g?.clear(gT); if !useC { b.clear(bT) } }
                 for y in 0..<height {
                     if it > 0, let e = exact {
                         if useC {
@@ -316,6 +328,14 @@ public final class DenseCRF: Sendable {
                         }
                     }
                     if useC {
+                        if !last {
+                            // Clear the splat rows this image row touches first, just before it
+                            // splats (cache-hot): ids are given in this pixel order.
+                            let from = touched[y] + 1, to = touched[y + 1] + 1
+                            if to > from {
+                                memset(floats(bT) + from * b.splatStride, 0, (to - from) * b.splatStride * 4)
+                            }
+                        }
                         let r0 = y * wd
                         var args = unseg_crf_row_args(
                             width: Int32(wd), c4: Int32(lp), labels: Int32(labels),
