@@ -854,37 +854,54 @@ static inline float neg_log_clipped_1(float p, float clip) {
 }
 
 #ifdef UNSEG_CRF_X86
+// The vectorised loop for one width (PS: _mm256_ or _mm512_, SI: si256 or si512, W lanes); SEL(a, b,
+// x, y, PRED) is PRED(x, y) ? b : a per lane.
+#define NEG_LOG_LOOP(PS, SI, W, SEL)                                                              \
+    do {                                                                                          \
+        const __auto_type c = PS##set1_ps(clip);                                                  \
+        const __auto_type one = PS##set1_ps(1.0f);                                                \
+        for (; i + (W) <= n; i += (W)) {                                                          \
+            __auto_type v = PS##loadu_ps(p + i);                                                  \
+            v = SEL(c, v, v, c, _CMP_GT_OQ);                                                      \
+            v = SEL(one, v, v, one, _CMP_LT_OQ);                                                  \
+            const __auto_type bits = PS##castps_##SI(v);                                          \
+            __auto_type e = PS##cvtepi32_ps(PS##sub_epi32(PS##srli_epi32(bits, 23), PS##set1_epi32(126))); \
+            __auto_type x = PS##cast##SI##_ps(PS##or_##SI(PS##and_##SI(bits, PS##set1_epi32(0x007FFFFF)), \
+                                                          PS##set1_epi32(0x3F000000)));           \
+            const __auto_type sx = x;                                                             \
+            const __auto_type half = PS##set1_ps(0.707106781186547524f);                          \
+            e = SEL(e, PS##sub_ps(e, one), sx, half, _CMP_LT_OQ);                                 \
+            x = SEL(PS##sub_ps(x, one), PS##sub_ps(PS##add_ps(x, x), one), sx, half, _CMP_LT_OQ); \
+            const __auto_type z = PS##mul_ps(x, x);                                               \
+            __auto_type y = PS##set1_ps(LOG_C1);                                                  \
+            y = PS##add_ps(PS##mul_ps(y, x), PS##set1_ps(LOG_C2));                                \
+            y = PS##add_ps(PS##mul_ps(y, x), PS##set1_ps(LOG_C3));                                \
+            y = PS##add_ps(PS##mul_ps(y, x), PS##set1_ps(LOG_C4));                                \
+            y = PS##add_ps(PS##mul_ps(y, x), PS##set1_ps(LOG_C5));                                \
+            y = PS##add_ps(PS##mul_ps(y, x), PS##set1_ps(LOG_C6));                                \
+            y = PS##add_ps(PS##mul_ps(y, x), PS##set1_ps(LOG_C7));                                \
+            y = PS##add_ps(PS##mul_ps(y, x), PS##set1_ps(LOG_C8));                                \
+            y = PS##add_ps(PS##mul_ps(y, x), PS##set1_ps(LOG_C9));                                \
+            y = PS##mul_ps(PS##mul_ps(y, x), z);                                                  \
+            y = PS##add_ps(y, PS##mul_ps(PS##set1_ps(-2.12194440e-4f), e));                      \
+            y = PS##add_ps(y, PS##mul_ps(PS##set1_ps(-0.5f), z));                                 \
+            __auto_type r = PS##add_ps(x, y);                                                     \
+            r = PS##add_ps(r, PS##mul_ps(PS##set1_ps(0.693359375f), e));                          \
+            PS##storeu_ps(out + i, PS##xor_ps(r, PS##set1_ps(-0.0f)));   /* -r, as the scalar path */ \
+        }                                                                                         \
+    } while (0)
+#define SEL8(A, B, X, Y, PRED) _mm256_blendv_ps((A), (B), _mm256_cmp_ps((X), (Y), PRED))
+#define SEL16(A, B, X, Y, PRED) _mm512_mask_blend_ps(_mm512_cmp_ps_mask((X), (Y), PRED), (A), (B))
+
 AVX2 static void neg_log_clipped_avx2(const float *p, float *out, size_t n, float clip) {
-    const __m256 c = _mm256_set1_ps(clip), one = _mm256_set1_ps(1.0f);
     size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256 v = _mm256_loadu_ps(p + i);
-        v = _mm256_blendv_ps(c, v, _mm256_cmp_ps(v, c, _CMP_GT_OQ));
-        v = _mm256_blendv_ps(one, v, _mm256_cmp_ps(v, one, _CMP_LT_OQ));
-        __m256i bits = _mm256_castps_si256(v);
-        __m256 e = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_srli_epi32(bits, 23), _mm256_set1_epi32(126)));
-        __m256 x = _mm256_castsi256_ps(_mm256_or_si256(_mm256_and_si256(bits, _mm256_set1_epi32(0x007FFFFF)),
-                                                       _mm256_set1_epi32(0x3F000000)));
-        __m256 small = _mm256_cmp_ps(x, _mm256_set1_ps(0.707106781186547524f), _CMP_LT_OQ);
-        e = _mm256_blendv_ps(e, _mm256_sub_ps(e, one), small);
-        x = _mm256_blendv_ps(_mm256_sub_ps(x, one), _mm256_sub_ps(_mm256_add_ps(x, x), one), small);
-        __m256 z = _mm256_mul_ps(x, x);
-        __m256 y = _mm256_set1_ps(LOG_C1);
-        y = _mm256_add_ps(_mm256_mul_ps(y, x), _mm256_set1_ps(LOG_C2));
-        y = _mm256_add_ps(_mm256_mul_ps(y, x), _mm256_set1_ps(LOG_C3));
-        y = _mm256_add_ps(_mm256_mul_ps(y, x), _mm256_set1_ps(LOG_C4));
-        y = _mm256_add_ps(_mm256_mul_ps(y, x), _mm256_set1_ps(LOG_C5));
-        y = _mm256_add_ps(_mm256_mul_ps(y, x), _mm256_set1_ps(LOG_C6));
-        y = _mm256_add_ps(_mm256_mul_ps(y, x), _mm256_set1_ps(LOG_C7));
-        y = _mm256_add_ps(_mm256_mul_ps(y, x), _mm256_set1_ps(LOG_C8));
-        y = _mm256_add_ps(_mm256_mul_ps(y, x), _mm256_set1_ps(LOG_C9));
-        y = _mm256_mul_ps(_mm256_mul_ps(y, x), z);
-        y = _mm256_add_ps(y, _mm256_mul_ps(_mm256_set1_ps(-2.12194440e-4f), e));
-        y = _mm256_add_ps(y, _mm256_mul_ps(_mm256_set1_ps(-0.5f), z));
-        __m256 r = _mm256_add_ps(x, y);
-        r = _mm256_add_ps(r, _mm256_mul_ps(_mm256_set1_ps(0.693359375f), e));
-        _mm256_storeu_ps(out + i, _mm256_xor_ps(r, _mm256_set1_ps(-0.0f)));   // -r, as the scalar path
-    }
+    NEG_LOG_LOOP(_mm256_, si256, 8, SEL8);
+    for (; i < n; i++) out[i] = neg_log_clipped_1(p[i], clip);
+}
+
+AVX512 static void neg_log_clipped_avx512(const float *p, float *out, size_t n, float clip) {
+    size_t i = 0;
+    NEG_LOG_LOOP(_mm512_, si512, 16, SEL16);
     for (; i < n; i++) out[i] = neg_log_clipped_1(p[i], clip);
 }
 #endif
@@ -895,7 +912,8 @@ static void neg_log_clipped_scalar(const float *p, float *out, size_t n, float c
 
 void unseg_neg_log_clipped(const float *p, float *out, size_t n, float clip, int vectorised) {
 #ifdef UNSEG_CRF_X86
-    if (vectorised && unseg_crf_avx2_available()) { neg_log_clipped_avx2(p, out, n, clip); return; }
+    if (vectorised >= 2 && unseg_crf_isa() >= 2) { neg_log_clipped_avx512(p, out, n, clip); return; }
+    if (vectorised >= 1 && unseg_crf_avx2_available()) { neg_log_clipped_avx2(p, out, n, clip); return; }
 #endif
     (void)vectorised;
     neg_log_clipped_scalar(p, out, n, clip);

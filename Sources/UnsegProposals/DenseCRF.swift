@@ -176,11 +176,11 @@ public final class DenseCRF: Sendable {
     }
 
     /// Unary energies `-log(min(max(p, clip), 1))` from probabilities `[N, L]` (row-major), by a
-    /// vectorised Cephes logf (`unseg_neg_log_clipped`: relative error ~1e-7, the same bits with or
-    /// without AVX2; NaN counts as `clip`). `clip` must be in (0, 1) (`DenseCRFConfig.validate`).
+    /// vectorised Cephes logf (`unseg_neg_log_clipped`: relative error ~1e-7, the same bits with
+    /// AVX-512, AVX2 or neither; NaN counts as `clip`). `clip` must be in (0, 1) (`DenseCRFConfig.validate`).
     public static func unary(fromProbabilities p: [Float], clip: Float = 1e-5) -> [Float] {
         [Float](unsafeUninitializedCapacity: p.count) { out, count in
-            p.withUnsafeBufferPointer { unseg_neg_log_clipped($0.baseAddress, out.baseAddress, p.count, clip, 1) }
+            p.withUnsafeBufferPointer { unseg_neg_log_clipped($0.baseAddress, out.baseAddress, p.count, clip, 2) }
             count = p.count
         }
     }

@@ -119,6 +119,6 @@ int unseg_crf_spatial_row(const float *src, const uint16_t *src_half, int y, int
 /// The fused pass's softmax on `rows` rows of `c4` floats (`labels` real lanes), for tests.
 int unseg_crf_softmax_rows(float *q, int rows, int c4, int labels, int isa);
 /// `out[i] = -log(min(max(p[i], clip), 1))` (NaN -> clip; `clip` > 0 normal) by Cephes' logf,
-/// relative error ~1e-7; 8 lanes with AVX2 when `vectorised` and the CPU has it, else scalar:
-/// the same bits either way.
+/// relative error ~1e-7; `vectorised` 2: 16 lanes with AVX-512, or 8 with AVX2, as the CPU has them;
+/// 1: at most AVX2; 0: scalar. The same bits every way.
 void unseg_neg_log_clipped(const float *p, float *out, size_t n, float clip, int vectorised);
