@@ -504,10 +504,10 @@ AVX2 static inline void sep_horizontal_avx2(const float *v, float *dst, int j0, 
 // the AVX2 kernels above in the same order, so the same bits. Rows of more than 8 values are
 // processed in whole 16-lane chunks, reading and writing past a row's end where that is safe
 // (every caller leaves DenseCRF.kernelSlack values of slack past its buffers): masked 16-lane
-// loads and stores measured 1.5-2x slower on an AMD Zen 5, and rows of 8 stay with the 8-lane
+// loads and stores measured up to 1.8x slower on an AMD Zen 5, and rows of 8 stay with the 8-lane
 // code (16-lane chunks over them cost more than they saved). Every product and sum is its own
-// intrinsic, so nothing is contracted into FMA. On the peer benchmark's photos: 27 labels about
-// 18 % faster than the AVX2 kernels, 10 labels 12 %, 5 labels 5 % (the 16-pixel softmax).
+// intrinsic, so nothing is contracted into FMA. On the peer benchmark's photos, against the AVX2
+// kernels with everything else equal: 27 labels 16 % faster, 10 labels 10 %, 5 labels 8 %.
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,f16c")))
 
 static int crf_avx512_cpu(void) {
