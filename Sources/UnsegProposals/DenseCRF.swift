@@ -208,17 +208,20 @@ public final class DenseCRF: Sendable {
     /// Accumulating the splat in float16 was measured too and rejected: it cost 0.15 % agreement.
     ///
     /// On CPUs with AVX2 and F16C the pass over each row, the spatial row filter and the lattice blur
-    /// run in C kernels with 8-lane arithmetic (`CUnsegKernels/crf.c`) that do the same operations in
-    /// the same order as the Swift code below, so the output is the same bits (tested); elsewhere, and
-    /// for the lattice spatial kernel, the Swift code runs.
+    /// run in C kernels with 8-lane arithmetic, or 16-lane where the CPU has AVX-512
+    /// (`CUnsegKernels/crf.c`), that do the same operations in the same order as the Swift code
+    /// below, so the output is the same bits (tested); elsewhere, and for the lattice spatial
+    /// kernel, the Swift code runs. The C path also clears the splat target row by row, just
+    /// before the image row that first touches those vertices (`touched`), and pads splat rows of
+    /// 28, 44, ... floats to whole cache lines (`FusedLattice.splatStride`): the same values.
     public func infer(unary: [Float], labels: Int) -> [Float] {
         infer(unary: unary, labels: labels, kernels: .automatic)
     }
 
-    /// Which code runs the fused pass and the blur: the C kernels with 8-lane AVX2 arithmetic
-    /// (`CUnsegKernels/crf.c`, the same bits) when the CPU has AVX2 and the image uses the exact spatial
-    /// kernel, or the Swift code (`.swift`, the reference the kernels are tested against).
-    /// `.avx2` keeps the C kernels to 8 lanes on CPUs that have AVX-512 (tests compare both).
+    /// Which code runs the fused pass and the blur: the C kernels (`CUnsegKernels/crf.c`, the same
+    /// bits) when the CPU has AVX2 and the image uses the exact spatial kernel, with 16 lanes where
+    /// it has AVX-512 (`.automatic`) or 8 lanes in any case (`.avx2`), or the Swift code (`.swift`,
+    /// the reference the kernels are tested against).
     enum Kernels { case automatic, avx2, swift }
 
     /// Whether this CPU runs the AVX2 kernels.

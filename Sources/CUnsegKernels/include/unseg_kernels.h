@@ -90,8 +90,9 @@ int unseg_crf_avx2_available(void);
 /// 2 also AVX-512 F/BW/VL/DQ (16 lanes). Each kernel takes `isa`, the highest level to use (capped at
 /// this); every level gives the same bits as the Swift reference.
 int unseg_crf_isa(void);
-/// Runs one row with 8-lane AVX2 arithmetic; the same bits as the Swift reference. Returns 0, or -1
-/// when the kernel cannot run it (not x86-64, or no scratch). Call only when `unseg_crf_avx2_available()`.
+/// Runs one row with 8-lane AVX2 arithmetic, or 16-lane AVX-512 (`isa` 2, the CPU has it, c4 > 8);
+/// the same bits as the Swift reference either way. Returns 0, or -1 when the kernel cannot run it
+/// (no AVX2, not x86-64, or no scratch).
 int unseg_crf_fused_row(const unseg_crf_row_args *a);
 /// `FusedLattice.blur` with 8-lane AVX2 arithmetic (same bits): blurs `values` `[(m+1), c4]` along
 /// `directions` directions, ping-ponging with `scratch`; sets `result` to the buffer holding the
@@ -102,7 +103,8 @@ int unseg_crf_blur(float *values, float *scratch, const int32_t *neighbors, int6
 /// `values` `[(m+1), values_stride]` (float32, `values_stride` >= c4, a multiple of 4; extra lanes
 /// ignored) are blurred along `directions` (>= 1) directions; every
 /// direction's output is rounded to float16 (nearest even) and stored in `a` or `b` (`[(m+1), c4]`
-/// half bits, ping-pong); `result` is set to the one holding the last. Returns 0, or -1 when not available.
+/// half bits, ping-pong); `result` is set to the one holding the last. 16-lane with `isa` 2 when the
+/// CPU has AVX-512 and c4 > 8, else 8-lane. Returns 0, or -1 when not available.
 int unseg_crf_blur_half(float *values, int values_stride, uint16_t *a, uint16_t *b, const int32_t *neighbors, int64_t m,
                         int c4, int directions, uint16_t **result, int isa);
 /// `out[i lp + l] = -u[i labels + l]` for `l < labels`, 0 for `labels <= l < lp` (`n` rows); returns 1
@@ -110,10 +112,10 @@ int unseg_crf_blur_half(float *values, int values_stride, uint16_t *a, uint16_t 
 int unseg_pad_negate(const float *u, size_t n, int labels, int lp, float *out);
 /// Rounds `n` floats to the nearest float16 value (ties to even) in place: exact, F16C when available.
 void unseg_round_through_half(float *values, size_t n);
-/// `SeparableGaussian.blurRow` with 8-lane AVX2 arithmetic (same bits): row `y` of `src`
+/// `SeparableGaussian.blurRow` with 8-lane AVX2 or 16-lane AVX-512 arithmetic (`isa`; same bits): row `y` of `src`
 /// `[height, width, c4]` (or of `src_half`, the field as float16 bits, when not NULL) filtered
 /// with `taps` `[2 radius + 1]` into `dst` `[width, c4]`, through `scratch`
-/// `[(width + 2 radius) c4]` whose pads are zero. Returns 0, or -1 when not available.
+/// `[(width + 2 radius) c4]` whose pads are zero. Returns 0, or -1 when not available (or radius > 16).
 int unseg_crf_spatial_row(const float *src, const uint16_t *src_half, int y, int height, int width, int c4, int radius,
                           const float *taps, float *scratch, float *dst, int isa);
 /// The fused pass's softmax on `rows` rows of `c4` floats (`labels` real lanes), for tests.
