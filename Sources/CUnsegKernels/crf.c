@@ -209,10 +209,11 @@ AVX2 static void softmax_rows_avx2(float *q, int rows, int c4, int labels) {
     for (; i < rows; i++) softmax_row(q + (size_t)i * c4, c4, pad);
 }
 
-// acc (+)= w * src over one row, 8 + 4 lanes: acc = acc + (w * src).
-#define ROW_AXPY(ACC, W8, SRC)                                                                    \
+// acc (+)= w * src over one row, 8 + 4 lanes: acc = acc + (w * src); ROW_AXPY_FROM from value K0 on.
+#define ROW_AXPY(ACC, W8, SRC) ROW_AXPY_FROM(ACC, W8, SRC, 0)
+#define ROW_AXPY_FROM(ACC, W8, SRC, K0)                                                           \
     do {                                                                                          \
-        int kk = 0;                                                                               \
+        int kk = (K0);                                                                            \
         for (; kk + 8 <= c4; kk += 8)                                                             \
             _mm256_storeu_ps((ACC) + kk, _mm256_add_ps(_mm256_loadu_ps((ACC) + kk),                 \
                                                       _mm256_mul_ps((W8), _mm256_loadu_ps((SRC) + kk)))); \
@@ -647,16 +648,11 @@ AVX512 static void crf_row_avx512(const unseg_crf_row_args *a) {
         for (int r = 0; r < 6; r++) {
             float *d = a->lattice_out + (size_t)o[r] * ss;
             const __m512 w = _mm512_set1_ps(ws[r]);
-            const __m256 w8 = _mm512_castps512_ps256(w);
             int k = 0;
             for (; k + 16 <= c4; k += 16) _mm512_storeu_ps(d + k, _mm512_add_ps(_mm512_loadu_ps(d + k), _mm512_mul_ps(w, _mm512_loadu_ps(q + k))));
             if (k == c4) continue;
-            if (ss % 16 == 0) {
-                _mm512_storeu_ps(d + k, _mm512_add_ps(_mm512_loadu_ps(d + k), _mm512_mul_ps(w, tail16(q + k, c4 - k))));
-                continue;
-            }
-            if (k + 8 <= c4) { _mm256_storeu_ps(d + k, _mm256_add_ps(_mm256_loadu_ps(d + k), _mm256_mul_ps(w8, _mm256_loadu_ps(q + k)))); k += 8; }
-            if (k < c4) _mm_store_ps(d + k, _mm_add_ps(_mm_load_ps(d + k), _mm_mul_ps(_mm256_castps256_ps128(w8), _mm_load_ps(q + k))));
+            if (ss % 16 == 0) _mm512_storeu_ps(d + k, _mm512_add_ps(_mm512_loadu_ps(d + k), _mm512_mul_ps(w, tail16(q + k, c4 - k))));
+            else ROW_AXPY_FROM(d, _mm512_castps512_ps256(w), q, k);
         }
     }
 }
