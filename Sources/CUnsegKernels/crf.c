@@ -209,6 +209,22 @@ AVX2 static void softmax_rows_avx2(float *q, int rows, int c4, int labels) {
     for (; i < rows; i++) softmax_row(q + (size_t)i * c4, c4, pad);
 }
 
+// The splat of the row's pixels in order: CORNER adds row q (pixel x's Q) times ws[r] into d, the
+// lattice_out row of its corner r.
+#define SPLAT_ROW(CORNER)                                                                         \
+    do {                                                                                          \
+        const int ss = a->splat_stride;                                                           \
+        for (int x = 0; x < width; x++) {                                                         \
+            const float *q = rowq + (size_t)x * c4;                                               \
+            const int32_t *o = a->offsets + (size_t)x * 6;                                        \
+            const float *ws = a->splat_weights + (size_t)x * 6;                                   \
+            for (int r = 0; r < 6; r++) {                                                         \
+                float *d = a->lattice_out + (size_t)o[r] * ss;                                    \
+                CORNER;                                                                           \
+            }                                                                                     \
+        }                                                                                         \
+    } while (0)
+
 // acc (+)= w * src over one row, 8 + 4 lanes: acc = acc + (w * src); ROW_AXPY_FROM from value K0 on.
 #define ROW_AXPY(ACC, W8, SRC) ROW_AXPY_FROM(ACC, W8, SRC, 0)
 #define ROW_AXPY_FROM(ACC, W8, SRC, K0)                                                           \
@@ -331,23 +347,7 @@ AVX2 static void crf_row_avx2(const unseg_crf_row_args *a, crf_softmax_rows soft
         if (k < c4) _mm_store_ps(d + k, _mm_mul_ps(_mm256_castps256_ps128(g), _mm_load_ps(q + k)));
     }
     if (a->out) return;
-    const int ss = a->splat_stride;
-    for (int x = 0; x < width; x++) {
-        const float *q = rowq + (size_t)x * c4;
-        const int32_t *o = a->offsets + (size_t)x * 6;
-        const float *ws = a->splat_weights + (size_t)x * 6;
-        float *d0 = a->lattice_out + (size_t)o[0] * ss, *d1 = a->lattice_out + (size_t)o[1] * ss;
-        float *d2 = a->lattice_out + (size_t)o[2] * ss, *d3 = a->lattice_out + (size_t)o[3] * ss;
-        float *d4 = a->lattice_out + (size_t)o[4] * ss, *d5 = a->lattice_out + (size_t)o[5] * ss;
-        __m256 w0 = _mm256_set1_ps(ws[0]), w1 = _mm256_set1_ps(ws[1]), w2 = _mm256_set1_ps(ws[2]);
-        __m256 w3 = _mm256_set1_ps(ws[3]), w4 = _mm256_set1_ps(ws[4]), w5 = _mm256_set1_ps(ws[5]);
-        ROW_AXPY(d0, w0, q);
-        ROW_AXPY(d1, w1, q);
-        ROW_AXPY(d2, w2, q);
-        ROW_AXPY(d3, w3, q);
-        ROW_AXPY(d4, w4, q);
-        ROW_AXPY(d5, w5, q);
-    }
+    SPLAT_ROW(ROW_AXPY(d, _mm256_set1_ps(ws[r]), q));
 }
 
 // One blur direction, new = old + 0.5 (a + b): the loop over the vertices (rows of type TS, SS
@@ -598,6 +598,18 @@ AVX512 static void softmax_rows_avx512(float *q, int rows, int c4, int labels) {
             SLICE_CHUNK(_mm512_, load16##LS, load16##US, _mm512_loadu_ps, _mm512_storeu_ps, ws16, v0, v1, v2, v3, v4, v5); \
     } while (0)
 
+// One corner of SPLAT_ROW in 16-lane chunks, then the tail: one more 16-lane chunk with zeros
+// above c4 when the rows are whole 16-lane lines (ss % 16 == 0), else 8 and 4 lanes.
+#define SPLAT_CORNER16                                                                            \
+    do {                                                                                          \
+        const __m512 w = _mm512_set1_ps(ws[r]);                                                   \
+        int k = 0;                                                                                \
+        for (; k + 16 <= c4; k += 16) _mm512_storeu_ps(d + k, _mm512_add_ps(_mm512_loadu_ps(d + k), _mm512_mul_ps(w, _mm512_loadu_ps(q + k)))); \
+        if (k == c4) break;                                                                       \
+        if (ss % 16 == 0) _mm512_storeu_ps(d + k, _mm512_add_ps(_mm512_loadu_ps(d + k), _mm512_mul_ps(w, tail16(q + k, c4 - k)))); \
+        else ROW_AXPY_FROM(d, _mm512_castps512_ps256(w), q, k);                                   \
+    } while (0)
+
 // crf_row_avx2 with 16 lanes, for c4 > 8 (rows of 8 take crf_row_avx2 with the 16-pixel softmax).
 // The slice and the row's stores run in whole 16-lane chunks, past the end of the pixel's row
 // when c4 is not a multiple of 16: what they read there is the next pixel's (or the buffers'
@@ -640,21 +652,7 @@ AVX512 static void crf_row_avx512(const unseg_crf_row_args *a) {
     // row's last chunk of Q is read with zeros above c4, so the padding lanes get + 0. Other rows
     // in chunks of 16, 8 and 4 lanes: a 16-lane write past the row would make the next corner's
     // read of an overlapping row wait for it.
-    const int ss = a->splat_stride;
-    for (int x = 0; x < width; x++) {
-        const float *q = rowq + (size_t)x * c4;
-        const int32_t *o = a->offsets + (size_t)x * 6;
-        const float *ws = a->splat_weights + (size_t)x * 6;
-        for (int r = 0; r < 6; r++) {
-            float *d = a->lattice_out + (size_t)o[r] * ss;
-            const __m512 w = _mm512_set1_ps(ws[r]);
-            int k = 0;
-            for (; k + 16 <= c4; k += 16) _mm512_storeu_ps(d + k, _mm512_add_ps(_mm512_loadu_ps(d + k), _mm512_mul_ps(w, _mm512_loadu_ps(q + k))));
-            if (k == c4) continue;
-            if (ss % 16 == 0) _mm512_storeu_ps(d + k, _mm512_add_ps(_mm512_loadu_ps(d + k), _mm512_mul_ps(w, tail16(q + k, c4 - k))));
-            else ROW_AXPY_FROM(d, _mm512_castps512_ps256(w), q, k);
-        }
-    }
+    SPLAT_ROW(SPLAT_CORNER16);
 }
 
 // BLUR_DIRECTION in 16-lane chunks, past the row's end when c4 is not a multiple of 16: the
