@@ -44,13 +44,15 @@ let package = Package(
         .systemLibrary(name: "CPNG", pkgConfig: "libpng",
                        providers: [.apt(["libpng-dev"])]),
 
+        // Exact PNG sample reading (libpng's classic API, setjmp in C) for maps other tools wrote.
+        .target(name: "CUnsegPNG", linkerSettings: [.linkedLibrary("png16")]),
         .target(name: "CUnsegKernels", cSettings: [.unsafeFlags(["-O3"])], linkerSettings: [.linkedLibrary("z")]),
         .target(name: "UnsegLinAlg", dependencies: ["CBLAS", "CLAPACKE", "CUnsegKernels"], swiftSettings: swiftSettings),
         // Open MPI through dlopen: linked against libdl only; MPI is loaded when mpirun starts unseg.
         .target(name: "CUnsegMPI", linkerSettings: [.linkedLibrary("dl")]),
         .target(name: "UnsegCore", dependencies: ["UnsegLinAlg", "CUnsegMPI", "CUnsegKernels"], swiftSettings: swiftSettings),
         .target(name: "UnsegHDF5", dependencies: ["CHDF5"], swiftSettings: swiftSettings),
-        .target(name: "UnsegImaging", dependencies: ["CPNG", "UnsegLinAlg", "UnsegCore"], swiftSettings: swiftSettings),
+        .target(name: "UnsegImaging", dependencies: ["CPNG", "CUnsegPNG", "UnsegLinAlg", "UnsegCore"], swiftSettings: swiftSettings),
         .target(name: "UnsegStore", dependencies: ["UnsegHDF5", "UnsegLinAlg", "UnsegCore", "CUnsegKernels"], swiftSettings: swiftSettings),
         .target(name: "UnsegEvaluation", dependencies: ["UnsegLinAlg", "UnsegCore"], swiftSettings: swiftSettings),
         .target(name: "UnsegProposals", dependencies: ["UnsegLinAlg", "UnsegCore", "CUnsegKernels"], swiftSettings: swiftSettings),

@@ -35,6 +35,7 @@ struct EvaluationOutputOptions: ParsableArguments {
 extension ProposalMethod: ExpressibleByArgument {}
 extension RefinementMethod: ExpressibleByArgument {}
 extension MatchingMode: ExpressibleByArgument {}
+extension MapResize: ExpressibleByArgument {}
 extension PrototypeCopy: ExpressibleByArgument {}
 extension PredictRefinement: ExpressibleByArgument {}
 extension TestTimeAugmentation: ExpressibleByArgument {}

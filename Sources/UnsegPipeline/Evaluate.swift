@@ -12,6 +12,8 @@ public struct EvaluationReport: Sendable {
     public var storePath: String
     public var predictionsPath: String
     public var imageCount: Int
+    /// What the predictions were: unseg's own file, a PNG folder, a plain HDF5 dataset.
+    public var source: PredictionSource
 }
 
 extension EvaluationReport {
@@ -24,11 +26,21 @@ extension EvaluationReport {
         try OutputGuard.check(outputs: outputs, inputs: [("--store", storePath), ("--predictions", predictionsPath)],
                               folders: report.map { [("--report", $0)] } ?? [])
         if let j = json {
-            try writeOutputFile(try result.jsonData(pretty: true), to: j, option: "--json")
+            try writeOutputFile(try jsonData(), to: j, option: "--json")
             files.append(j)
         }
         if let dir = report { files += try EvaluationReportWriter.write(self, to: dir) }
         return files
+    }
+
+    /// The result's JSON (`EvaluationResult`'s keys) plus `"predictions"`: path, kind
+    /// (unseg / png-folder / hdf5-dataset), whether foreign, one line of detail. Sorted keys.
+    public func jsonData() throws -> Data {
+        guard var o = try JSONSerialization.jsonObject(with: try result.jsonData(pretty: false)) as? [String: Any] else {
+            return try result.jsonData(pretty: true)
+        }
+        o["predictions"] = source.json
+        return try JSONSerialization.data(withJSONObject: o, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
     }
 }
 
@@ -57,10 +69,11 @@ public enum EvaluateJob {
         }
     }
 
-    /// Evaluates `predictionsPath` against the labels of `storePath`.
+    /// Evaluates `predictionsPath` against the labels of `storePath`: a file of `unseg predict`,
+    /// or (see `PredictionInputs`) a folder of label PNGs or a plain HDF5 dataset (`foreign.dataset`).
     /// - classCount: needed when the store names no known protocol.
     public static func run(storePath: String, predictionsPath: String, matching: MatchingMode = .hungarian,
-                           classCount: Int? = nil, threads: Int = Parallel.coreCount,
+                           classCount: Int? = nil, foreign: ForeignMapsOptions = .init(), threads: Int = Parallel.coreCount,
                            progress: ProgressSink? = nil) throws -> EvaluationReport {
         BLASPolicy.imagesInParallel.apply()
         let store = try FeatureStore(path: storePath)
@@ -68,9 +81,10 @@ public enum EvaluateJob {
             throw StoreError(file: storePath, dataset: "/labels", "missing; evaluation needs ground-truth labels [N, H, W] uint8 in the store")
         }
         let proto = try labelProtocol(for: store, classCount: classCount)
-        let preds = try PredictionsFile(path: predictionsPath, store: store)
+        let preds = try PredictionInputs.segmentation(path: predictionsPath, store: store, classCount: proto.classCount,
+                                                      options: foreign, threads: threads)
         let l = store.layout
-        let k = preds.count
+        let k = preds.clusterCount
         let done = Counter()
         // Under mpirun each rank counts its share of the images; the integer counts are summed
         // exactly (any order, same bits), after every rank agrees its share went well.
@@ -79,7 +93,7 @@ public enum EvaluateJob {
             try ConfusionMatrix.accumulate(imageCount: own.count, clusterCount: k, classCount: proto.classCount,
                                            threads: threads) { j, partial in
                 let i = own.lowerBound + j
-                let p = try preds.read(i)
+                let p = try preds.ids(i)
                 let y = try store.labels(i)
                 try partial.accumulate(predictions: p, labels: y)
                 progress?.update(done: done.increment() + 1, total: own.count, note: nil)
@@ -89,6 +103,6 @@ public enum EvaluateJob {
         progress?.finish()
         let result = try Evaluation.evaluate(confusion, mode: matching, classNames: proto.classNames)
         return EvaluationReport(result: result, confusion: confusion, labelProtocol: proto, storePath: storePath,
-                                predictionsPath: predictionsPath, imageCount: l.imageCount)
+                                predictionsPath: predictionsPath, imageCount: l.imageCount, source: preds.source)
     }
 }

@@ -52,7 +52,7 @@ public enum EvaluationReportWriter {
         try PNG.write(bars, to: barPath)
         var md = "# Evaluation\n\n"
         md += "- store: `\(report.storePath)` (\(report.imageCount) images)\n"
-        md += "- predictions: `\(report.predictionsPath)`\n"
+        md += "- predictions: `\(report.predictionsPath)`: \(report.source.detail)\n"
         md += "- protocol: `\(report.labelProtocol.name)` (\(report.labelProtocol.classCount) classes)\n"
         md += "- matching: `\(r.matchingMode.rawValue)`: \(r.matchingMode.summary)\n"
         md += "- pixels evaluated: \(r.pixels)\n\n"

@@ -144,8 +144,20 @@ public enum ExportJob {
                 return e
             },
         ]
-        if let m = matching { manifest["matching"] = m; manifest["matching_from"] = o.matchingFrom! }
-        if let p = proto { manifest["protocol"] = p.name; manifest["class_names"] = p.classNames }
+        // What a reader needs to score or train on the labels: the protocol (null when the store names
+        // none unseg knows), the matching (null without --matching-from) and how it was made.
+        manifest["protocol"] = proto.map { $0.name as Any } ?? NSNull()
+        if let p = proto { manifest["class_names"] = p.classNames }
+        manifest["matching"] = matching.map { $0 as Any } ?? NSNull()
+        if let m = o.matchingFrom {
+            manifest["matching_from"] = m
+            if let d = try? Data(contentsOf: URL(fileURLWithPath: m)),
+               let obj = try? JSONSerialization.jsonObject(with: d) as? [String: Any], let mode = obj["matching_mode"] as? String {
+                manifest["matching_mode"] = mode
+            }
+        }
+        manifest["layout"] = "labels/<stem>.png: 8-bit grey, the pixel is the id (\(ids)), 255 = ignore; color/: the same ids as palette PNGs; "
+            + "`unseg evaluate --store STORE --predictions \(o.outDir)` reads labels/ back (matched by name)"
         let data = try JSONSerialization.data(withJSONObject: manifest, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
         try data.write(to: URL(fileURLWithPath: folder.path("manifest.json")))
         try folder.commit()

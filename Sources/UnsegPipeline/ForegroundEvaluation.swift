@@ -21,6 +21,8 @@ public enum EvaluationTask: String, Sendable, CaseIterable, Equatable {
 public enum ForegroundEvaluation {
     public struct Report: Sendable {
         public var task: EvaluationTask
+        /// Where the maps came from (unseg's proposals, a PNG folder, a plain HDF5 dataset).
+        public var source: PredictionSource
         public var saliency: Saliency.Result?
         /// CorLoc: images with boxes, images whose predicted box hits one, the percentage.
         public var corlocImages: Int = 0
@@ -39,28 +41,27 @@ public enum ForegroundEvaluation {
         }
 
         public func json() throws -> Data {
-            var o: [String: Any] = ["task": task.rawValue]
+            var o: [String: Any] = ["task": task.rawValue, "predictions": source.json]
             if let s = saliency {
                 o.merge(["images": s.images, "accuracy": s.accuracy, "iou": s.iou, "max_fbeta": s.maxFBeta,
                          "best_threshold": s.bestThreshold, "precision": s.precision, "recall": s.recall]) { $1 }
             } else {
                 o.merge(["images": corlocImages, "correct": corlocCorrect, "corloc": corloc]) { $1 }
             }
-            return try JSONSerialization.data(withJSONObject: o, options: [.prettyPrinted, .sortedKeys])
+            return try JSONSerialization.data(withJSONObject: o, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
         }
     }
 
+    /// Scores the foreground maps of `proposalsPath`: a proposals file with `/foreground`, or
+    /// (see `PredictionInputs`) a folder of grey PNGs or a plain HDF5 dataset (`foreign.dataset`).
     public static func run(task: EvaluationTask, storePath: String, proposalsPath: String,
-                           threads: Int = Parallel.coreCount) throws -> Report {
+                           foreign: ForeignMapsOptions = .init(), threads: Int = Parallel.coreCount) throws -> Report {
         precondition(task != .classes, "ForegroundEvaluation: task classes is EvaluateJob's")
         BLASPolicy.imagesInParallel.apply()
         let store = try FeatureStore(path: storePath)
-        let props = try ProposalsFile(path: proposalsPath, store: store)
-        guard props.hasForeground else {
-            throw StoreError(file: proposalsPath, dataset: "/foreground", "missing; --task \(task.rawValue) scores soft foreground maps: write them with `unseg propose --method fiedler`")
-        }
+        let props = try PredictionInputs.foreground(path: proposalsPath, store: store, task: task, options: foreign, threads: threads)
         let l = store.layout
-        var report = Report(task: task)
+        var report = Report(task: task, source: props.source)
         switch task {
         case .saliency:
             guard l.hasLabels else {
@@ -112,7 +113,7 @@ public enum ForegroundEvaluation {
         if let j = json { try writeOutputFile(try r.json(), to: j, option: "--json"); files.append(j) }
         if let dir = report {
             let folder = try AtomicDirectory(path: dir, option: "--report")
-            var md = "# Foreground evaluation\n\n- store: `\(storePath)`\n- foreground maps: `\(proposalsPath)`\n\n" + r.table() + "\n"
+            var md = "# Foreground evaluation\n\n- store: `\(storePath)`\n- foreground maps: `\(proposalsPath)`: \(r.source.detail)\n\n" + r.table() + "\n"
             if !r.corlocSamples.isEmpty {
                 let store = try FeatureStore(path: storePath)
                 let l = store.layout

@@ -82,7 +82,9 @@ public enum TestJob {
                     rows.append(TestRow(copy: copy, crf: crf, flip: flip,
                                         report: EvaluationReport(result: result, confusion: confusion, labelProtocol: proto,
                                                                  storePath: o.storePath, predictionsPath: "\(o.checkpointPath) [\(tag)]",
-                                                                 imageCount: l.imageCount)))
+                                                                 imageCount: l.imageCount,
+                                                                 source: PredictionSource(kind: .unseg, path: o.checkpointPath,
+                                                                                          detail: "predicted in memory by `unseg test` (\(tag))"))))
                 }
             }
         }
