@@ -68,9 +68,9 @@ extension Unseg {
 /// The demo's file list and time.
 private func sayFiles(_ files: [(String, String)], seconds: Double) {
     say("files:")
-    // Padded to the longest description, never cut (`padding(toLength:)` truncates longer strings).
-    let width = files.map(\.0.count).max() ?? 0
-    for (what, p) in files { say("  " + what + String(repeating: " ", count: width - what.count) + "  " + p) }
+    var t = DemoFiles.table(files)
+    if t.hasSuffix("\n") { t.removeLast() }
+    if !t.isEmpty { say(t) }
     say(String(format: "done in %.0f s", seconds))
 }
 

@@ -87,6 +87,16 @@ public struct DemoSummary: Sendable {
     }
 }
 
+/// The demo's list of the files it wrote.
+public enum DemoFiles {
+    /// One line per file, "  <what>  <path>\n", descriptions padded to the longest one and never
+    /// cut (`padding(toLength:)` would truncate the longer ones).
+    public static func table(_ files: [(String, String)]) -> String {
+        let width = files.map(\.0.count).max() ?? 0
+        return files.map { "  " + $0.0 + String(repeating: " ", count: width - $0.0.count) + "  " + $0.1 + "\n" }.joined()
+    }
+}
+
 /// `unseg demo` as a library call: the whole pipeline on a synthetic corpus.
 ///
 /// synth train + val -> propose (PriMaPs) -> four fits, each followed by predict val -> evaluate

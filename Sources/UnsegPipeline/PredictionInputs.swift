@@ -165,7 +165,7 @@ public enum PredictionInputs {
             return ForegroundMaps(source: src) { i in
                 let (file, s) = try folder.read(i)
                 if s.header.isColour && !s.coloursAreGrey {
-                    throw StoreError(file: file, "image \(i) ('\(folder.names[i])') is a \(s.header.kind) PNG whose colours are not grey; saliency maps are grey PNGs (0-255 or 0/1)")
+                    throw StoreError(file: file, "image \(i) ('\(folder.names[i])') is a colour PNG (\(s.header.kind)) whose colours are not grey; saliency maps are grey PNGs (0-255 or 0/1)")
                 }
                 // Grey levels; a palette file's indices count as levels (0/1 masks saved with a palette).
                 let soft = LabelValues.softFromIntegers(s.firstChannel.map(Int32.init), maxSample: s.header.maxSample)
@@ -466,7 +466,7 @@ public enum PredictionNames {
         }
         let missing = owner.indices.filter { owner[$0].isEmpty }
         if !missing.isEmpty {
-            throw StoreError(file: folder, "\(missing.count) of the store's \(storeNames.count) images have no PNG: "
+            throw StoreError(file: folder, "\(missing.count) of the store's \(storeNames.count) images \(missing.count == 1 ? "has" : "have") no PNG: "
                              + few(missing.map { storeNames[$0] })
                              + "; files are matched to \(storePath)'s /names by stem, with or without an extension and a suffix such as _leftImg8bit (`unseg help evaluate`; --suffix adds one)"
                              + (extra.isEmpty ? "" : "; unmatched PNGs: " + few(extra)))

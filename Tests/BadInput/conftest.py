@@ -454,6 +454,7 @@ def env(tmp_path, base) -> Env:
 
 # For the summary only: which bullet of the issue a case checks, from its id (first match wins).
 CATEGORIES = [
+    ("foreign maps (PNG, HDF5)", r"evaluate/(png-|h5-|plain-h5|export-folder|resize-|clusters-)"),
     ("concurrency", r"two-writers|killed-writer|killed-during"),
     ("interrupts and leftovers", r"sig|stale|temporary|with-overlays|with-report"),
     ("recipe", r"recipe"),

@@ -728,6 +728,115 @@ def b_eval_report_with_bad_ids(e):
                      e.path("m.json"), "--report", e.path("report"))
 
 
+# Foreign maps (issue 25): PNG folders and plain HDF5 datasets that other tools wrote.
+
+def names_of(e: Env) -> list:
+    with h5py.File(e.base["store"], "r") as f:
+        return [n.decode() for n in f["names"][...]]
+
+
+def pred_maps(e: Env) -> np.ndarray:
+    with h5py.File(e.base["preds"], "r") as f:
+        return f["predictions"][...]
+
+
+def png_folder(e: Env, edit=None, key: str = "pngs", mode: str = "L") -> str:
+    """A folder of label PNGs (the session predictions, one per /names entry); `edit(folder, names)`
+    damages it."""
+    from PIL import Image
+    d = e.mkdir(key, key)
+    for n, m in zip(names_of(e), pred_maps(e)):
+        img = Image.fromarray(m, mode="L")
+        img.convert(mode).save(os.path.join(d, n + ".png"))
+    if edit:
+        edit(d, names_of(e))
+    return d
+
+
+def soft_store(e: Env) -> str:
+    """The session store with binary labels (class 1 is the foreground), for saliency."""
+    st = store(e)
+    def fn(f):
+        y = f["labels"][...]
+        f["labels"][...] = np.where(y == 255, 255, (y == 1).astype(np.uint8))
+        del f.attrs["protocol"]
+    return e.edit(st, fn)
+
+
+def plain_h5(e: Env, **datasets) -> str:
+    s = e.path("plain.h5", "plain")
+    with h5py.File(s, "w") as f:
+        for k, v in datasets.items():
+            f[k] = v
+    return s
+
+
+def png_drop(i):
+    def fn(d, names):
+        os.remove(os.path.join(d, names[i] + ".png"))
+    return fn
+
+
+def png_add(name, content=None):
+    def fn(d, names):
+        src = os.path.join(d, names[0] + ".png")
+        dst = os.path.join(d, name)
+        if content is None:
+            shutil.copyfile(src, dst)
+        else:
+            Path(dst).write_bytes(content)
+    return fn
+
+
+def png_truncate(i):
+    def fn(d, names):
+        p = os.path.join(d, names[i] + ".png")
+        b = Path(p).read_bytes()
+        Path(p).write_bytes(b[: len(b) - 40])
+    return fn
+
+
+def png_rewrite(i, array_fn, mode="L"):
+    def fn(d, names):
+        from PIL import Image
+        p = os.path.join(d, names[i] + ".png")
+        a = np.array(Image.open(p))
+        Image.fromarray(array_fn(a).astype(np.uint8), mode=mode).save(p)
+    return fn
+
+
+def b_png_ok(e):
+    a = eval_argv(e, store(e), png_folder(e), "--json", e.path("m.json", "json"))
+    outputs(e, e.p["json"])
+    return a
+
+
+def b_h5_ok(e):
+    a = eval_argv(e, store(e), plain_h5(e, maps=pred_maps(e).astype(np.int64)), "--dataset", "maps",
+                  "--json", e.path("m.json", "json"))
+    outputs(e, e.p["json"])
+    return a
+
+
+def b_saliency_float_outside(e):
+    st = soft_store(e)
+    soft = np.full((6, 32, 32), 0.5, np.float32)
+    soft[3, 2, 7] = 1.5
+    return eval_argv(e, st, plain_h5(e, soft=soft), "--task", "saliency", "--dataset", "soft")
+
+
+def b_saliency_colour(e):
+    st = soft_store(e)
+    d = png_folder(e, png_rewrite(2, lambda a: np.stack([a * 40, a, a], -1), mode="RGB"))
+    return eval_argv(e, st, d, "--task", "saliency")
+
+
+def b_single_png(e):
+    d = png_folder(e)
+    e.p["png"] = os.path.join(d, names_of(e)[0] + ".png")
+    return eval_argv(e, store(e), e.p["png"])
+
+
 EVALUATE = [
     C("json-is-store", lambda e: eval_argv(e, store(e), preds(e), "--json", e.p["store"]), CLASH,
       ("{store}", "--json", "--store")),
@@ -773,6 +882,58 @@ EVALUATE = [
     C("classes-0", lambda e: eval_argv(e, store(e), preds(e), "--classes", "0"), 64, ("--classes",)),
     C("id-255-is-ignore-not-error", b_eval_255_ok, 0, (), exists("json")),
     C("stale-json-temporary-removed", b_eval_json_stale, 0, (), exists("json")),
+
+    # Foreign maps: every mismatch is one error naming the folder or file and what to do.
+    C("png-folder-ok", b_png_ok, 0, (), exists("json")),
+    C("plain-h5-dataset-ok", b_h5_ok, 0, (), exists("json")),
+    C("png-missing-name", lambda e: eval_argv(e, store(e), png_folder(e, png_drop(3))), 1,
+      ("{pngs}", "has no PNG", "synthetic_train_000003", "--suffix")),
+    C("png-extra-name", lambda e: eval_argv(e, store(e), png_folder(e, png_add("stranger.png"))), 1,
+      ("{pngs}", "stranger.png", "matches no image")),
+    C("png-duplicate-name", lambda e: eval_argv(e, store(e), png_folder(e, png_add("synthetic_train_000000_pred.png"))), 1,
+      ("{pngs}", "more than one PNG", "synthetic_train_000000_pred.png")),
+    C("png-wrong-size", lambda e: eval_argv(e, store(e), png_folder(e, png_rewrite(4, lambda a: np.repeat(a, 2, 0)))), 1,
+      ("{pngs}", "synthetic_train_000004.png (64x32)", "--resize nearest")),
+    C("png-folder-holds-other-file", lambda e: eval_argv(e, store(e), png_folder(e, png_add("notes.txt", b"hello\n"))), 1,
+      ("{pngs}", "notes.txt", "not PNG")),
+    C("png-truncated", lambda e: eval_argv(e, store(e), png_folder(e, png_truncate(2))), 1,
+      ("synthetic_train_000002.png", img(2))),
+    C("png-not-a-png-inside", lambda e: eval_argv(e, store(e), png_folder(e, png_add("synthetic_train_000000.png", b"GIF89a not a png"))), 1,
+      ("synthetic_train_000000.png", img(0))),
+    C("png-id-above-clusters", lambda e: eval_argv(e, store(e), png_folder(e, png_rewrite(5, lambda a: np.where(a == a.flat[0], 9, a))), "--clusters", "4"), 1,
+      ("synthetic_train_000005.png", "id 9", "--clusters", img(5))),
+    C("png-id-above-class-count", lambda e: eval_argv(e, store(e), png_folder(e, png_rewrite(1, lambda a: a * 0 + 4))), 1,
+      ("synthetic_train_000001.png", "id 4", "--clusters")),
+    C("png-colour-label-maps", lambda e: eval_argv(e, store(e), png_folder(e, mode="RGB")), 1,
+      ("{pngs}", "colour", "palette")),
+    C("png-saliency-colour-not-grey", b_saliency_colour, 1, ("synthetic_train_000002.png", "grey", img(2))),
+    C("png-single-file", b_single_png, 1, ("{png}", "single PNG", "folder")),
+    C("png-folder-with-dataset", lambda e: eval_argv(e, store(e), png_folder(e), "--dataset", "maps"), 1,
+      ("{pngs}", "--dataset", "folder")),
+    C("png-empty-folder", lambda e: eval_argv(e, store(e), e.mkdir("empty", "pngs")), 1, ("{pngs}", "no PNG")),
+    C("export-folder-for-saliency", lambda e: eval_argv(e, soft_store(e), png_folder(e, png_add("manifest.json", b'{"format": "unseg.export"}')),
+                                                        "--task", "saliency"), 1, ("{pngs}", "unseg export", "--task saliency")),
+    C("h5-no-format-without-dataset", lambda e: eval_argv(e, store(e), plain_h5(e, maps=pred_maps(e))), 1,
+      ("{plain}", "format", "--dataset NAME", "/maps")),
+    C("h5-dataset-missing", lambda e: eval_argv(e, store(e), plain_h5(e, maps=pred_maps(e)), "--dataset", "nope"), 1,
+      ("{plain}", "/nope", "/maps")),
+    C("h5-dataset-wrong-rank", lambda e: eval_argv(e, store(e), plain_h5(e, maps=pred_maps(e)[:, 0]), "--dataset", "maps"), 1,
+      ("{plain}", "/maps", "[N, H, W]")),
+    C("h5-dataset-wrong-count", lambda e: eval_argv(e, store(e), plain_h5(e, maps=pred_maps(e)[:5]), "--dataset", "maps"), 1,
+      ("{plain}", "/maps", "5 maps", "{store}")),
+    C("h5-dataset-wrong-size", lambda e: eval_argv(e, store(e), plain_h5(e, maps=pred_maps(e)[:, :16]), "--dataset", "maps"), 1,
+      ("{plain}", "/maps", "16x32", "--resize")),
+    C("h5-float-for-classes", lambda e: eval_argv(e, store(e), plain_h5(e, maps=pred_maps(e).astype(np.float32)), "--dataset", "maps"), 1,
+      ("{plain}", "/maps", "float32", "--task saliency")),
+    C("h5-string-dataset", lambda e: eval_argv(e, store(e), plain_h5(e, maps=np.array([b"a"] * 6)), "--dataset", "maps"), 1,
+      ("{plain}", "/maps")),
+    C("h5-float-outside-0-1", b_saliency_float_outside, 1, ("{plain}", "/soft", "1.5", "[0, 1]", img(3))),
+    C("h5-id-negative", lambda e: eval_argv(e, store(e), plain_h5(e, maps=pred_maps(e).astype(np.int32) - 1), "--dataset", "maps"), 1,
+      ("{plain}", "/maps", "negative id -1")),
+    C("resize-bilinear-for-classes", lambda e: eval_argv(e, store(e), png_folder(e), "--resize", "bilinear"), 64, ("--resize",)),
+    C("clusters-for-saliency", lambda e: eval_argv(e, soft_store(e), png_folder(e), "--task", "saliency", "--clusters", "4"), 64,
+      ("--clusters",)),
+    C("clusters-out-of-range", lambda e: eval_argv(e, store(e), png_folder(e), "--clusters", "300"), 64, ("--clusters",)),
 ]
 
 

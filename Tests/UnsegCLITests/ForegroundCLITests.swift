@@ -4,22 +4,29 @@ import UnsegEvaluation
 import UnsegStore
 import UnsegTestSupport
 
+/// A synth store (32x32, patch 4) made object-centric for the foreground tasks: binary labels
+/// (class 1 is the foreground, no protocol) and one box per image, [i, 4, 4, 20, 24].
+func makeForegroundStore(_ store: String, images: Int, seed: Int) throws -> String {
+    let r = try runUnseg(["synth", "--out", store, "--images", String(images), "--size", "32", "--patch", "4",
+                          "--channels", "16", "--classes", "4", "--seed", String(seed)])
+    try #require(r.status == 0, "unseg synth: \(r.stderr)")
+    _ = try runPython("""
+    import h5py, sys, numpy as np
+    with h5py.File(sys.argv[1], 'a') as f:
+        y = f['labels'][...]
+        f['labels'][...] = np.where(y == 255, 255, (y == 1).astype(np.uint8))
+        del f.attrs['protocol']
+        n = f['labels'].shape[0]
+        f.create_dataset('boxes', data=np.array([[i, 4, 4, 20, 24] for i in range(n)], dtype=np.float32))
+    """, args: [store])
+    return store
+}
+
 /// `propose --method fiedler` writes soft foreground maps; `evaluate --task saliency|corloc` scores them.
 @Suite struct ForegroundCLITests {
     @Test func fiedlerForegroundSaliencyAndCorLoc() throws {
         let dir = scratchDir("foreground")
-        let store = dir + "/s.h5"
-        #expect(try runUnseg(["synth", "--out", store, "--images", "4", "--size", "32", "--patch", "4", "--channels", "16",
-                              "--classes", "4", "--seed", "2"]).status == 0)
-        // Binary labels (class 1 is the foreground) and one box per image.
-        _ = try runPython("""
-        import h5py, sys, numpy as np
-        with h5py.File(sys.argv[1], 'a') as f:
-            y = f['labels'][...]
-            f['labels'][...] = np.where(y == 255, 255, (y == 1).astype(np.uint8))
-            del f.attrs['protocol']
-            f.create_dataset('boxes', data=np.array([[i, 4, 4, 20, 24] for i in range(4)], dtype=np.float32))
-        """, args: [store])
+        let store = try makeForegroundStore(dir + "/s.h5", images: 4, seed: 2)
         let props = dir + "/fg.h5", guided = dir + "/fg-guided.h5"
         let p = try runUnseg(["propose", "--store", store, "--out", props, "--method", "fiedler"])
         #expect(p.status == 0, "\(p.stderr)")

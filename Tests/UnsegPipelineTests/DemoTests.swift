@@ -55,3 +55,15 @@ import UnsegLinAlg
         #expect(headMean >= 3, "mean Acc gain of the head over the baseline \(headMean): \(headOverBaseline)")
     }
 }
+
+/// The demo's file table prints whole descriptions (it once cut them at a fixed width).
+@Test func demoFileTablePrintsWholeNames() {
+    let files = [("val store", "/w/val.h5"), ("MaskContrast-style val predictions", "/w/mc-val.h5"), ("pseudo-labels (PNG) + manifest", "/w/x/manifest.json")]
+    let lines = DemoFiles.table(files).split(separator: "\n").map(String.init)
+    #expect(lines.count == 3)
+    for (line, (what, path)) in zip(lines, files) {
+        #expect(line.hasPrefix("  " + what + " ") && line.hasSuffix("  " + path), "\(line)")
+    }
+    // Paths start in one column.
+    #expect(Set(zip(lines, files).map { $0.0.count - $0.1.1.count }).count == 1)
+}
