@@ -56,7 +56,7 @@ let package = Package(
         .target(name: "UnsegStore", dependencies: ["UnsegHDF5", "UnsegLinAlg", "UnsegCore", "CUnsegKernels"], swiftSettings: swiftSettings),
         .target(name: "UnsegEvaluation", dependencies: ["UnsegLinAlg", "UnsegCore"], swiftSettings: swiftSettings),
         .target(name: "UnsegProposals", dependencies: ["UnsegLinAlg", "UnsegCore", "CUnsegKernels"], swiftSettings: swiftSettings),
-        .target(name: "UnsegClustering", dependencies: ["UnsegLinAlg", "UnsegCore"], swiftSettings: swiftSettings),
+        .target(name: "UnsegClustering", dependencies: ["UnsegLinAlg", "UnsegCore", "CUnsegKernels"], swiftSettings: swiftSettings),
         .target(name: "UnsegSynthetic", dependencies: ["UnsegStore", "UnsegLinAlg", "UnsegCore"], swiftSettings: swiftSettings),
         .target(name: "UnsegPipeline",
                 dependencies: ["UnsegLinAlg", "UnsegCore", "UnsegStore", "UnsegImaging",

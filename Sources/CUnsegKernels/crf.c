@@ -15,7 +15,7 @@
 #if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
 #include <immintrin.h>
 #define UNSEG_CRF_X86 1
-#define AVX2 __attribute__((target("avx2,f16c")))
+#include "simd_exp.h"
 
 static int crf_avx2_cpu(void) {
     __builtin_cpu_init();
@@ -42,30 +42,6 @@ AVX2 static inline void store4h(uint16_t *p, __m128 v) {
 AVX2 static inline __m256 load8f(const float *p) { return _mm256_loadu_ps(p); }
 AVX2 static inline __m128 load4f(const float *p) { return _mm_load_ps(p); }
 
-// FastMath.exp, 8 and 4 lanes.
-#define EXP_BODY(V, PS, SI, EPI, TOI, TOF)                                                                \
-    V lo = PS##set1_ps(-87.33654f), hi = PS##set1_ps(88.72283f);                                 \
-    V v = PS##blendv_ps(x, lo, PS##cmp_ps(x, lo, _CMP_LT_OQ));                                    \
-    v = PS##blendv_ps(v, hi, PS##cmp_ps(v, hi, _CMP_GT_OQ));                                      \
-    V magic = PS##set1_ps(12582912.0f);                                                           \
-    V t = PS##add_ps(PS##mul_ps(v, PS##set1_ps(1.44269504f)), magic);                             \
-    V n = PS##sub_ps(t, magic);                                                                   \
-    V r = PS##sub_ps(v, PS##mul_ps(n, PS##set1_ps(0.693359375f)));                                \
-    r = PS##add_ps(r, PS##mul_ps(n, PS##set1_ps(2.1219444e-4f)));                                 \
-    V z = PS##mul_ps(r, r);                                                                       \
-    V p = PS##set1_ps(1.98756915e-4f);                                                            \
-    p = PS##add_ps(PS##mul_ps(p, r), PS##set1_ps(1.39819995e-3f));                                \
-    p = PS##add_ps(PS##mul_ps(p, r), PS##set1_ps(8.3334519e-3f));                                 \
-    p = PS##add_ps(PS##mul_ps(p, r), PS##set1_ps(4.16657959e-2f));                                \
-    p = PS##add_ps(PS##mul_ps(p, r), PS##set1_ps(1.66666655e-1f));                                \
-    p = PS##add_ps(PS##mul_ps(p, r), PS##set1_ps(5.00000012e-1f));                                \
-    V er = PS##add_ps(PS##add_ps(PS##mul_ps(p, z), r), PS##set1_ps(1.0f));                        \
-    SI ti = EPI##sub_epi32(TOI(t), EPI##set1_epi32(0x4B400000));                \
-    SI sc = EPI##slli_epi32(EPI##add_epi32(ti, EPI##set1_epi32(127)), 23);                        \
-    return PS##mul_ps(er, TOF(sc));
-
-AVX2 static inline __m256 exp8(__m256 x) { EXP_BODY(__m256, _mm256_, __m256i, _mm256_, _mm256_castps_si256, _mm256_castsi256_ps) }
-AVX2 static inline __m128 exp4(__m128 x) { EXP_BODY(__m128, _mm_, __m128i, _mm_, _mm_castps_si128, _mm_castsi128_ps) }
 
 // DenseCRF.softmaxBlocks on one row of c4 floats; `pad` has all bits set in the lanes of the last
 // 4-lane block that are padding (labels .. c4-1), which are left out of the maximum and set to 0.

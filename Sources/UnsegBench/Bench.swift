@@ -22,14 +22,21 @@ struct Bench {
             return
         }
         let quick = args.contains("--quick")
+        // --key=value options of the sections that take them (paper-run: --dataset=, --dir=).
+        var options: [String: String] = [:]
+        for a in args where a.hasPrefix("--") && a.contains("=") {
+            let kv = a.dropFirst(2).split(separator: "=", maxSplits: 1)
+            options[String(kv[0])] = String(kv[1])
+        }
         args.removeAll { $0.hasPrefix("--") }
+        BenchSections.options = options
         let all = BenchSections.all
         if args.contains("help") || args.contains("-h") {
             print("usage: unseg-bench [\(all.map(\.name).joined(separator: "|"))]... [--quick]")
-            for s in all { print("  \(s.name.padding(toLength: 10, withPad: " ", startingAt: 0)) \(s.summary)") }
+            for s in all { print("  \(s.name.padding(toLength: 10, withPad: " ", startingAt: 0)) \(s.summary)\(s.optIn ? " (only when named)" : "")") }
             return
         }
-        let chosen = args.isEmpty ? all : all.filter { args.contains($0.name) }
+        let chosen = args.isEmpty ? all.filter { !$0.optIn } : all.filter { args.contains($0.name) }
         if let unknown = args.first(where: { a in !all.contains { $0.name == a } }) {
             FileHandle.standardError.write("unseg-bench: unknown section '\(unknown)'; known: \(all.map(\.name).joined(separator: ", "))\n".data(using: .utf8)!)
             exit(1)
@@ -46,9 +53,12 @@ struct BenchSection {
     let name: String
     let summary: String
     let run: (Bool) throws -> Void
+    /// Runs only when named (long: not part of `Tools/bench` with no sections).
+    var optIn = false
 }
 
 enum BenchSections {
+    nonisolated(unsafe) static var options: [String: String] = [:]
     static var all: [BenchSection] {
         [
             BenchSection(name: "sgemm", summary: "BLAS sgemm rate (the compute floor other sections compare with)", run: { q in _ = sgemmPeak(quick: q, verbose: true) }),
@@ -61,6 +71,8 @@ enum BenchSections {
             BenchSection(name: "foreground", summary: "Fiedler foreground maps of 40x40x384 features, with the guided filter at 320x320, maps/s on 1 and 2 threads", run: { try foregroundBench(quick: $0) }),
             BenchSection(name: "spectral", summary: "spectral eigenpairs at 40x40x384, dense LAPACK vs block Krylov, 1 thread, ms/image", run: { try spectralBench(quick: $0) }),
             BenchSection(name: "refine", summary: "dense CRF (10 iterations) and guided filter per 320x320 image, 5/10/27 labels", run: { try refineBench(quick: $0) }),
+            BenchSection(name: "paper-run", summary: "the paper run at real size through the binary: propose --refine crf, fit, test, predict, export of a Cityscapes-27-size corpus (--quick a tenth; --dataset=cocostuff27; --dir=D for the cached corpus, default .build/paper-run), next to the floors",
+                         run: { try paperRunBench(quick: $0, options: options) }, optIn: true),
         ]
     }
 }

@@ -1,3 +1,4 @@
+import CUnsegKernels
 import UnsegLinAlg
 import UnsegCore
 
@@ -91,6 +92,9 @@ enum EMKernels {
         return 0
     }
 
+    /// The CPU runs the C kernels' AVX2 paths.
+    static let hasAVX2 = unseg_em_avx2_available() != 0
+
     /// Argmax (first on ties) of bilinearly upsampled logits, without materialising them.
     /// `low [h*w, kp]`, `rowScratch [w*kp]`, `pixel [kp]`, `out [H*W]`. O(H w kp + H W kp).
     static func argmaxUpsampled(low: UnsafePointer<Float>, resampler: BilinearResampler, paddedWidth kp: Int,
@@ -179,8 +183,10 @@ enum EMKernels {
     ///
     /// `low [h*w, kp]` running-model logits, `labels [H*W]` pseudo-labels (255 ignore).
     /// O(H w kp + H W kp) plus `exp` of `H W kp` values (vectorised) and one scalar `log` per labelled pixel.
+    /// The C kernel's 8-lane AVX2 path runs when the CPU has it (same bits as this Swift path, which
+    /// `vectorised: false` forces; a test compares them).
     static func mStepPass(low: UnsafePointer<Float>, table t: ResampleTable, kp: Int, classCount k: Int,
-                          labels: UnsafePointer<UInt8>) -> ImagePass {
+                          labels: UnsafePointer<UInt8>, vectorised: Bool = EMKernels.hasAVX2) -> ImagePass {
         let hw = t.h * t.w, W = t.W, H = t.H, w = t.w
         // Slots for the labels present.
         var present = [Bool](repeating: false, count: 256)
@@ -203,6 +209,30 @@ enum EMKernels {
         rowGrad.initialize(repeating: 0, count: max(slotCount, 1) * rowLen)
         var touched = [Bool](repeating: false, count: max(slotCount, 1))
         defer { rowScratch.deallocate(); pixel.deallocate(); rowSum.deallocate(); rowGrad.deallocate() }
+        if vectorised {
+            var done = false
+            slotOf.withUnsafeBufferPointer { so in
+            pass.slots.withUnsafeMutableBufferPointer { sp in
+            pass.nllSum.withUnsafeMutableBufferPointer { nll in
+            pass.softmaxSum.withUnsafeMutableBufferPointer { ss in
+                var flags = [UInt8](repeating: 0, count: max(slotCount, 1))
+                flags.withUnsafeMutableBufferPointer { tch in
+                    var a = unseg_em_pass_args(
+                        low: low, h: Int64(t.h), w: Int64(w), H: Int64(H), W: Int64(W), kp: Int64(kp),
+                        r0: UnsafeRawPointer(t.r0).assumingMemoryBound(to: Int64.self), r1: UnsafeRawPointer(t.r1).assumingMemoryBound(to: Int64.self),
+                        c0: UnsafeRawPointer(t.c0).assumingMemoryBound(to: Int64.self), c1: UnsafeRawPointer(t.c1).assumingMemoryBound(to: Int64.self),
+                        rw0: t.rw0, rw1: t.rw1, cw0: t.cw0, cw1: t.cw1, labels: labels,
+                        slot_of: UnsafeRawPointer(so.baseAddress!).assumingMemoryBound(to: Int64.self), slot_count: Int64(slotCount),
+                        slots: sp.baseAddress, nll: nll.baseAddress, softmax_sum: ss.baseAddress, row_scratch: rowScratch,
+                        pixel: pixel, row_sum: rowSum, row_grad: rowGrad, touched: tch.baseAddress, labelled: 0)
+                    if unseg_em_mstep_pass(&a) == 0 { done = true; labelled = Int(a.labelled) }
+                }
+            }}}}
+            if done {
+                pass.labelled = labelled
+                return pass
+            }
+        }
         slotOf.withUnsafeBufferPointer { so in
         pass.slots.withUnsafeMutableBufferPointer { sp in
         pass.nllSum.withUnsafeMutableBufferPointer { nll in

@@ -124,3 +124,32 @@ int unseg_crf_softmax_rows(float *q, int rows, int c4, int labels, int isa);
 /// relative error ~1e-7; `vectorised` 2: 16 lanes with AVX-512, or 8 with AVX2, as the CPU has them;
 /// 1: at most AVX2; 0: scalar. The same bits every way.
 void unseg_neg_log_clipped(const float *p, float *out, size_t n, float clip, int vectorised);
+
+/// One image's PriMaPs-EM M-step pass (`EMKernels.mStepPass`): the bilinear tables, the
+/// running-model logits, the pseudo-labels, the output slots and the scratch rows. `slots`,
+/// `nll`, `softmax_sum`, `row_grad` and `touched` start at zero.
+typedef struct {
+    const float *low;            /* [h*w, kp] logits, padding lanes -1e30 */
+    int64_t h, w, H, W, kp;      /* kp: classes padded to a multiple of 4 */
+    const int64_t *r0, *r1, *c0, *c1;
+    const float *rw0, *rw1, *cw0, *cw1;
+    const uint8_t *labels;       /* [H*W], 255 = ignore */
+    const int64_t *slot_of;      /* [256]: the slot of each label present */
+    int64_t slot_count;
+    float *slots;                /* [slot_count, h*w, kp] */
+    double *nll;                 /* [slot_count] */
+    double *softmax_sum;         /* [kp] */
+    float *row_scratch;          /* [w*kp] */
+    float *pixel;                /* [kp] */
+    float *row_sum;              /* [kp] */
+    float *row_grad;             /* [max(slot_count, 1), w*kp] */
+    uint8_t *touched;            /* [max(slot_count, 1)] */
+    int64_t labelled;            /* out: pixels with a label */
+} unseg_em_pass_args;
+/// 1 when the CPU has AVX2 and F16C (the EM kernel below runs), else 0.
+int unseg_em_avx2_available(void);
+/// The M-step pass with 8-lane AVX2 arithmetic: the same bits as the Swift path. Returns 0, or -1
+/// when it cannot run here (no AVX2, not x86-64, kp not a multiple of 4).
+int unseg_em_mstep_pass(unseg_em_pass_args *a);
+/// The sum of `exp(x[i])` (FastMath.exp, AVX2 when available): the benchmark's exp floor.
+float unseg_exp_sum(const float *x, size_t n);
