@@ -17,12 +17,7 @@
 #define UNSEG_CRF_X86 1
 #include "simd_exp.h"
 
-static int crf_avx2_cpu(void) {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c") ? 1 : 0;
-}
-
-int unseg_crf_avx2_available(void) { return crf_avx2_cpu(); }
+int unseg_crf_avx2_available(void) { return unseg_cpu_avx2(); }
 
 // Float16 lattice values (raw IEEE half bits): widened exactly, narrowed to nearest even. The
 // narrowing converts in a register and then stores: the empty asm keeps the compiler from folding
@@ -686,7 +681,7 @@ int unseg_crf_isa(void) {
     static int level = -1;   // computed once; a race computes the same value
     int l = __atomic_load_n(&level, __ATOMIC_RELAXED);
     if (l < 0) {
-        l = !crf_avx2_cpu() ? 0 : crf_avx512_cpu() ? 2 : 1;
+        l = !unseg_cpu_avx2() ? 0 : crf_avx512_cpu() ? 2 : 1;
         __atomic_store_n(&level, l, __ATOMIC_RELAXED);
     }
     return l;

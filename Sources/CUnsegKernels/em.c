@@ -18,12 +18,7 @@
 #include "simd_exp.h"
 #define UNSEG_EM_X86 1
 
-static int em_avx2_cpu(void) {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c") ? 1 : 0;
-}
-
-int unseg_em_avx2_available(void) { return em_avx2_cpu(); }
+int unseg_em_avx2_available(void) { return unseg_cpu_avx2(); }
 
 // out[j] = p a[j] + q b[j] over n floats (n a multiple of 4).
 AVX2 static inline void lerp_rows(float *out, const float *a, const float *b, float p, float q, int64_t n) {
@@ -151,13 +146,10 @@ AVX2 static int mstep_avx2(unseg_em_pass_args *a, float *P, float *mx, float *su
 }
 
 int unseg_em_mstep_pass(unseg_em_pass_args *a) {
-    if (!em_avx2_cpu() || a->kp % 4 != 0) return -1;
+    if (!unseg_cpu_avx2() || a->kp % 4 != 0) return -1;
     // One row of pixels [W, kp], their maxima [W] and sums [W] (then the label logits zy [W]).
-    float *P = malloc((size_t)(a->W * a->kp + 3 * a->W) * sizeof(float));
-    if (!P) return -1;
-    int rc = mstep_avx2(a, P, P + a->W * a->kp, P + a->W * a->kp + a->W);
-    free(P);
-    return rc;
+    float *P = a->row_pixels;
+    return mstep_avx2(a, P, P + a->W * a->kp, P + a->W * a->kp + a->W);
 }
 
 AVX2 static float exp_sum_avx2(const float *x, size_t n) {
@@ -173,7 +165,7 @@ AVX2 static float exp_sum_avx2(const float *x, size_t n) {
 }
 
 float unseg_exp_sum(const float *x, size_t n) {
-    if (em_avx2_cpu()) return exp_sum_avx2(x, n);
+    if (unseg_cpu_avx2()) return exp_sum_avx2(x, n);
     float s = 0;
     for (size_t i = 0; i < n; i++) s += expf(x[i]);
     return s;

@@ -7,6 +7,12 @@
 
 #define AVX2 __attribute__((target("avx2,f16c")))
 
+// 1 when the CPU runs the AVX2 kernels (AVX2 and F16C), else 0: one check for the CRF and EM.
+static inline int unseg_cpu_avx2(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c") ? 1 : 0;
+}
+
 // FastMath.exp, 8 and 4 lanes.
 #define EXP_BODY(V, PS, SI, EPI, TOI, TOF)                                                                \
     V lo = PS##set1_ps(-87.33654f), hi = PS##set1_ps(88.72283f);                                 \

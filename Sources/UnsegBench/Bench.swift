@@ -44,7 +44,13 @@ struct Bench {
         print("unseg-bench: \(Parallel.coreCount) cores, OpenBLAS \(BLAS.coreName) kernels, \(BLAS.threads) BLAS threads, HDF5 \(hdf5LibraryVersion)\(quick ? ", quick mode" : "")")
         for s in chosen {
             print("\n== \(s.name): \(s.summary)")
-            try s.run(quick)
+            do {
+                try s.run(quick)
+            } catch {
+                // A clear message and a non-zero exit, not a trap at the top level.
+                FileHandle.standardError.write("unseg-bench: \(s.name): \(error)\n".data(using: .utf8)!)
+                exit(1)
+            }
         }
     }
 }

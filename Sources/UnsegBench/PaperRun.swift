@@ -177,15 +177,22 @@ func paperRunBench(quick: Bool, options: [String: String]) throws {
 
     // 4. The table.
     let total = steps.reduce(0) { $0 + $1.run!.seconds }
-    print("\n  step      wall s   share   rate              peak RSS   read floor  sgemm floor  exp floor  bound by (wall / floor)")
+    // Columns padded in Swift: Foundation's `%-8@` ignores the width on Linux.
+    let pad = { (t: String, n: Int) in t.count >= n ? t : t + String(repeating: " ", count: n - t.count) }
+    let lpad = { (t: String, n: Int) in t.count >= n ? t : String(repeating: " ", count: n - t.count) + t }
+    let seconds = { (x: Double) in x < 10 ? String(format: "%.2f s", x) : String(format: "%.1f s", x) }
+    print("\n  " + pad("step", 8) + lpad("wall s", 8) + lpad("share", 8) + "   " + pad("rate", 22) + lpad("peak RSS", 9)
+          + lpad("read floor", 12) + lpad("sgemm floor", 13) + lpad("exp floor", 11) + "   bound by (wall / floor)")
     var rows: [[String: Any]] = []
     for s in steps {
         let r = s.run!
         let floors = [("read", s.floor.readBytes / readRate), ("sgemm", s.floor.flops / gemmRate), ("exp", s.floor.exps / expRate)]
         let top = floors.max { $0.1 < $1.1 }!
-        print(String(format: "  %-8@ %7.1f  %5.1f%%  %7.1f %-9@ %6.0f MB  %9.1f s  %9.1f s  %7.1f s  %@ (%.0fx)",
-                     s.name as NSString, r.seconds, 100 * r.seconds / total, Double(s.images) / r.seconds, "\(s.unit)/s" as NSString,
-                     Double(r.peakRSS) / 1e6, floors[0].1, floors[1].1, floors[2].1, top.0 as NSString, r.seconds / max(top.1, 1e-9)))
+        print("  " + pad(s.name, 8) + lpad(String(format: "%.1f", r.seconds), 8) + lpad(String(format: "%.1f%%", 100 * r.seconds / total), 8)
+              + "   " + pad(String(format: "%.1f ", Double(s.images) / r.seconds) + s.unit + "/s", 22)
+              + lpad(String(format: "%.0f MB", Double(r.peakRSS) / 1e6), 9) + lpad(seconds(floors[0].1), 12)
+              + lpad(seconds(floors[1].1), 13) + lpad(seconds(floors[2].1), 11)
+              + "   " + top.0 + String(format: " (%.1fx)", r.seconds / max(top.1, 1e-9)))
         rows.append(["step": s.name, "command": (["unseg"] + s.args).joined(separator: " "), "wall_seconds": r.seconds,
                      "share": r.seconds / total, "items": s.images, "unit": s.unit, "items_per_second": Double(s.images) / r.seconds,
                      "peak_rss_bytes": r.peakRSS, "read_floor_seconds": floors[0].1, "sgemm_floor_seconds": floors[1].1,
@@ -203,7 +210,7 @@ func paperRunBench(quick: Bool, options: [String: String]) throws {
        let j = try? JSONSerialization.jsonObject(with: d) as? [String: Any], let rowsJ = j["rows"] as? [[String: Any]] {
         for row in rowsJ {
             if let name = row["name"] as? String, let acc = row["accuracy"] as? Double, let miou = row["miou"] as? Double {
-                print(String(format: "  test: %-28@ Acc %.2f  mIoU %.2f", name as NSString, acc, miou))
+                print("  test: " + pad(name, 28) + String(format: " Acc %.2f  mIoU %.2f", acc, miou))
             }
         }
     }

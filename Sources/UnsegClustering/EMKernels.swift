@@ -217,6 +217,8 @@ enum EMKernels {
             pass.softmaxSum.withUnsafeMutableBufferPointer { ss in
                 var flags = [UInt8](repeating: 0, count: max(slotCount, 1))
                 flags.withUnsafeMutableBufferPointer { tch in
+                    let rowPixels = UnsafeMutablePointer<Float>.allocate(capacity: W * kp + 3 * W)
+                    defer { rowPixels.deallocate() }
                     var a = unseg_em_pass_args(
                         low: low, h: Int64(t.h), w: Int64(w), H: Int64(H), W: Int64(W), kp: Int64(kp),
                         r0: UnsafeRawPointer(t.r0).assumingMemoryBound(to: Int64.self), r1: UnsafeRawPointer(t.r1).assumingMemoryBound(to: Int64.self),
@@ -224,7 +226,7 @@ enum EMKernels {
                         rw0: t.rw0, rw1: t.rw1, cw0: t.cw0, cw1: t.cw1, labels: labels,
                         slot_of: UnsafeRawPointer(so.baseAddress!).assumingMemoryBound(to: Int64.self), slot_count: Int64(slotCount),
                         slots: sp.baseAddress, nll: nll.baseAddress, softmax_sum: ss.baseAddress, row_scratch: rowScratch,
-                        pixel: pixel, row_sum: rowSum, row_grad: rowGrad, touched: tch.baseAddress, labelled: 0)
+                        row_pixels: rowPixels, row_sum: rowSum, row_grad: rowGrad, touched: tch.baseAddress, labelled: 0)
                     if unseg_em_mstep_pass(&a) == 0 { done = true; labelled = Int(a.labelled) }
                 }
             }}}}

@@ -140,7 +140,7 @@ typedef struct {
     double *nll;                 /* [slot_count] */
     double *softmax_sum;         /* [kp] */
     float *row_scratch;          /* [w*kp] */
-    float *pixel;                /* [kp] */
+    float *row_pixels;           /* [W*kp + 3*W]: one output row's pixels, maxima and sums */
     float *row_sum;              /* [kp] */
     float *row_grad;             /* [max(slot_count, 1), w*kp] */
     uint8_t *touched;            /* [max(slot_count, 1)] */
