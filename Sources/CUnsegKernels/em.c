@@ -152,6 +152,48 @@ int unseg_em_mstep_pass(unseg_em_pass_args *a) {
     return mstep_avx2(a, P, P + a->W * a->kp, P + a->W * a->kp + a->W);
 }
 
+// EMKernels.argmaxUpsampled: the class of every output pixel (first on ties) of the bilinearly
+// upsampled logits, never materialised. The interpolation is the Swift path's, element by element
+// (no FMA), and the maximum and its first index are order-free, so the classes are the same.
+// Pixels whose mask is 0 (background, when `masks` is given) get class 0 and cost nothing: the
+// majority vote ignores them; rows with no mask pixel skip their row interpolation too.
+AVX2 static int argmax_avx2(const unseg_em_argmax_args *a) {
+    const int64_t w = a->w, H = a->H, W = a->W, kp = a->kp, rowLen = w * kp;
+    float *row = a->row_scratch;
+    float pixel[256];
+    for (int64_t y = 0; y < H; y++) {
+        uint8_t *o = a->out + y * W;
+        const uint8_t *m = a->masks ? a->masks + y * W : NULL;
+        if (m) {
+            int64_t x = 0;
+            while (x < W && m[x] == 0) x++;
+            if (x == W) { memset(o, 0, (size_t)W); continue; }
+        }
+        lerp_rows(row, a->low + a->r0[y] * rowLen, a->low + a->r1[y] * rowLen, a->rw0[y], a->rw1[y], rowLen);
+        for (int64_t x = 0; x < W; x++) {
+            if (m && m[x] == 0) { o[x] = 0; continue; }
+            lerp_rows(pixel, row + a->c0[x] * kp, row + a->c1[x] * kp, a->cw0[x], a->cw1[x], kp);
+            __m256 v8 = _mm256_set1_ps(-INFINITY);
+            int64_t j = 0;
+            for (; j + 8 <= kp; j += 8) v8 = _mm256_max_ps(_mm256_loadu_ps(pixel + j), v8);
+            __m128 v4 = _mm_max_ps(_mm256_castps256_ps128(v8), _mm256_extractf128_ps(v8, 1));
+            if (j < kp) v4 = _mm_max_ps(_mm_loadu_ps(pixel + j), v4);
+            v4 = _mm_max_ps(v4, _mm_movehl_ps(v4, v4));
+            v4 = _mm_max_ss(v4, _mm_shuffle_ps(v4, v4, 1));
+            const float mx = _mm_cvtss_f32(v4);
+            int64_t best = 0;   // no lane equals a NaN maximum: class 0, as in Swift
+            for (j = 0; j < kp; j++) if (pixel[j] == mx) { best = j; break; }
+            o[x] = (uint8_t)best;
+        }
+    }
+    return 0;
+}
+
+int unseg_em_argmax_upsampled(const unseg_em_argmax_args *a) {
+    if (!unseg_cpu_avx2() || a->kp % 4 != 0 || a->kp > 256) return -1;
+    return argmax_avx2(a);
+}
+
 AVX2 static float exp_sum_avx2(const float *x, size_t n) {
     __m256 acc = _mm256_setzero_ps();
     size_t i = 0;
@@ -173,6 +215,7 @@ float unseg_exp_sum(const float *x, size_t n) {
 
 #else
 int unseg_em_avx2_available(void) { return 0; }
+int unseg_em_argmax_upsampled(const unseg_em_argmax_args *a) { (void)a; return -1; }
 int unseg_em_mstep_pass(unseg_em_pass_args *a) { (void)a; return -1; }
 float unseg_exp_sum(const float *x, size_t n) {
     float s = 0;

@@ -12,6 +12,7 @@ import UnsegStore
 @main
 struct Bench {
     static func main() throws {
+        BLAS.restartWithBetterKernelsIfNeeded()   // as the unseg command does
         unseg_line_buffer_stdout()
         MemoryTuning.keepLargeBuffersInHeap()   // as the unseg command does
         // Every section parallelises over images (one BLAS thread each) unless it says otherwise.
@@ -41,7 +42,7 @@ struct Bench {
             FileHandle.standardError.write("unseg-bench: unknown section '\(unknown)'; known: \(all.map(\.name).joined(separator: ", "))\n".data(using: .utf8)!)
             exit(1)
         }
-        print("unseg-bench: \(Parallel.coreCount) cores, OpenBLAS \(BLAS.coreName) kernels, \(BLAS.threads) BLAS threads, HDF5 \(hdf5LibraryVersion)\(quick ? ", quick mode" : "")")
+        print("unseg-bench: \(Parallel.coreCount) cores, OpenBLAS \(BLAS.coreName) kernels\(BLAS.replacedCoreName.map { " (chosen by unseg: OpenBLAS took this CPU for a \($0))" } ?? ""), \(BLAS.threads) BLAS threads, HDF5 \(hdf5LibraryVersion)\(quick ? ", quick mode" : "")")
         for s in chosen {
             print("\n== \(s.name): \(s.summary)")
             do {

@@ -3,6 +3,7 @@ import Foundation
 import UnsegPipeline
 import UnsegStore
 import UnsegCore
+import UnsegLinAlg
 
 @main
 struct Unseg: ParsableCommand {
@@ -16,6 +17,13 @@ struct Unseg: ParsableCommand {
         """,
         version: "0.1.0",
         subcommands: [Demo.self, Synth.self, Inspect.self, Propose.self, Fit.self, Predict.self, Evaluate.self, Test.self, Export.self])
+
+    /// OpenBLAS kernels this CPU can run first (a restart when the linked OpenBLAS does not know
+    /// the CPU; see `BLAS.restartWithBetterKernelsIfNeeded`), then the command.
+    static func main() {
+        BLAS.restartWithBetterKernelsIfNeeded()
+        main(nil)
+    }
 }
 
 /// Runs a command body; any error (file, data, an output path that clashes with an input or

@@ -104,14 +104,31 @@ enum EMKernels {
         argmaxUpsampled(low: low, table: t, kp: kp, rowScratch: rowScratch, pixel: pixel, out: out)
     }
 
+    /// With `masks [H*W]`, pixels of mask 0 (background) get class 0 unexamined, and rows without
+    /// a mask pixel skip their interpolation: the majority vote ignores them. `vectorised` runs the
+    /// C kernel (AVX2, the same classes) where the CPU has it.
     static func argmaxUpsampled(low: UnsafePointer<Float>, table t: ResampleTable, kp: Int,
                                 rowScratch: UnsafeMutablePointer<Float>, pixel: UnsafeMutablePointer<Float>,
-                                out: UnsafeMutablePointer<UInt8>) {
+                                out: UnsafeMutablePointer<UInt8>, masks: UnsafePointer<UInt8>? = nil,
+                                vectorised: Bool = EMKernels.hasAVX2) {
+        if vectorised {
+            var a = unseg_em_argmax_args(
+                low: low, h: Int64(t.h), w: Int64(t.w), H: Int64(t.H), W: Int64(t.W), kp: Int64(kp),
+                r0: UnsafeRawPointer(t.r0).assumingMemoryBound(to: Int64.self), r1: UnsafeRawPointer(t.r1).assumingMemoryBound(to: Int64.self),
+                c0: UnsafeRawPointer(t.c0).assumingMemoryBound(to: Int64.self), c1: UnsafeRawPointer(t.c1).assumingMemoryBound(to: Int64.self),
+                rw0: t.rw0, rw1: t.rw1, cw0: t.cw0, cw1: t.cw1, masks: masks, row_scratch: rowScratch, out: out)
+            if unseg_em_argmax_upsampled(&a) == 0 { return }
+        }
         let W = t.W
         for y in 0..<t.H {
-            t.interpolateRow(y, low: low, kp: kp, out: rowScratch)
             let o = out + y * W
+            if let m = masks, !(0..<W).contains(where: { m[y * W + $0] != 0 }) {
+                for x in 0..<W { o[x] = 0 }
+                continue
+            }
+            t.interpolateRow(y, low: low, kp: kp, out: rowScratch)
             for x in 0..<W {
+                if let m = masks, m[y * W + x] == 0 { o[x] = 0; continue }
                 let m = t.interpolatePixel(x, row: rowScratch, kp: kp, pixel: pixel)
                 o[x] = UInt8(truncatingIfNeeded: firstIndex(of: m, in: pixel, kp: kp))
             }

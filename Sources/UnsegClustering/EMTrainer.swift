@@ -359,6 +359,7 @@ public struct EMTrainer: Sendable {
         let stepSeed = rng.next()
         let k = running.classCount, kp = PaddedLogits.paddedWidth(k)
         let wM = momentum.effectiveWeights(), wR = running.effectiveWeights()
+        let wMR = PaddedLogits.stack(wM, wR)
         let flipP = config.flipProbability
         let flips: [Bool] = (0..<batch.count).map { i in
             var r = SeededRandom.stream(seed: stepSeed, index: UInt64(i))
@@ -374,7 +375,9 @@ public struct EMTrainer: Sendable {
                 masks = EMKernels.flipBytes(masks, h: H, w: W)
             }
             let table = ResampleTable(BilinearResampler(sourceHeight: h, sourceWidth: w, targetHeight: H, targetWidth: W))
-            var low = PaddedLogits.compute(features: feats, weights: wM, paddedWidth: kp)
+            // Both copies' logits from one product, unless the M-step sees another view.
+            let pair = s.mStepFeatures == nil ? PaddedLogits.computePair(features: feats, stacked: wMR, paddedWidth: kp) : nil
+            var low = pair?.first ?? PaddedLogits.compute(features: feats, weights: wM, paddedWidth: kp)
             var cls = [UInt8](repeating: 0, count: H * W)
             var labels = [UInt8](repeating: 255, count: H * W)
             let rowScratch = UnsafeMutablePointer<Float>.allocate(capacity: w * kp)
@@ -382,8 +385,10 @@ public struct EMTrainer: Sendable {
             defer { rowScratch.deallocate(); pixel.deallocate() }
             low.withUnsafeBufferPointer { lp in
                 cls.withUnsafeMutableBufferPointer { cp in
-                    EMKernels.argmaxUpsampled(low: lp.baseAddress!, table: table, kp: kp, rowScratch: rowScratch,
-                                              pixel: pixel, out: cp.baseAddress!)
+                    masks.withUnsafeBufferPointer { mp in   // background pixels: no vote, no argmax
+                        EMKernels.argmaxUpsampled(low: lp.baseAddress!, table: table, kp: kp, rowScratch: rowScratch,
+                                                  pixel: pixel, out: cp.baseAddress!, masks: mp.baseAddress!)
+                    }
                 }
             }
             cls.withUnsafeBufferPointer { c in
@@ -398,7 +403,7 @@ public struct EMTrainer: Sendable {
                 if flips[i] { view = Matrix(rows: h * w, cols: view.cols, data: EMKernels.flipRows(view.data, h: h, w: w, c: view.cols)) }
                 PaddedLogits.computeInto(features: view, weights: wR, paddedWidth: kp, out: &low)
             } else {
-                PaddedLogits.computeInto(features: feats, weights: wR, paddedWidth: kp, out: &low)
+                low = pair!.second
             }
             return low.withUnsafeBufferPointer { lp in
                 labels.withUnsafeBufferPointer { lb in

@@ -201,6 +201,44 @@ enum PaddedLogits {
         return out
     }
 
+    /// The logits of two prototype sets from one product: `stacked` is `[A; B]` (`[2K, C]`, see
+    /// `stack`). One `[rows, C] x [C, 2K]` sgemm packs the features once instead of twice. The
+    /// values equal two separate products' up to rounding (OpenBLAS blocks a 2K-wide product
+    /// differently); every call of a run takes this path, so runs stay deterministic.
+    static func computePair(features: Matrix, stacked: Matrix, paddedWidth kp: Int) -> (first: [Float], second: [Float]) {
+        let n = features.rows, k2 = stacked.rows, c = features.cols, k = k2 / 2
+        precondition(stacked.cols == c && k2 % 2 == 0 && k <= kp, "logits: features [\(n), \(c)] vs stacked prototypes [\(k2), \(stacked.cols)]")
+        var both = [Float](repeating: 0, count: n * k2)
+        features.data.withUnsafeBufferPointer { f in
+            stacked.data.withUnsafeBufferPointer { wp in
+                both.withUnsafeMutableBufferPointer { o in
+                    BLAS.sgemm(transA: false, transB: true, m: n, n: k2, k: c, alpha: 1,
+                               a: f.baseAddress!, lda: max(c, 1), b: wp.baseAddress!, ldb: max(c, 1),
+                               beta: 0, c: o.baseAddress!, ldc: max(k2, 1))
+                }
+            }
+        }
+        var a = [Float](repeating: padValue, count: n * kp), b = [Float](repeating: padValue, count: n * kp)
+        both.withUnsafeBufferPointer { src in
+            a.withUnsafeMutableBufferPointer { pa in
+                b.withUnsafeMutableBufferPointer { pb in
+                    for i in 0..<n {
+                        let r = src.baseAddress! + i * k2
+                        (pa.baseAddress! + i * kp).update(from: r, count: k)
+                        (pb.baseAddress! + i * kp).update(from: r + k, count: k)
+                    }
+                }
+            }
+        }
+        return (a, b)
+    }
+
+    /// `[A; B]`: the rows of two `[K, C]` prototype matrices, for `computePair`.
+    static func stack(_ a: Matrix, _ b: Matrix) -> Matrix {
+        precondition(a.rows == b.rows && a.cols == b.cols, "stack: [\(a.rows), \(a.cols)] vs [\(b.rows), \(b.cols)]")
+        return Matrix(rows: 2 * a.rows, cols: a.cols, data: a.data + b.data)
+    }
+
     static func computeInto(features: Matrix, weights: Matrix, paddedWidth kp: Int, out: inout [Float]) {
         let n = features.rows, k = weights.rows, c = features.cols
         precondition(weights.cols == c, "logits: features [\(n), \(c)] vs prototypes [\(k), \(weights.cols)]")

@@ -1,4 +1,7 @@
 import CBLAS
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// How a job uses the cores, chosen once per job (OpenBLAS's thread count is process-wide state).
 public enum BLASPolicy: Sendable {
@@ -32,6 +35,22 @@ public enum BLAS {
 
     /// The kernel family OpenBLAS picked for this CPU (e.g. "Haswell", "SkylakeX").
     public static var coreName: String { String(cString: unseg_blas_core_name()) }
+
+    /// On a CPU the linked OpenBLAS does not know (Debian's 0.3.21 runs Sapphire Rapids on its
+    /// SSE3 "Prescott" kernels, a third of the sgemm speed), starts the program again with
+    /// `OPENBLAS_CORETYPE` set to the family the CPU can run (`SkylakeX` with AVX-512, `Haswell`
+    /// with AVX2): OpenBLAS reads it at load time only. Call first thing in `main`. Does nothing
+    /// when OpenBLAS chose well or the user set `OPENBLAS_CORETYPE` (their choice stands).
+    /// Results stay deterministic: every process of a job on one machine runs the same kernels.
+    public static func restartWithBetterKernelsIfNeeded() {
+        guard let core = unseg_blas_better_core() else { return }
+        unseg_blas_restart_with_core(core, UnsafePointer(CommandLine.unsafeArgv))
+    }
+
+    /// The family OpenBLAS had chosen before `restartWithBetterKernelsIfNeeded` replaced it, or nil.
+    public static var replacedCoreName: String? {
+        getenv("UNSEG_BLAS_CORE_CHOSEN").map { String(cString: $0) }
+    }
 
     /// `C = alpha * op(A) * op(B) + beta * C` on raw row-major buffers.
     ///

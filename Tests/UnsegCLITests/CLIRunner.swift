@@ -26,15 +26,16 @@ func unsegBinary() -> URL {
 }
 
 /// Runs `unseg args...` with a clean environment for progress (stderr is a pipe, so no progress bar).
-func runUnseg(_ args: [String], cwd: String? = nil) throws -> CLIResult {
-    try runProcess(unsegBinary().path, args, cwd: cwd)
+func runUnseg(_ args: [String], cwd: String? = nil, environment: [String: String]? = nil) throws -> CLIResult {
+    try runProcess(unsegBinary().path, args, cwd: cwd, environment: environment)
 }
 
-/// Runs `executable args...`, both pipes read concurrently.
-func runProcess(_ executable: String, _ args: [String], cwd: String? = nil) throws -> CLIResult {
+/// Runs `executable args...`, both pipes read concurrently; `environment` replaces the inherited one.
+func runProcess(_ executable: String, _ args: [String], cwd: String? = nil, environment: [String: String]? = nil) throws -> CLIResult {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: executable)
     p.arguments = args
+    if let e = environment { p.environment = e }
     if let c = cwd { p.currentDirectoryURL = URL(fileURLWithPath: c) }
     let out = Pipe(), err = Pipe()
     p.standardOutput = out

@@ -151,5 +151,19 @@ int unseg_em_avx2_available(void);
 /// The M-step pass with 8-lane AVX2 arithmetic: the same bits as the Swift path. Returns 0, or -1
 /// when it cannot run here (no AVX2, not x86-64, kp not a multiple of 4).
 int unseg_em_mstep_pass(unseg_em_pass_args *a);
+/// `EMKernels.argmaxUpsampled`: the first-on-ties argmax class `[H*W]` of the bilinearly
+/// upsampled `low [h*w, kp]` logits. With `masks` (`[H*W]`, may be NULL), pixels of mask 0 get
+/// class 0 unexamined (the majority vote ignores them).
+typedef struct {
+    const float *low;
+    int64_t h, w, H, W, kp;      /* kp: a multiple of 4, at most 256 */
+    const int64_t *r0, *r1, *c0, *c1;
+    const float *rw0, *rw1, *cw0, *cw1;
+    const uint8_t *masks;
+    float *row_scratch;          /* [w*kp] */
+    uint8_t *out;                /* [H*W] */
+} unseg_em_argmax_args;
+/// Returns 0, or -1 when it cannot run here (no AVX2, not x86-64, kp not a multiple of 4 or > 256).
+int unseg_em_argmax_upsampled(const unseg_em_argmax_args *a);
 /// The sum of `exp(x[i])` (FastMath.exp, AVX2 when available): the benchmark's exp floor.
 float unseg_exp_sum(const float *x, size_t n);
