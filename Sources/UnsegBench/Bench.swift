@@ -29,11 +29,18 @@ struct Bench {
             let kv = a.dropFirst(2).split(separator: "=", maxSplits: 1)
             options[String(kv[0])] = String(kv[1])
         }
-        args.removeAll { $0.hasPrefix("--") }
+        let wantsHelp = args.contains { ["help", "-h", "--help"].contains($0) }
+        let knownFlags: Set<String> = ["--quick", "--help", "-h"]
+        let knownOptions: Set<String> = ["dataset", "dir"]
+        if let bad = args.first(where: { $0.hasPrefix("-") && !knownFlags.contains($0) && !($0.contains("=") && knownOptions.contains(String($0.dropFirst(2).split(separator: "=")[0]))) }) {
+            FileHandle.standardError.write("unseg-bench: unknown option '\(bad)'; known: --quick, --dataset=NAME, --dir=DIR (paper-run), --help\n".data(using: .utf8)!)
+            exit(1)
+        }
+        args.removeAll { $0.hasPrefix("-") }
         BenchSections.options = options
         let all = BenchSections.all
-        if args.contains("help") || args.contains("-h") {
-            print("usage: unseg-bench [\(all.map(\.name).joined(separator: "|"))]... [--quick]")
+        if wantsHelp || args.contains("help") {
+            print("usage: unseg-bench [\(all.map(\.name).joined(separator: "|"))]... [--quick] [--dataset=NAME] [--dir=DIR]")
             for s in all { print("  \(s.name.padding(toLength: 10, withPad: " ", startingAt: 0)) \(s.summary)\(s.optIn ? " (only when named)" : "")") }
             return
         }

@@ -22,6 +22,22 @@ import Testing
         #expect(((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).isEmpty, "nothing is made")
     }
 
+    /// `--help` prints the usage and runs nothing (it once started the full-size run); a misspelt
+    /// option is refused instead of dropped.
+    @Test func helpAndUnknownOptions() throws {
+        let bench = benchBinary()
+        try #require(FileManager.default.isExecutableFile(atPath: bench))
+        let dir = scratchDir("paper-run-errors/help")
+        let help = try runProcess(bench, ["paper-run", "--help", "--dir=\(dir)"], cwd: repoRoot())
+        #expect(help.status == 0, "\(help.stderr)")
+        #expect(help.stdout.contains("usage: unseg-bench") && help.stdout.contains("paper-run"), "\(help.stdout)")
+        #expect(!help.stdout.contains("corpus:"), "nothing runs: \(help.stdout)")
+        #expect(((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).isEmpty, "nothing is made")
+        let bad = try runProcess(bench, ["paper-run", "--quik", "--dir=\(dir)"], cwd: repoRoot())
+        #expect(bad.status == 1 && bad.stderr.contains("unknown option '--quik'"), "\(bad.stderr)")
+        #expect(((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).isEmpty, "nothing is made")
+    }
+
     @Test func missingUnsegBinaryIsNamed() throws {
         let bench = benchBinary()
         try #require(FileManager.default.isExecutableFile(atPath: bench))
