@@ -26,20 +26,21 @@ struct Bench {
         // --key=value options of the sections that take them (paper-run: --dataset=, --dir=).
         var options: [String: String] = [:]
         for a in args where a.hasPrefix("--") && a.contains("=") {
-            let kv = a.dropFirst(2).split(separator: "=", maxSplits: 1)
+            let kv = a.dropFirst(2).split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
             options[String(kv[0])] = String(kv[1])
         }
-        let wantsHelp = args.contains { ["help", "-h", "--help"].contains($0) }
-        let knownFlags: Set<String> = ["--quick", "--help", "-h"]
-        let knownOptions: Set<String> = ["dataset", "dir"]
-        if let bad = args.first(where: { $0.hasPrefix("-") && !knownFlags.contains($0) && !($0.contains("=") && knownOptions.contains(String($0.dropFirst(2).split(separator: "=")[0]))) }) {
+        // A misspelt flag or option is refused, not dropped (--help once started the full run).
+        let knownFlags: Set<String> = ["--quick", "--help", "-h"], knownOptions: Set<String> = ["dataset", "dir"]
+        if let bad = args.first(where: { $0.hasPrefix("-") && !($0.hasPrefix("--") && $0.contains("=")) && !knownFlags.contains($0) })
+            ?? options.keys.sorted().first(where: { !knownOptions.contains($0) }).map({ "--\($0)=" }) {
             FileHandle.standardError.write("unseg-bench: unknown option '\(bad)'; known: --quick, --dataset=NAME, --dir=DIR (paper-run), --help\n".data(using: .utf8)!)
             exit(1)
         }
+        let wantsHelp = args.contains { ["help", "-h", "--help"].contains($0) }
         args.removeAll { $0.hasPrefix("-") }
         BenchSections.options = options
         let all = BenchSections.all
-        if wantsHelp || args.contains("help") {
+        if wantsHelp {
             print("usage: unseg-bench [\(all.map(\.name).joined(separator: "|"))]... [--quick] [--dataset=NAME] [--dir=DIR]")
             for s in all { print("  \(s.name.padding(toLength: 10, withPad: " ", startingAt: 0)) \(s.summary)\(s.optIn ? " (only when named)" : "")") }
             return
