@@ -141,3 +141,89 @@ def test_bad_checkpoints_are_named(tmp_path, case):
         heads.load_stego(p, feature_dim=384)
     assert str(p) in str(e.value) and expect in str(e.value), str(e.value)
     assert (p.read_bytes() if p.exists() else None) == before, "the input is not touched"
+
+
+# ---------------------------------------------------------------------------------------------
+# HP (hynnsk/HP): the same head in a plain dict, saved by its run.py
+
+
+class RefHPFeaturizerHead(torch.nn.Module):
+    """HP's DinoFeaturizer head (model/dino/DinoFeaturizer.py): cluster1, cluster2 and their EMA
+    copies ema_model1 / ema_model2; forward()[1] (what HP's eval and PriMaPs read) is cluster1 + cluster2."""
+
+    def __init__(self, d: int, dim: int):
+        super().__init__()
+        self.dropout = torch.nn.Dropout2d(p=0.1)
+        self.cluster1 = torch.nn.Sequential(torch.nn.Conv2d(d, dim, (1, 1)))
+        self.cluster2 = torch.nn.Sequential(torch.nn.Conv2d(d, d, (1, 1)), torch.nn.ReLU(), torch.nn.Conv2d(d, dim, (1, 1)))
+        self.ema_model1 = torch.nn.Sequential(torch.nn.Conv2d(d, dim, (1, 1)))
+        self.ema_model2 = torch.nn.Sequential(torch.nn.Conv2d(d, d, (1, 1)), torch.nn.ReLU(), torch.nn.Conv2d(d, dim, (1, 1)))
+
+    def forward(self, image_feat):  # [B, D, h, w] -> code
+        code = self.cluster1(self.dropout(image_feat))
+        code += self.cluster2(self.dropout(image_feat))
+        return code
+
+
+def write_hp_ckpt(path, d=384, dim=512, k=27, seed=0, backbone="dino_vits8"):
+    torch.manual_seed(seed)
+    ref = RefHPFeaturizerHead(d, dim)
+    net = {f"model.{kk}": v for kk, v in official_state_dict(backbone, seed).items()}
+    net.update(ref.state_dict())
+    clusters = torch.randn(k, dim)
+    torch.save({"epoch": 2, "iter": 800, "best_epoch": 2, "best_iter": 800, "net_model_state_dict": net,
+                "net_optimizer_state_dict": None, "linear_model_state_dict": {"weight": torch.randn(k, dim, 1, 1),
+                                                                             "bias": torch.randn(k)},
+                "linear_optimizer_state_dict": None, "cluster_model_state_dict": {"clusters": clusters},
+                "cluster_optimizer_state_dict": None, "best": 1.5}, path)
+    return ref, clusters
+
+
+def test_hp_code_matches_hp_modules_in_eval(tmp_path):
+    p = tmp_path / "ckpt.pth"
+    ref, clusters = write_hp_ckpt(p, dim=64)
+    head = heads.load_head(f"hp:{tmp_path}", feature_dim=384)     # HP's run folder holds ckpt.pth
+    assert (head.method, head.dim, head.feature_dim) == ("hp", 64, 384)
+    assert torch.equal(head.clusters, clusters)
+    f = torch.randn(2, 5, 6, 384)
+    ref.eval()
+    want = ref(f.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+    assert torch.allclose(head.code(f), want, atol=1e-5, rtol=0), (head.code(f) - want).abs().max()
+    ref.train()
+    torch.manual_seed(1)
+    assert (ref(f.permute(0, 3, 1, 2)).permute(0, 2, 3, 1) - want).abs().max() > 1e-2, "dropout acts in training only"
+
+
+@pytest.mark.parametrize("case", ["stego", "no-clusters", "width", "nan"])
+def test_bad_hp_checkpoints_are_named(tmp_path, case):
+    p = tmp_path / f"{case}.pth"
+    if case == "stego":
+        write_stego_ckpt(p)
+        expect = "pass it as --head stego:PATH"
+    elif case == "no-clusters":
+        write_hp_ckpt(p, dim=32)
+        ck = torch.load(p, weights_only=True)
+        del ck["cluster_model_state_dict"]
+        torch.save(ck, p)
+        expect = "misses cluster_model_state_dict['clusters']"
+    elif case == "width":
+        write_hp_ckpt(p, d=768, dim=32, backbone="dino_vitb8")
+        expect = "768-wide features"
+    else:
+        write_hp_ckpt(p, dim=32)
+        ck = torch.load(p, weights_only=True)
+        ck["net_model_state_dict"]["cluster1.0.weight"][0, 0] = float("nan")
+        torch.save(ck, p)
+        expect = "NaN or infinite"
+    before = p.read_bytes()
+    with pytest.raises(ExtractError) as e:
+        heads.load_hp(p, feature_dim=384)
+    assert str(p) in str(e.value) and expect in str(e.value), str(e.value)
+    assert p.read_bytes() == before
+
+
+@pytest.mark.parametrize("spec", ["stego", "dino:x.ckpt", "hp:", ":x"])
+def test_head_spec_syntax(spec):
+    with pytest.raises(ExtractError) as e:
+        heads.parse_spec(spec)
+    assert "--head takes METHOD:PATH" in str(e.value)

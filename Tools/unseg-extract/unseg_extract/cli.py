@@ -37,6 +37,10 @@ examples:
   unseg-extract folder --root ECSSD/images --masks ECSSD/ground_truth_mask --name ecssd \\
       --backbone dino_vits16 --checkpoint weights/dino_deitsmall16_pretrain.pth --out ecssd.h5 --views 2
 
+  # a peer's model: STEGO's head on DINO ViT-B/8 (code in /features, DINO features kept for the masks)
+  unseg-extract cityscapes --root data/cityscapes --split train --backbone dino_vitb8 \\
+      --checkpoint weights/dino_vitbase8_pretrain.pth --head stego:saved_models/cityscapes_vit_base_1.ckpt --out train.h5
+
   # an interrupted run (Ctrl-C, kill, reboot) continues where it stopped
   unseg-extract cityscapes ... --resume
 
@@ -92,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "dinov2_vitb14 (facebookresearch/dinov2, no registers)")
     m.add_argument("--checkpoint", required=True, type=Path, metavar="FILE",
                    help="the official checkpoint file (.pth) of --backbone, on local disk")
+    m.add_argument("--head", metavar="METHOD:FILE",
+                   help="a peer's trained head on this backbone: stego:FILE (STEGO's Lightning .ckpt) or hp:FILE "
+                        "(HP's ckpt.pth). /features then holds the head's code (eval mode), /features_backbone the "
+                        "backbone's features (PriMaPs' masks use them), /peer_clusters the peer's cluster probe "
+                        "(unseg fit --init-from-peer). See Docs/fitting.md, 'Boosting a peer'")
     m.add_argument("--size", type=int,
                    help="crop side in pixels, a multiple of the patch (default 320; 322 for dinov2: 14 x 23)")
     m.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
@@ -163,7 +172,8 @@ def _summary(path: Path, seconds: float) -> str:
     with h5py.File(path, "r") as f:
         feats = f["features"]
         parts = [f"features {list(feats.shape)} {feats.dtype}"]
-        for k in ("images", "labels", "features_flipped", "features_views", "boxes"):
+        for k in ("images", "labels", "features_flipped", "features_views", "boxes", "features_backbone",
+                  "peer_clusters"):
             if k in f:
                 parts.append(f"{k} {list(f[k].shape)}")
         n = feats.shape[0]
@@ -180,7 +190,7 @@ def main(argv=None) -> int:
                            batch_size=a.batch_size, device=a.device, half=a.half, dtype=a.dtype, flip=a.flip,
                            views=a.views, views_space=a.views_space, seed=a.seed, resume=a.resume,
                            overwrite=a.overwrite, workers=a.workers, threads=a.threads, progress=not a.quiet,
-                           debug_batch_delay=a.debug_batch_delay)
+                           debug_batch_delay=a.debug_batch_delay, head=a.head)
     t0 = time.time()
     try:
         extract.check_options(opts)

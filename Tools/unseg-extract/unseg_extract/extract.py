@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__, augment, models, preprocess
+from . import __version__, augment, heads, models, preprocess
 from .datasets import Dataset
 from .errors import ExtractError
 from .store import Layout, StoreWriter, partial_path
@@ -50,6 +50,7 @@ class Options:
     threads: int | None = None
     progress: bool = True
     debug_batch_delay: float = 0.0   # seconds of sleep after each batch (tests kill a run mid-way)
+    head: str | None = None          # "stego:PATH" / "hp:PATH": store the peer's code as /features
 
 
 class Interrupted(Exception):
@@ -93,6 +94,8 @@ def check_options(o: Options) -> models.BackboneSpec:
     if o.device != "cpu" and not torch.cuda.is_available():
         raise ExtractError(f"--device {o.device}: no CUDA device is available to this torch "
                            f"({torch.__version__}); use --device cpu")
+    if o.head is not None:
+        heads.parse_spec(o.head)
     if o.half and o.device == "cpu":
         raise ExtractError("--half is autocast to float16 on a GPU; on --device cpu features are computed in "
                            "float32 (and stored as float16 by default): drop --half")
@@ -185,17 +188,19 @@ def run(dataset: Dataset, o: Options, log=None) -> Path:
     """
     log = log or (lambda msg: print(msg, file=sys.stderr))
     spec = check_options(o)
-    inputs = list(dataset.inputs) + [o.checkpoint]
+    head_path = heads.parse_spec(o.head)[1] if o.head else None
+    inputs = list(dataset.inputs) + [o.checkpoint] + ([head_path] if head_path else [])
     check_output(o, dataset, inputs)
     if o.threads:
         torch.set_num_threads(o.threads)
 
     model = models.load_backbone(o.backbone, o.checkpoint)
+    head = heads.load_head(o.head, spec.embed_dim) if o.head else None
     n = len(dataset.samples)
     grid = (o.size // spec.patch_size, o.size // spec.patch_size)
     boxes = _boxes_rows(dataset, o.size) if dataset.boxes is not None else None
-    layout = Layout(n, o.size, grid, spec.embed_dim, o.dtype, dataset.has_labels, o.flip, o.views,
-                    None if boxes is None else len(boxes))
+    layout = Layout(n, o.size, grid, head.dim if head else spec.embed_dim, o.dtype, dataset.has_labels, o.flip,
+                    o.views, None if boxes is None else len(boxes), spec.embed_dim if head else 0)
     names = [s.name for s in dataset.samples]
     ckpt_sha = _sha256(Path(o.checkpoint))
     config = {
@@ -206,8 +211,10 @@ def run(dataset: Dataset, o: Options, log=None) -> Path:
         "backbone": o.backbone, "checkpoint_sha256": ckpt_sha, "size": o.size, "dtype": o.dtype,
         "half": o.half, "flip": o.flip, "views": o.views, "views_space": o.views_space, "seed": o.seed,
         "batch_size": o.batch_size, "boxes": None if boxes is None else hashlib.sha256(boxes.tobytes()).hexdigest(),
+        "head": None if head is None else head.method, "head_checkpoint_sha256": None if head is None else head.sha256,
     }
-    attrs = [("format", "unseg.feature-store"), ("version", 1), ("backbone", o.backbone),
+    attrs = [("format", "unseg.feature-store"), ("version", 1),
+             ("backbone", f"{head.method}+{o.backbone}" if head else o.backbone),
              ("patch_size", spec.patch_size), ("dataset", dataset.name), ("split", dataset.split)]
     if dataset.has_labels:
         attrs += [("protocol", dataset.protocol.name), ("class_names", list(dataset.protocol.class_names)),
@@ -215,6 +222,12 @@ def run(dataset: Dataset, o: Options, log=None) -> Path:
     attrs += [("crop_size", o.size), ("extractor", f"unseg-extract {__version__}"), ("checkpoint_sha256", ckpt_sha)]
     if o.views:
         attrs += [("views_seed", o.seed), ("views_space", o.views_space)]
+    peer_attrs = ()
+    if head:
+        attrs += [("head", head.method), ("head_checkpoint_sha256", head.sha256), ("head_backbone", o.backbone),
+                  ("mask_features", "features_backbone")]
+        peer_attrs = (("method", head.method), ("head_checkpoint_sha256", head.sha256),
+                      ("probe", "argmax of the cosine between the code and each centroid"))
 
     writer = StoreWriter.resume(o.out, layout, config) if o.resume and partial_path(o.out).exists() else None
     if o.resume and writer is None and partial_path(o.out).exists():
@@ -226,11 +239,13 @@ def run(dataset: Dataset, o: Options, log=None) -> Path:
         if need > free:
             raise ExtractError(f"the store needs about {need / 2**30:.1f} GiB but the disk has {free / 2**30:.1f} GiB "
                                f"free; free space or write elsewhere", Path(o.out).parent)
-        writer = StoreWriter.create(o.out, layout, attrs, names, boxes, config)
+        writer = StoreWriter.create(o.out, layout, attrs, names, boxes, config,
+                                    None if head is None else head.clusters.numpy(), peer_attrs)
     elif writer.complete:
         log(f"unseg-extract: resuming {partial_path(o.out)} at image {writer.complete} of {n}")
 
     backbone = _Backbone(model, o.device, o.half)
+    code = (lambda x: x) if head is None else (lambda x: head.code(torch.from_numpy(np.ascontiguousarray(x))).numpy())
     old_handlers = {}
 
     def on_signal(signum, _frame):
@@ -259,12 +274,13 @@ def run(dataset: Dataset, o: Options, log=None) -> Path:
             crops = np.stack([c for c, _ in items])                                # [B, S, S, 3]
             labels = np.stack([lab for _, lab in items]) if dataset.has_labels else None
             unit = preprocess.to_unit(crops)                                       # [B, 3, S, S]
-            feats = backbone(preprocess.normalize(unit))
-            flipped = backbone(preprocess.normalize(unit.flip(-1)))[:, :, ::-1] if o.flip else None
+            plain = backbone(preprocess.normalize(unit))
+            feats = code(plain)
+            flipped = code(backbone(preprocess.normalize(unit.flip(-1))))[:, :, ::-1] if o.flip else None
             views = None
             if o.views:
-                views = np.stack([backbone(_view_batch(unit, start, v, o)) for v in range(o.views)])
-            writer.write_batch(start, feats, crops, labels, flipped, views)
+                views = np.stack([code(backbone(_view_batch(unit, start, v, o))) for v in range(o.views)])
+            writer.write_batch(start, feats, crops, labels, flipped, views, plain if head else None)
             bar.update(len(items))
             if o.debug_batch_delay:
                 time.sleep(o.debug_batch_delay)

@@ -4,7 +4,10 @@ Schema (shared/specs/feature-store.md, version 1): root attributes ``format``, `
 ``backbone``, ``patch_size``, ``dataset``, ``split``, and with labels ``protocol``, ``class_names``,
 ``label_ids = "class"``; datasets ``/features`` [N, h, w, C], ``/images`` [N, S, S, 3] uint8,
 ``/labels`` [N, S, S] uint8, ``/names`` [N] strings, optional ``/features_flipped`` [N, h, w, C],
-``/features_views`` [V, N, h, w, C], ``/boxes`` [M, 5] float32; one image per chunk.
+``/features_views`` [V, N, h, w, C], ``/boxes`` [M, 5] float32; one image per chunk. With a peer's
+head (``--head``): ``/features`` (and the flipped and view features) hold the head's code,
+``/features_backbone`` [N, h, w, D] the backbone's features it read (PriMaPs' masks are computed
+from these), ``/peer_clusters`` [K, dim] float32 the peer's cluster-probe centroids.
 
 Resumable and byte-deterministic by construction:
 
@@ -62,12 +65,15 @@ class Layout:
     flip: bool
     views: int
     boxes: int | None         # number of box rows, None when the store has no /boxes
+    backbone_channels: int = 0   # with a peer's head (--head): /features_backbone [N, h, w, D]
+
 
     def bytes_estimate(self) -> int:
         """Bytes of the finished file, data only (HDF5 metadata adds well under 1%)."""
         n, s = self.count, self.size
         feat = self.grid[0] * self.grid[1] * self.channels * (2 if self.feature_dtype == "float16" else 4)
         per = feat * (1 + int(self.flip) + self.views) + s * s * 3 + (s * s if self.labels else 0)
+        per += self.grid[0] * self.grid[1] * self.backbone_channels * (2 if self.feature_dtype == "float16" else 4)
         return n * per + (self.boxes or 0) * 20
 
 
@@ -123,12 +129,14 @@ class StoreWriter:
     # -- creation --------------------------------------------------------------------------
 
     @classmethod
-    def create(cls, out: Path, layout: Layout, attrs: list, names: list, boxes, config: dict) -> "StoreWriter":
+    def create(cls, out: Path, layout: Layout, attrs: list, names: list, boxes, config: dict,
+               peer_clusters=None, peer_attrs=()) -> "StoreWriter":
         """Creates the temporary file with every attribute and dataset; ``images_complete = 0``.
 
         ``attrs``: ``[(name, value)]`` root attributes in the order written (str, int or list of
         str). ``names``: N image names. ``boxes``: ``[M, 5]`` float32 or None. ``config``: the JSON
-        of everything the bytes depend on.
+        of everything the bytes depend on. ``peer_clusters``: the peer's cluster-probe centroids
+        ``[K, dim]`` float32 (``/peer_clusters``, with ``peer_attrs``) or None.
         """
         path = partial_path(out)
         lock = _lock(path, create=True)
@@ -163,6 +171,17 @@ class StoreWriter:
                 make("features_flipped", (n, h, w, c), ft, (1, h, w, c))
             if layout.views:
                 make("features_views", (layout.views, n, h, w, c), ft, (1, 1, h, w, c))
+            if layout.backbone_channels:
+                d = layout.backbone_channels
+                make("features_backbone", (n, h, w, d), ft, (1, h, w, d))
+            if peer_clusters is not None:
+                ds = f.create_dataset("peer_clusters", data=np.asarray(peer_clusters, dtype=np.float32),
+                                      track_times=False)
+                for k, v in peer_attrs:
+                    if isinstance(v, str):
+                        _string_attr(ds, k, v)
+                    else:
+                        ds.attrs.create(k, np.int64(v))
             f.create_dataset("names", data=np.array(names, dtype=object), dtype=h5py.string_dtype(),
                              track_times=False)
             if boxes is not None:
@@ -214,11 +233,12 @@ class StoreWriter:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def write_batch(self, start: int, features, images, labels=None, flipped=None, views=None) -> None:
+    def write_batch(self, start: int, features, images, labels=None, flipped=None, views=None, backbone=None) -> None:
         """Writes images ``start .. start+B-1`` and marks them complete.
 
         ``features``/``flipped``: ``[B, h, w, C]`` float; ``images``: ``[B, S, S, 3]`` uint8;
-        ``labels``: ``[B, S, S]`` uint8; ``views``: ``[V, B, h, w, C]``. ``start`` must equal
+        ``labels``: ``[B, S, S]`` uint8; ``views``: ``[V, B, h, w, C]``; ``backbone``: ``[B, h, w, D]``
+        (with a peer's head: the features the head read). ``start`` must equal
         ``self.complete`` (batches are written in order).
         """
         if start != self.complete:
@@ -235,6 +255,8 @@ class StoreWriter:
             f["features_flipped"][start:end] = np.asarray(flipped, dtype=dt)
         if self.layout.views:
             f["features_views"][:, start:end] = np.asarray(views, dtype=dt)
+        if self.layout.backbone_channels:
+            f["features_backbone"][start:end] = np.asarray(backbone, dtype=dt)
         f.flush()
         f.attrs.modify("images_complete", np.int64(end))
         f.flush()
