@@ -31,6 +31,8 @@ extension Unseg {
         var resume = false
         @Option(help: "Start PriMaPs-EM from the prototypes of this finished checkpoint (e.g. a Baseline fit): no PCA, no warm-up.")
         var initFrom: String?
+        @Option(help: ArgumentHelp("Start PriMaPs-EM from a peer's cluster probe with gains 1 (STEGO / HP, the reference's +SotA+PriMaPs-EM): /peer_clusters of a store written by `unseg-extract --head`, normally --store itself. No PCA, no warm-up.", valueName: "store"))
+        var initFromPeer: String?
         @Flag(help: "With --init-from: keep the source prototypes' gains g (default: reset them to 1, as the reference).")
         var keepGains = false
         @Option(help: "Override the recipe's seed.")
@@ -69,6 +71,7 @@ extension Unseg {
                                       stepDelay: Double(debugStepDelayMs) / 1000)
                 opts.initFromPath = initFrom
                 opts.keepGains = keepGains
+                opts.initFromPeerPath = initFromPeer
                 let res = try FitJob.run(opts)
                 let ck = res.checkpoint
                 let steps = r.stages.map { k in "\(ck.loss(k).count) \(k.rawValue)" }.joined(separator: " + ")

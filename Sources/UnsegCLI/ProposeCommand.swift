@@ -59,6 +59,9 @@ extension Unseg {
                                            overlays: overlays.map { ($0, overlayCount) }, progress: TerminalProgress(label: "propose"))
                 say(String(format: "%d images, %.1f masks/image (min %d, max %d), %.1f images/s; wrote %@",
                            s.imageCount, s.meanMasks, s.maskCounts.min() ?? 0, s.maskCounts.max() ?? 0, s.imagesPerSecond, out))
+                if s.featuresDataset != "/features" {
+                    say("masks from \(store):\(s.featuresDataset) (the backbone's features of a peer's store; /features holds the peer's code)")
+                }
                 if let dir = overlays, !s.overlayFiles.isEmpty { say("wrote \(s.overlayFiles.count) overlays to \(dir)") }
             }
         }

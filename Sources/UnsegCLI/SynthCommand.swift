@@ -33,11 +33,17 @@ extension Unseg {
         var float32 = false
         @Option(help: "gzip level 1-9 with byte shuffle (default: no compression).")
         var deflate: Int?
+        @Option(help: ArgumentHelp("Write the store in a peer's layout (as `unseg-extract --head` does) with a stand-in head: /features the code of a fixed random projection to this many channels, /features_backbone the synthetic features, /peer_clusters a cosine k-means on the code. For trying +SotA+PriMaPs-EM offline (Docs/fitting.md); not a trained peer.", valueName: "dim"))
+        var standInHead: Int?
         @OptionGroup var parallel: ThreadsOption
 
         func validate() throws {
             guard images >= 1 else { throw ValidationError("--images must be >= 1, got \(images)") }
             if let d = deflate, !(1...9).contains(d) { throw ValidationError("--deflate must be in 1...9, got \(d)") }
+            if let d = standInHead {
+                guard (1...4096).contains(d), d >= classes else { throw ValidationError("--stand-in-head must be in \(classes)...4096 (at least --classes channels), got \(d)") }
+                guard scene == .street else { throw ValidationError("--stand-in-head applies to --scene street") }
+            }
             if scene == .object {
                 guard size % max(patch, 1) == 0, size / max(patch, 1) >= 4, channels >= 4, patch >= 1 else {
                     throw ValidationError("--scene object needs --size a multiple of --patch with at least 4 cells per side and --channels >= 4")
@@ -68,6 +74,12 @@ extension Unseg {
                 let config = SyntheticConfig(imageCount: images, imageSize: size, patchSize: patch, channels: channels,
                                              classes: classes, seed: seed, split: split)
                 let opts = StoreWriteOptions(featureType: float32 ? .float32 : .float16, deflate: deflate)
+                if let d = standInHead {
+                    try Synthesize.writePeerStandInStore(config: config, dim: d, path: out, options: opts, threads: parallel.threads,
+                                                         progress: TerminalProgress(label: "synth"))
+                    say("wrote \(out): \(images) images in a peer's layout: /features the stand-in head's \(d)-channel code, /features_backbone \(channels) channels, /peer_clusters \(classes) centroids, seed \(seed)")
+                    return
+                }
                 try Synthesize.writeStore(config: config, path: out, options: opts, threads: parallel.threads,
                                           progress: TerminalProgress(label: "synth"))
                 say("wrote \(out): \(images) images, \(size)x\(size), \(size / max(patch, 1))x\(size / max(patch, 1))x\(channels) features, \(classes) classes, seed \(seed)")

@@ -39,6 +39,10 @@ public struct FitOptions: Sendable {
     /// With `initFromPath`: keep the source's gains `g` (default: reset them to 1 and keep the
     /// directions, as the reference loads a cluster checkpoint).
     public var keepGains: Bool = false
+    /// Start PriMaPs-EM from a peer's cluster probe (`/peer_clusters` of this store, written by
+    /// `unseg-extract --head`) with gains 1, skipping the stages before it, as the reference does
+    /// on top of STEGO / HP. Used when the run starts, like `initFromPath`.
+    public var initFromPeerPath: String? = nil
 
     public init(recipe: Recipe, storePath: String, proposalsPath: String? = nil, valPath: String? = nil,
                 valClassCount: Int? = nil, checkpointPath: String, resume: Bool = false, threads: Int = 1,
@@ -99,6 +103,10 @@ public enum FitJob {
         if let p = o.proposalsPath { inputs.append(("--proposals", p)) }
         if let v = o.valPath { inputs.append(("--val", v)) }
         if let i = o.initFromPath { inputs.append(("--init-from", i)) }
+        if let i = o.initFromPeerPath { inputs.append(("--init-from-peer", i)) }
+        if o.initFromPath != nil && o.initFromPeerPath != nil {
+            throw RecipeError("--init-from and --init-from-peer both name the starting prototypes; pass one")
+        }
         try OutputGuard.check(outputs: [("--checkpoint", o.checkpointPath)], inputs: inputs)
         // Under mpirun rank 0 alone locks and writes the checkpoint; every rank reads it on --resume.
         let lock = Distributed.isLead ? try OutputLock(path: o.checkpointPath, option: "--checkpoint") : nil
@@ -123,7 +131,7 @@ public enum FitJob {
             }
             resumedFrom = ck.step
             o.log?("resuming \(o.checkpointPath): stage \(ck.stage?.rawValue ?? "done"), epoch \(ck.epoch), step \(ck.step)")
-            if let src = o.initFromPath, src != ck.initFrom {
+            if let src = o.initFromPath ?? o.initFromPeerPath.map(Self.peerSource), src != ck.initFrom {
                 o.log?("--init-from \(src) ignored: resuming \(o.checkpointPath), which started from \(ck.initFrom ?? "its own first stage")")
             }
         } else {
@@ -132,12 +140,21 @@ public enum FitJob {
                                featureHeight: l.gridHeight, featureWidth: l.gridWidth, channels: l.channels)
             var first = 0
             var model: StageOutput?
-            if let src = o.initFromPath {
+            if let given = o.initFromPath ?? o.initFromPeerPath {
+                let option = o.initFromPath != nil ? "--init-from" : "--init-from-peer"
                 if recipe.stages.contains(where: \.isMaskStage) {
-                    throw RecipeError("--init-from starts the last stage of a prototype recipe (primaps-em) from a checkpoint's prototypes; the stages \(recipe.stages.map(\.rawValue).joined(separator: ", ")) take none; fit without --init-from")
+                    throw RecipeError("\(option) starts the last stage of a prototype recipe (primaps-em) from \(o.initFromPath != nil ? "a checkpoint's prototypes" : "a peer's cluster probe"); the stages \(recipe.stages.map(\.rawValue).joined(separator: ", ")) take none; fit without \(option)")
                 }
-                var m = try initialPrototypes(from: src, store: store, recipe: recipe)
-                if !o.keepGains { m.gains = [Float](repeating: 1, count: m.classCount) }
+                var m: PrototypeModel
+                let src: String
+                if o.initFromPath != nil {
+                    m = try initialPrototypes(from: given, store: store, recipe: recipe)
+                    src = given
+                } else {
+                    m = try peerPrototypes(from: given, store: store, recipe: recipe)
+                    src = Self.peerSource(given)
+                }
+                if !o.keepGains || o.initFromPeerPath != nil { m.gains = [Float](repeating: 1, count: m.classCount) }
                 // The recipe's last stage starts from these prototypes; the stages before it are skipped.
                 first = recipe.stages.count - 1
                 o.log?("\(recipe.stages.indices.contains(first) ? recipe.stages[first].rawValue : "the fit") starts from the prototypes of \(src) (stages before it skipped)")
@@ -297,6 +314,30 @@ public enum FitJob {
 
     /// The prototypes a finished checkpoint gives `unseg predict` (momentum copy, its recipe's
     /// selection), checked against `store` and `recipe`. Errors name the file and what to do.
+    /// How a peer start is recorded in the checkpoint's `init_from`.
+    static func peerSource(_ path: String) -> String { path + ":/peer_clusters" }
+
+    /// The peer's cluster-probe centroids in `path` (`/peer_clusters` of a store written by
+    /// `unseg-extract --head`, normally the training store itself) as prototypes. Errors name the
+    /// file: not a store, no centroids, another count than the recipe's classes, another width.
+    static func peerPrototypes(from path: String, store: FeatureStore, recipe: Recipe) throws -> PrototypeModel {
+        let lower = path.lowercased()
+        if [".ckpt", ".pth", ".pt"].contains(where: lower.hasSuffix) {
+            throw StoreError(file: path, "is a PyTorch checkpoint; unseg reads the peer's cluster probe from the store that `unseg-extract --head stego:\(path)` (or hp:) writes (/peer_clusters): pass that store to --init-from-peer")
+        }
+        let src = try path == store.path ? store : FeatureStore(path: path)
+        guard let clusters = try src.peerClusters() else {
+            throw StoreError(file: path, dataset: "/peer_clusters", "missing; --init-from-peer needs a store written with `unseg-extract --head stego:F` (or hp:F), which stores the peer's cluster probe; this store holds \(src.metadata.backbone) features")
+        }
+        guard clusters.rows == recipe.classes else {
+            throw RecipeError("classes: the recipe asks for \(recipe.classes) prototypes but the peer's cluster probe in \(path):/peer_clusters has \(clusters.rows) centroids (a peer trained with extra clusters?); use a recipe with classes: \(clusters.rows), or a peer checkpoint with \(recipe.classes) clusters")
+        }
+        guard clusters.cols == store.layout.channels else {
+            throw StoreError(file: path, dataset: "/peer_clusters", "centroids have \(clusters.cols) channels but \(store.path):/features has \(store.layout.channels); the peer's cluster probe must come from the store of the same head (extract both with the same --head)")
+        }
+        return PrototypeModel(directions: clusters, gains: [Float](repeating: 1, count: clusters.rows))
+    }
+
     static func initialPrototypes(from path: String, store: FeatureStore, recipe: Recipe) throws -> PrototypeModel {
         let src = try FitCheckpoint.load(path: path)
         try src.checkCompatible(with: store, checkpointPath: path)
@@ -471,7 +512,7 @@ struct PriMaPsEMRunner: StageRunner {
     func epochs(_ recipe: Recipe) -> Int { recipe.epochs }
     func initialState(from previous: StageOutput?, recipe: Recipe, threads: Int) throws -> StateRecord {
         guard let m = previous?.prototypes else {
-            throw RecipeError("stages: primaps-em needs initial prototypes; list pca-init (and cosine-kmeans) before it or pass --init-from")
+            throw RecipeError("stages: primaps-em needs initial prototypes; list pca-init (and cosine-kmeans) before it, or pass --init-from CHECKPOINT, or --init-from-peer STORE for a peer's store (the *-stego_* / *-hp_* recipes)")
         }
         return try EMTrainer(initial: m, config: recipe.emConfig(threads: threads)).state.record
     }
@@ -513,6 +554,9 @@ final class ProposalProvider {
     /// On-the-fly proposals are CRF-refined (recipe `primaps-crf` and the store has images).
     let refined: Bool
     let store: FeatureStore
+    /// The store in its masks view when it holds a peer's code (`/features_backbone`): PriMaPs
+    /// computes the masks from the backbone's features, as the reference does; nil otherwise.
+    let maskStore: FeatureStore?
     let threads: Int
     let options: ProposeOptions
     private var file: ProposalsFile?
@@ -525,6 +569,7 @@ final class ProposalProvider {
 
     init(options o: FitOptions, store: FeatureStore) throws {
         self.store = store
+        maskStore = store.layout.backboneChannels > 0 && o.proposalsPath == nil ? try FeatureStore(path: store.path, view: .masks) : nil
         threads = o.threads
         var po = ProposeOptions(method: .primaps, primaps: PriMaPsConfig(threshold: Float(o.recipe.primapsThreshold)),
                                 refine: .none, threads: o.threads)
@@ -550,16 +595,24 @@ final class ProposalProvider {
 
     /// How the mask stages' masks are made, for the log.
     var featureSummary: String {
-        onTheFly ? "PriMaPs on the fly (threshold \(featureOptions.primaps.threshold)) at feature resolution" : "file"
+        onTheFly ? "PriMaPs on the fly (threshold \(featureOptions.primaps.threshold)) at feature resolution" + backboneNote : "file"
+    }
+
+    private var backboneNote: String { maskStore == nil ? "" : " from \(store.path):/features_backbone (the backbone's features; the fit reads the peer's code in /features)" }
+
+    /// The items with the features the masks are computed from (the backbone's, for a peer's store).
+    private func maskItems(_ items: [StoreItem]) throws -> [StoreItem] {
+        guard let m = maskStore else { return items }
+        return try items.map { var it = $0; it.features = try m.features($0.index); return it }
     }
 
     /// `[h*w]` mask maps at feature resolution (0 = background) for the items, in order: the
     /// file's `/masks`, or PriMaPs on the fly (computed once per image).
     func featureMasks(for items: [StoreItem]) throws -> [[UInt8]] {
         if let f = file { return try items.map { $0.isHere ? try f.masks($0.index) : [] } }
-        let missing = items.filter { $0.isHere && featureCache[$0.index] == nil }
+        let missing = try maskItems(items.filter { $0.isHere && featureCache[$0.index] == nil })
         if !missing.isEmpty {
-            let (opts, layout, path) = (featureOptions, store.layout, store.path)
+            let (opts, layout, path) = (featureOptions, (maskStore ?? store).layout, store.path)
             let results = try Parallel.tryMap(missing.count, threads: threads) { j in
                 try ProposeJob.process(missing[j], layout: layout, options: opts, storePath: path)
             }
@@ -571,8 +624,8 @@ final class ProposalProvider {
     /// How the masks are made, for the log.
     var summary: String {
         if !onTheFly { return "file" }
-        return refined ? "PriMaPs on the fly (threshold \(options.primaps.threshold)), refined with the dense CRF (the reference's proposals)"
-            : "PriMaPs on the fly (threshold \(options.primaps.threshold)), unrefined (nearest-upsampled)"
+        return (refined ? "PriMaPs on the fly (threshold \(options.primaps.threshold)), refined with the dense CRF (the reference's proposals)"
+            : "PriMaPs on the fly (threshold \(options.primaps.threshold)), unrefined (nearest-upsampled)") + backboneNote
     }
 
     /// `[H*W]` mask maps (0 = background) for the items, in order (empty for images another
@@ -582,12 +635,12 @@ final class ProposalProvider {
         if let f = file { return try items.map { $0.isHere ? try f.labelResolutionMasks($0.index) : [] } }
         let missing = items.filter { $0.isHere && cache[$0.index] == nil }
         if !missing.isEmpty {
-            let work: [StoreItem] = try missing.map { item in
+            let work: [StoreItem] = try maskItems(missing).map { item in
                 var it = item
                 if refined { it.image = try store.image(item.index) }
                 return it
             }
-            let (opts, layout, path) = (options, l, store.path)
+            let (opts, layout, path) = (options, (maskStore ?? store).layout, store.path)
             let results = try Parallel.tryMap(work.count, threads: threads) { j in
                 try ProposeJob.process(work[j], layout: layout, options: opts, storePath: path)
             }

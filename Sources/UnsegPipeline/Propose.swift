@@ -133,6 +133,8 @@ public struct ProposeSummary: Sendable {
     public var seconds: Double
     /// Overlay PNGs written (with `overlays:`).
     public var overlayFiles: [String] = []
+    /// The features the masks were computed from: `/features`, or `/features_backbone` for a peer's store.
+    public var featuresDataset: String = "/features"
     public var imagesPerSecond: Double { seconds > 0 ? Double(imageCount) / seconds : 0 }
     public var meanMasks: Double { maskCounts.isEmpty ? 0 : Double(maskCounts.reduce(0, +)) / Double(maskCounts.count) }
 }
@@ -161,7 +163,8 @@ public enum ProposeJob {
         try options.validate()
         try OutputGuard.check(outputs: [("--out", outputPath)], inputs: [("--store", storePath)],
                               folders: overlays.map { [("--overlays", $0.directory)] } ?? [])
-        let store = try FeatureStore(path: storePath)
+        // A peer's store (`unseg-extract --head`): the masks come from /features_backbone.
+        let store = try FeatureStore(path: storePath, view: .masks)
         let l = store.layout
         if options.refine != .none && !l.hasImages {
             throw StoreError(file: storePath, dataset: "/images",
@@ -223,6 +226,7 @@ public enum ProposeJob {
         committed = true
         var summary = ProposeSummary(storePath: storePath, outputPath: outputPath, imageCount: l.imageCount,
                                      maskCounts: maskCounts, seconds: Date().timeIntervalSince(start))
+        summary.featuresDataset = store.featuresName
         if let ov = overlays, ov.count > 0 {
             summary.overlayFiles = try ProposalOverlays.write(store: store, proposals: try ProposalsFile(path: outputPath, store: store),
                                                               to: ov.directory, count: ov.count)

@@ -1,4 +1,5 @@
 import Foundation
+import UnsegCore
 import UnsegLinAlg
 import UnsegStore
 import UnsegSynthetic
@@ -24,7 +25,56 @@ public enum Synthesize {
         defer { progress?.finish() }
         try fill(writer, count: config.imageCount, threads: threads, progress: progress) { i in
             let img = corpus.image(i)
-            return (img.features, img.image, img.labels, img.name, [])
+            return (img.features, img.image, img.labels, img.name, [], nil)
+        }
+    }
+
+    /// Cells of the stand-in peer's own "training" set: its cluster probe is fitted on the code of
+    /// the first `standInTrainImages` train images of the seed (whatever split is written), so the
+    /// train and val stores of one seed hold the same peer.
+    public static let standInTrainImages = 32
+
+    /// Writes a synthetic store in a peer's layout (what `unseg-extract --head` writes), with a
+    /// stand-in for the peer: `/features` = the code `f P^T` of a fixed random projection
+    /// `P [dim, C]` (Gaussian, 1/sqrt(C), seeded by the corpus seed), `/features_backbone` = the
+    /// synthetic features `f`, `/peer_clusters` = its "cluster probe": cosine k-means (K = classes)
+    /// on the code of the seed's first `standInTrainImages` train images. It is not STEGO or HP:
+    /// it stands in for one so that the +SotA+PriMaPs-EM path runs offline (Docs/fitting.md).
+    public static func writePeerStandInStore(config: SyntheticConfig, dim: Int, path: String,
+                                             options: StoreWriteOptions = StoreWriteOptions(),
+                                             threads: Int = Parallel.coreCount, progress: ProgressSink? = nil) throws {
+        try OutputGuard.check(outputs: [("--out", path)], inputs: [])
+        let corpus = try SyntheticCorpus(config: config)
+        let c = config.channels, grid = config.gridSize
+        var rng = SeededRandom.stream(seed: config.seed, index: 0x5354_414e_4449_4e00)   // "STANDIN"
+        let scale = 1 / Float(c).squareRoot()
+        let projection = Matrix(rows: dim, cols: c, data: (0..<(dim * c)).map { _ in rng.gaussian() * scale })
+        let code: @Sendable (Matrix) -> Matrix = { BLAS.matmul($0, projection, transB: true) }
+        // The stand-in's cluster probe, fitted on its own training images.
+        var train = config
+        train.split = "train"
+        train.imageCount = standInTrainImages
+        let trainCorpus = try SyntheticCorpus(config: train)
+        let codes = Parallel.map(standInTrainImages, threads: threads) { code(trainCorpus.image($0).features) }
+        let rows = codes.reduce(0) { $0 + $1.rows }
+        var sample = Matrix(rows: rows, cols: dim)
+        var at = 0
+        for m in codes { sample.data.replaceSubrange((at * dim)..<((at + m.rows) * dim), with: m.data); at += m.rows }
+        let probe = try KMeans.fit(sample, config: KMeansConfig(clusters: config.classes, restarts: 2, metric: .cosine,
+                                                                seed: config.seed, threads: threads))
+        let meta = StoreMetadata(backbone: "stand-in+synthetic", patchSize: config.patchSize, dataset: "synthetic", split: config.split,
+                                 labelProtocol: config.classes == 27 ? "cityscapes27" : "generic\(config.classes)",
+                                 classNames: corpus.classNames)
+        let writer = try FeatureStoreWriter(path: path, metadata: meta, count: config.imageCount, gridHeight: grid,
+                                            gridWidth: grid, channels: dim, options: options, backboneChannels: c,
+                                            attributes: [("head", "stand-in"), ("head_backbone", "synthetic"),
+                                                         ("head_description", "a fixed random projection (not a trained peer), cluster probe by cosine k-means on its code"),
+                                                         ("mask_features", "features_backbone")])
+        writer.peerClusters = probe.centers
+        defer { progress?.finish() }
+        try fill(writer, count: config.imageCount, threads: threads, progress: progress) { i in
+            let img = corpus.image(i)
+            return (code(img.features), img.image, img.labels, img.name, [], img.features)
         }
     }
 
@@ -32,7 +82,7 @@ public enum Synthesize {
     /// index only) and writes them in order, boxes included; commits, or discards on error. The
     /// file's bytes do not depend on the thread count. Memory: one block of images.
     static func fill(_ writer: FeatureStoreWriter, count: Int, threads: Int, progress: ProgressSink?,
-                     generate: @escaping @Sendable (Int) -> (Matrix, [UInt8], [UInt8], String, [[Float]])) throws {
+                     generate: @escaping @Sendable (Int) -> (Matrix, [UInt8], [UInt8], String, [[Float]], Matrix?)) throws {
         let block = max(1, 2 * threads)
         var done = 0
         do {
@@ -40,7 +90,7 @@ public enum Synthesize {
                 let n = min(block, count - done), base = done
                 let images = Parallel.map(n, threads: threads) { generate(base + $0) }
                 for (k, img) in images.enumerated() {
-                    try writer.write(base + k, features: img.0, image: img.1, labels: img.2, name: img.3)
+                    try writer.write(base + k, features: img.0, image: img.1, labels: img.2, name: img.3, backbone: img.5)
                     writer.boxes += img.4
                 }
                 done += n
@@ -67,7 +117,7 @@ public enum Synthesize {
         defer { progress?.finish() }
         try fill(writer, count: config.imageCount, threads: threads, progress: progress) { i in
             let img = scene.image(i)
-            return (img.features, img.image, img.labels, img.name, img.boxes)
+            return (img.features, img.image, img.labels, img.name, img.boxes, nil)
         }
     }
 }

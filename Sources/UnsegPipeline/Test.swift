@@ -13,21 +13,26 @@ public struct TestRow: Sendable {
     public var crf: Bool
     public var flip: Bool
     public var report: EvaluationReport
-    public var name: String { Self.name(copy: copy, crf: crf, flip: flip) }
-    /// A file-system-safe tag (`momentum-crf-flip`).
-    public var tag: String { Self.tag(copy: copy, crf: crf, flip: flip) }
-    static func name(copy: PrototypeCopy, crf: Bool, flip: Bool) -> String {
-        "\(copy == .momentum ? "momentum (theta_m)" : "running (theta_r)")\(crf ? " + CRF" : "")\(flip ? " + flip" : "")"
+    /// The row of the peer's own cluster probe (`/peer_clusters` of a store written with
+    /// `unseg-extract --head`): the "SotA" row beside "+PriMaPs-EM"; `copy` is unused then.
+    public var peer: Bool = false
+    public var name: String { Self.name(copy: copy, crf: crf, flip: flip, peer: peer) }
+    /// A file-system-safe tag (`momentum-crf-flip`, `peer-crf`).
+    public var tag: String { Self.tag(copy: copy, crf: crf, flip: flip, peer: peer) }
+    static func name(copy: PrototypeCopy, crf: Bool, flip: Bool, peer: Bool = false) -> String {
+        "\(peer ? "peer's cluster probe" : copy == .momentum ? "momentum (theta_m)" : "running (theta_r)")\(crf ? " + CRF" : "")\(flip ? " + flip" : "")"
     }
-    static func tag(copy: PrototypeCopy, crf: Bool, flip: Bool) -> String {
-        [copy.rawValue, crf ? "crf" : nil, flip ? "flip" : nil].compactMap { $0 }.joined(separator: "-")
+    static func tag(copy: PrototypeCopy, crf: Bool, flip: Bool, peer: Bool = false) -> String {
+        [peer ? "peer" : copy.rawValue, crf ? "crf" : nil, flip ? "flip" : nil].compactMap { $0 }.joined(separator: "-")
     }
 }
 
 /// `unseg test`: the reference test script's table in one command. For a checkpoint and a labelled
 /// store: the momentum and running prototypes, each without and with the dense CRF (when the store
 /// has `/images`), each without and with flip averaging (when it has `/features_flipped`); one
-/// prediction pass per row, in memory, Hungarian-matched Acc / mIoU.
+/// prediction pass per row, in memory, Hungarian-matched Acc / mIoU. A store holding a peer's code
+/// (`unseg-extract --head`) adds the peer's own cluster probe first (`/peer_clusters`: argmax of
+/// the cosine to each centroid, on the bilinearly upsampled code): the "SotA" row.
 public enum TestJob {
     public struct Options: Sendable {
         public var checkpointPath: String
@@ -54,11 +59,18 @@ public enum TestJob {
         let head = ck.head
         let embedding = try ck.maskModel()
         var rows: [TestRow] = []
-        for copy in [PrototypeCopy.momentum, .running] {
-            let model = copy == .momentum ? ck.momentum : ck.running
+        // The peer's cluster probe: its centroids as prototypes with gains 1 (the argmax of
+        // v.x / |v| is the argmax of the cosine), read with no head or mask model.
+        var models: [(copy: PrototypeCopy, peer: Bool, model: PrototypeModel)] = []
+        if let clusters = try store.peerClusters() {
+            models.append((.momentum, true, PrototypeModel(directions: clusters, gains: [Float](repeating: 1, count: clusters.rows))))
+        }
+        models += [(.momentum, false, ck.momentum), (.running, false, ck.running)]
+        for (copy, peer, model) in models {
+            let head: PrototypeHead = peer ? .cosine : head, embedding = peer ? nil : embedding
             for crf in l.hasImages ? [false, true] : [false] {
                 for flip in l.hasFlippedFeatures ? [false, true] : [false] {
-                    let label = TestRow.name(copy: copy, crf: crf, flip: flip), tag = TestRow.tag(copy: copy, crf: crf, flip: flip)
+                    let label = TestRow.name(copy: copy, crf: crf, flip: flip, peer: peer), tag = TestRow.tag(copy: copy, crf: crf, flip: flip, peer: peer)
                     let sink = o.progress?(label)
                     var confusion = try ConfusionMatrix(clusterCount: model.classCount, classCount: proto.classCount)
                     let stream = try StoreStream(store: store, includeImages: crf, includeLabels: true, prefetch: 8, decodeThreads: o.threads)
@@ -79,12 +91,14 @@ public enum TestJob {
                     }
                     sink?.finish()
                     let result = try Evaluation.evaluate(confusion, mode: .hungarian, classNames: proto.classNames)
+                    let from = peer ? "\(o.storePath):/peer_clusters" : o.checkpointPath
                     rows.append(TestRow(copy: copy, crf: crf, flip: flip,
                                         report: EvaluationReport(result: result, confusion: confusion, labelProtocol: proto,
-                                                                 storePath: o.storePath, predictionsPath: "\(o.checkpointPath) [\(tag)]",
+                                                                 storePath: o.storePath, predictionsPath: "\(from) [\(tag)]",
                                                                  imageCount: l.imageCount,
-                                                                 source: PredictionSource(kind: .unseg, path: o.checkpointPath,
-                                                                                          detail: "predicted in memory by `unseg test` (\(tag))"))))
+                                                                 source: PredictionSource(kind: .unseg, path: from,
+                                                                                          detail: "predicted in memory by `unseg test` (\(tag))")),
+                                        peer: peer))
                 }
             }
         }
@@ -93,10 +107,11 @@ public enum TestJob {
 
     /// The table as the reference prints it (Acc / mIoU, %).
     public static func table(_ rows: [TestRow]) -> String {
-        var s = "prototypes                      Acc     mIoU\n"
-        s += "------------------------------  ------  ------\n"
+        let width = max(30, rows.map(\.name.count).max() ?? 0)
+        var s = "prototypes".padding(toLength: width + 2, withPad: " ", startingAt: 0) + "   Acc    mIoU\n"
+        s += String(repeating: "-", count: width) + "  ------  ------\n"
         for r in rows {
-            s += r.name.padding(toLength: 30, withPad: " ", startingAt: 0)
+            s += r.name.padding(toLength: width, withPad: " ", startingAt: 0)
                 + String(format: "  %6.2f  %6.2f\n", r.report.result.accuracy, r.report.result.miou)
         }
         return s
@@ -112,7 +127,7 @@ public enum TestJob {
             var arr: [[String: Any]] = []
             for r in rows {
                 let one = try JSONSerialization.jsonObject(with: try r.report.result.jsonData(pretty: false)) as? [String: Any] ?? [:]
-                arr.append(["prototypes": r.copy.rawValue, "crf": r.crf, "flip": r.flip, "name": r.name,
+                arr.append(["prototypes": r.peer ? "peer" : r.copy.rawValue, "crf": r.crf, "flip": r.flip, "name": r.name,
                             "accuracy": r.report.result.accuracy, "miou": r.report.result.miou, "result": one])
             }
             let data = try JSONSerialization.data(withJSONObject: ["checkpoint": checkpoint, "store": store, "rows": arr],

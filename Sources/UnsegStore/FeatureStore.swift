@@ -61,9 +61,22 @@ public struct StoreLayout: Sendable, Equatable {
     public var viewCount: Int = 0
     /// `/boxes` `[M, 5]` rows (image index, x0, y0, x1, y1 in image pixels).
     public var boxCount: Int = 0
+    /// `/features_backbone` `[N, h, w, D]` (a store written with a peer's head, `unseg-extract --head`:
+    /// `/features` holds the head's code, these the backbone's features it read): D, or 0 when absent.
+    public var backboneChannels: Int = 0
 
     public var cellCount: Int { gridHeight * gridWidth }
     public var pixelCount: Int { imageHeight * imageWidth }
+}
+
+/// Which features an open store serves as its `/features`.
+public enum FeatureView: Sendable, Equatable {
+    /// `/features` (for a peer's store: the head's code, what the prototypes are fitted on).
+    case primary
+    /// The features mask proposals are computed from: `/features_backbone` when the store has it
+    /// (PriMaPs' masks on a peer's code come from the plain backbone, as the reference does), else
+    /// `/features`. In this view the flipped and augmented views (code) are not offered.
+    case masks
 }
 
 /// An open feature store (read-only): validated on open, read one image at a time.
@@ -79,6 +92,11 @@ public final class FeatureStore: Sendable {
 
     let file: HDF5File
     let features: HDF5Dataset
+    /// `/features` whatever the view (the fingerprint reads it, so every view has the same one).
+    let primary: HDF5Dataset
+    /// The view this store was opened with, and the dataset it reads as features.
+    public let view: FeatureView
+    public var featuresName: String { features.objectPath }
     /// How `/features` chunks are decoded: by unseg on the calling thread (raw chunk read under the
     /// HDF5 lock, then inflate / unshuffle / widen outside it, so several threads decode at once),
     /// or by the HDF5 library (under its lock) for layouts and filters unseg does not decode.
@@ -92,8 +110,9 @@ public final class FeatureStore: Sendable {
     let rawToClass: [UInt8]?
 
     /// Opens and validates the store at `path`. Errors name the file, the dataset and what to do.
-    public init(path: String) throws {
+    public init(path: String, view: FeatureView = .primary) throws {
         self.path = path
+        self.view = view
         let file: HDF5File
         do { file = try HDF5File.open(path) } catch let e as HDF5Error {
             throw StoreError(file: path, e.message)
@@ -141,8 +160,22 @@ public final class FeatureStore: Sendable {
         guard h <= Self.maxGridSide, w <= Self.maxGridSide, c <= Self.maxChannels else {
             throw fail("/features", "has shape \(feats.shape): a \(h)x\(w) grid of \(c) channels per image is beyond what unseg handles (grid sides up to \(Self.maxGridSide), up to \(Self.maxChannels) channels); check the layout is [N, h, w, C] with channels last")
         }
-        features = feats
-        chunkDecoding = ChunkDecoding(feats, chunk: [1, h, w, c])
+        primary = feats
+        var backbone: HDF5Dataset?
+        if file.contains("features_backbone") {
+            let ds = try file.dataset("features_backbone")
+            guard ds.shape.count == 4, ds.shape[0] == n, ds.shape[1] == h, ds.shape[2] == w, ds.shape[3] >= 1,
+                  ds.shape[3] <= Self.maxChannels else {
+                throw fail("/features_backbone", "has shape \(ds.shape); expected [\(n), \(h), \(w), D]: the backbone features of the same images on the grid of /features (written by `unseg-extract --head`)")
+            }
+            guard ds.elementType == .float16 || ds.elementType == .float32 else {
+                throw fail("/features_backbone", "has element type \(ds.elementType); expected float16 or float32 like /features")
+            }
+            backbone = ds
+        }
+        let served = view == .masks ? (backbone ?? feats) : feats
+        features = served
+        chunkDecoding = ChunkDecoding(served, chunk: [1, h, w, served.shape[3]])
 
         guard file.hasAttribute("patch_size") else {
             throw fail(nil, "missing root attribute 'patch_size' (image pixels per feature cell, e.g. 8 for ViT-S/8); add it with h5py: f.attrs['patch_size'] = 8")
@@ -237,8 +270,11 @@ public final class FeatureStore: Sendable {
             }
             return ds
         }
-        flipped = try sameAsFeatures("features_flipped", leading: [])
-        views = file.contains("features_views") ? try sameAsFeatures("features_views", leading: [file.dataset("features_views").shape.first ?? 0]) : nil
+        let codeViews = view == .masks && backbone != nil   // the masks view serves the backbone, not the code
+        let flippedDS = try sameAsFeatures("features_flipped", leading: [])
+        let viewsDS = file.contains("features_views") ? try sameAsFeatures("features_views", leading: [file.dataset("features_views").shape.first ?? 0]) : nil
+        flipped = codeViews ? nil : flippedDS
+        views = codeViews ? nil : viewsDS
         var boxesDS: HDF5Dataset?
         if file.contains("boxes") {
             let ds = try file.dataset("boxes")
@@ -253,11 +289,12 @@ public final class FeatureStore: Sendable {
         boxes = boxesDS
         images = imagesDS
         labels = labelsDS
-        layout = StoreLayout(imageCount: n, gridHeight: h, gridWidth: w, channels: c,
-                             featureType: feats.elementType == .float16 ? .float16 : .float32,
+        layout = StoreLayout(imageCount: n, gridHeight: h, gridWidth: w, channels: served.shape[3],
+                             featureType: served.elementType == .float16 ? .float16 : .float32,
                              imageHeight: imgH, imageWidth: imgW, hasImages: imagesDS != nil, hasLabels: labelsDS != nil,
                              hasNames: hasNames, hasFlippedFeatures: flipped != nil,
-                             viewCount: views?.shape[0] ?? 0, boxCount: boxesDS?.shape[0] ?? 0)
+                             viewCount: views?.shape[0] ?? 0, boxCount: boxesDS?.shape[0] ?? 0,
+                             backboneChannels: backbone?.shape[3] ?? 0)
     }
 
     /// Largest values a store may declare (checked before any arithmetic with them).
@@ -276,19 +313,60 @@ public final class FeatureStore: Sendable {
         get throws {
             var h: UInt64 = 0xcbf2_9ce4_8422_2325
             func mix(_ bytes: UnsafeRawBufferPointer) { for b in bytes { h = (h ^ UInt64(b)) &* 0x0000_0100_0000_01b3 } }
-            let l = layout
-            for v in [l.imageCount, l.gridHeight, l.gridWidth, l.channels, metadata.patchSize] { withUnsafeBytes(of: Int64(v)) { mix($0) } }
+            let l = layout, c = primary.shape[3]
+            for v in [l.imageCount, l.gridHeight, l.gridWidth, c, metadata.patchSize] { withUnsafeBytes(of: Int64(v)) { mix($0) } }
             for name in try names() {
                 Array(name.utf8).withUnsafeBytes { mix($0) }
                 withUnsafeBytes(of: UInt8(0)) { mix($0) }
             }
             for i in Set([0, l.imageCount / 2, l.imageCount - 1]).sorted() {
-                let f = try features(i)
-                f.data.withUnsafeBytes { mix(UnsafeRawBufferPointer(rebasing: $0[0..<(l.channels * 4)])) }
+                try firstCell(i).withUnsafeBytes { mix($0) }
             }
             let s = String(h, radix: 16)
             return String(repeating: "0", count: 16 - s.count) + s
         }
+    }
+
+    /// The `C` values of cell 0 of image `i` in `/features` (whatever the view), as Float.
+    private func firstCell(_ i: Int) throws -> [Float] {
+        let c = primary.shape[3]
+        var out = [Float](repeating: 0, count: c)
+        do {
+            if primary.elementType == .float16 {
+                var bits = [UInt16](repeating: 0, count: c)
+                try bits.withUnsafeMutableBytes { try primary.read(into: $0.baseAddress!, memoryType: .float16, start: [i, 0, 0, 0], count: [1, 1, 1, c]) }
+                bits.withUnsafeBufferPointer { b in out.withUnsafeMutableBufferPointer { Half.toFloat(b.baseAddress!, $0.baseAddress!, c) } }
+            } else {
+                try out.withUnsafeMutableBytes { try primary.read(into: $0.baseAddress!, memoryType: .float32, start: [i, 0, 0, 0], count: [1, 1, 1, c]) }
+            }
+        } catch let e as HDF5Error {
+            throw StoreError(file: path, dataset: "/features", "cannot read image \(i): \(e.message)")
+        }
+        return out
+    }
+
+    /// The peer's cluster-probe centroids `/peer_clusters` `[K, C]` (written by `unseg-extract --head`),
+    /// nil when the store has none. Errors name the dataset: wrong rank, a width that is not the
+    /// code's, a non-finite or all-zero centroid.
+    public func peerClusters() throws -> Matrix? {
+        guard file.contains("peer_clusters") else { return nil }
+        let ds = try file.dataset("peer_clusters")
+        let c = primary.shape[3]
+        guard ds.shape.count == 2, ds.shape[0] >= 1, ds.shape[0] <= 255, ds.shape[1] == c else {
+            throw StoreError(file: path, dataset: "/peer_clusters", "has shape \(ds.shape); expected [K, \(c)]: K centroids (1...255) as wide as /features (the peer's code)")
+        }
+        guard ds.elementType == .float32 || ds.elementType == .float64 || ds.elementType == .float16 else {
+            throw StoreError(file: path, dataset: "/peer_clusters", "has element type \(ds.elementType); expected float32")
+        }
+        var m = Matrix(rows: ds.shape[0], cols: c)
+        try m.data.withUnsafeMutableBytes { try ds.read(into: $0.baseAddress!, memoryType: .float32) }
+        if let bad = Finite.describeFirstNonFinite(m.data, cols: c) {
+            throw StoreError(file: path, dataset: "/peer_clusters", "\(bad); the file is damaged: extract it again")
+        }
+        if let zero = m.rowNorms().firstIndex(where: { $0 == 0 }) {
+            throw StoreError(file: path, dataset: "/peer_clusters", "centroid \(zero) is all zeros, which defines no direction; the file is damaged: extract it again")
+        }
+        return m
     }
 
     private func checkIndex(_ i: Int) throws {

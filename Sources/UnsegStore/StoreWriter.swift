@@ -32,11 +32,19 @@ public final class FeatureStoreWriter {
     private var names: [String]
     /// Object boxes (image index, x0, y0, x1, y1), written as `/boxes` `[M, 5]` float32 at commit.
     public var boxes: [[Float]] = []
+    /// A peer's store (the layout `unseg-extract --head` writes): `/features_backbone` `[N, h, w, D]`
+    /// of this width (0: none), filled by `write(_:backbone:)`, and `/peer_clusters` `[K, C]` written at
+    /// commit when set.
+    public let backboneChannels: Int
+    public var peerClusters: Matrix?
+    private var backbone: HDF5Dataset?
     private var halfScratch: [UInt16] = []
 
     public init(path: String, metadata: StoreMetadata, count: Int, gridHeight: Int, gridWidth: Int, channels: Int,
-                options: StoreWriteOptions = StoreWriteOptions()) throws {
+                options: StoreWriteOptions = StoreWriteOptions(), backboneChannels: Int = 0,
+                attributes: [(String, String)] = []) throws {
         self.path = path
+        self.backboneChannels = backboneChannels
         self.count = count
         self.gridHeight = gridHeight
         self.gridWidth = gridWidth
@@ -57,9 +65,15 @@ public final class FeatureStoreWriter {
             if let p = metadata.labelProtocol { try f.setAttribute("protocol", p) }
             if let c = metadata.classNames { try f.setAttribute("class_names", c) }
             try f.setAttribute("label_ids", metadata.labelIDs.rawValue)
+            for (k, v) in attributes { try f.setAttribute(k, v) }
             let shuffle = options.deflate != nil
             features = try f.createDataset("features", type: options.featureType.hdf5, shape: [count, gridHeight, gridWidth, channels],
                                             chunk: [1, gridHeight, gridWidth, channels], deflate: options.deflate, shuffle: shuffle)
+            if backboneChannels > 0 {
+                backbone = try f.createDataset("features_backbone", type: options.featureType.hdf5,
+                                               shape: [count, gridHeight, gridWidth, backboneChannels],
+                                               chunk: [1, gridHeight, gridWidth, backboneChannels], deflate: options.deflate, shuffle: shuffle)
+            }
             if options.writeImages {
                 images = try f.createDataset("images", type: .uint8, shape: [count, imageHeight, imageWidth, 3],
                                              chunk: [1, imageHeight, imageWidth, 3], deflate: options.deflate, shuffle: false)
@@ -74,25 +88,20 @@ public final class FeatureStoreWriter {
         }
     }
 
-    /// Writes image `i`: features `[h*w, C]`, optional RGB `[H*W*3]`, labels `[H*W]`, and its name.
-    public func write(_ i: Int, features f: Matrix, image: [UInt8]?, labels l: [UInt8]?, name: String?) throws {
+    /// Writes image `i`: features `[h*w, C]`, optional RGB `[H*W*3]`, labels `[H*W]`, and its name;
+    /// for a peer's store also the backbone's features `[h*w, D]`.
+    public func write(_ i: Int, features f: Matrix, image: [UInt8]?, labels l: [UInt8]?, name: String?, backbone b: Matrix? = nil) throws {
         guard i >= 0 && i < count else { throw StoreError(file: path, "image index \(i) out of range 0..<\(count)") }
         guard f.rows == gridHeight * gridWidth && f.cols == channels else {
             throw StoreError(file: path, dataset: "/features",
                              "shape mismatch when writing: memory = [\(f.rows), \(f.cols)], destination = [\(gridHeight * gridWidth), \(channels)]")
         }
-        let start = [i, 0, 0, 0], cnt = [1, gridHeight, gridWidth, channels]
+        guard (b == nil) == (backbone == nil), b.map({ $0.rows == gridHeight * gridWidth && $0.cols == backboneChannels }) ?? true else {
+            throw StoreError(file: path, dataset: "/features_backbone", "backbone features \(b.map { "[\($0.rows), \($0.cols)]" } ?? "missing") for a store with \(backboneChannels) backbone channels")
+        }
         do {
-            if options.featureType == .float16 {
-                let n = f.count
-                if halfScratch.count != n { halfScratch = [UInt16](repeating: 0, count: n) }
-                f.data.withUnsafeBufferPointer { src in
-                    halfScratch.withUnsafeMutableBufferPointer { Half.fromFloat(src.baseAddress!, $0.baseAddress!, n) }
-                }
-                try halfScratch.withUnsafeBytes { try features!.write(from: $0.baseAddress!, memoryType: .float16, start: start, count: cnt) }
-            } else {
-                try f.data.withUnsafeBytes { try features!.write(from: $0.baseAddress!, memoryType: .float32, start: start, count: cnt) }
-            }
+            try writeFeatures(f, to: features!, at: i)
+            if let ds = backbone, let b { try writeFeatures(b, to: ds, at: i) }
             if let ds = images, let img = image {
                 try ds.write(img, start: [i, 0, 0, 0], count: [1, imageHeight, imageWidth, 3])
             }
@@ -105,6 +114,20 @@ public final class FeatureStoreWriter {
         if let n = name { names[i] = n }
     }
 
+    private func writeFeatures(_ f: Matrix, to ds: HDF5Dataset, at i: Int) throws {
+        let start = [i, 0, 0, 0], cnt = [1, gridHeight, gridWidth, f.cols]
+        if options.featureType == .float16 {
+            let n = f.count
+            if halfScratch.count != n { halfScratch = [UInt16](repeating: 0, count: n) }
+            f.data.withUnsafeBufferPointer { src in
+                halfScratch.withUnsafeMutableBufferPointer { Half.fromFloat(src.baseAddress!, $0.baseAddress!, n) }
+            }
+            try halfScratch.withUnsafeBytes { try ds.write(from: $0.baseAddress!, memoryType: .float16, start: start, count: cnt) }
+        } else {
+            try f.data.withUnsafeBytes { try ds.write(from: $0.baseAddress!, memoryType: .float32, start: start, count: cnt) }
+        }
+    }
+
     /// Writes `/names`, flushes, and renames the file into place.
     public func commit() throws {
         guard let out = output else { return }
@@ -114,7 +137,11 @@ public final class FeatureStoreWriter {
                 let d = try out.file!.createDataset("boxes", type: .float32, shape: [boxes.count, 5])
                 try d.write(boxes.flatMap { $0 })
             }
-            features = nil; images = nil; labels = nil
+            if let m = peerClusters {
+                let d = try out.file!.createDataset("peer_clusters", type: .float32, shape: [m.rows, m.cols])
+                try d.write(m.data)
+            }
+            features = nil; images = nil; labels = nil; backbone = nil
             try out.commit()
             Temporaries.unregister(out.temporaryPath)
         } catch let e as HDF5Error {
@@ -125,7 +152,7 @@ public final class FeatureStoreWriter {
 
     /// Abandons the output (the temporary file is removed).
     public func discard() {
-        features = nil; images = nil; labels = nil
+        features = nil; images = nil; labels = nil; backbone = nil
         output?.discard()
         output = nil
     }

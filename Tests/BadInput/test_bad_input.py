@@ -490,6 +490,63 @@ FIT = [
       ("stages", "segment-kmeans")),
 ]
 
+# A peer's store (`unseg-extract --head` / `unseg synth --stand-in-head`): the code in /features,
+# the backbone's features in /features_backbone, the cluster probe in /peer_clusters.
+PEER_RECIPE = """\
+name: "bad-peer"
+classes: 4
+seed: 0
+batch_size: 3
+stages: [primaps-em]
+primaps-em:
+  epochs: 1
+"""
+
+
+def peer_store(e: Env, name: str = "peer.h5", clusters=None, backbone=None, key: str = "store") -> str:
+    """The session store with /features_backbone (random, 24 channels) and /peer_clusters [4, 16]."""
+    s = e.store(name, key)
+    rng = np.random.default_rng(7)
+    with h5py.File(s, "r+") as f:
+        n, h, w, _ = f["features"].shape
+        f.create_dataset("features_backbone", data=backbone if backbone is not None else
+                         rng.standard_normal((n, h, w, 24)).astype(np.float16))
+        f.create_dataset("peer_clusters", data=clusters if clusters is not None else
+                         rng.standard_normal((4, 16)).astype(np.float32))
+        f.attrs["backbone"] = "stego+test"
+    return s
+
+
+def peer_fit(e: Env, st: str, *more) -> list:
+    return ["fit", "--recipe", recipe(e, PEER_RECIPE), "--store", st, "--checkpoint", e.path("ck.h5", "ck"),
+            "--init-from-peer", st] + list(more)
+
+
+FIT += [
+    C("init-from-peer-store-without-clusters", lambda e: ["fit", "--recipe", recipe(e, PEER_RECIPE), "--store", store(e),
+                                                          "--checkpoint", e.path("ck.h5", "ck"), "--init-from-peer",
+                                                          e.p["store"]], 1,
+      ("{store}", "/peer_clusters", "unseg-extract --head")),
+    C("init-from-peer-pytorch-checkpoint", lambda e: ["fit", "--recipe", recipe(e, PEER_RECIPE), "--store", peer_store(e),
+                                                      "--checkpoint", e.path("ck.h5", "ck"), "--init-from-peer",
+                                                      e.text("stego.ckpt", b"PK\x03\x04 not really", "peer")], 1,
+      ("{peer}", "PyTorch checkpoint", "unseg-extract --head")),
+    C("init-from-peer-extra-clusters", lambda e: peer_fit(e, peer_store(e, clusters=np.ones((6, 16), np.float32))), 1,
+      ("/peer_clusters", "6 centroids", "classes")),
+    C("init-from-peer-wrong-width", lambda e: peer_fit(e, peer_store(e, clusters=np.ones((4, 9), np.float32))), 1,
+      ("{store}", "/peer_clusters", "[K, 16]")),
+    C("init-from-peer-nan-centroid", lambda e: peer_fit(e, peer_store(e, clusters=np.full((4, 16), np.nan, np.float32))), 1,
+      ("{store}", "/peer_clusters")),
+    C("init-from-peer-zero-centroid", lambda e: peer_fit(e, peer_store(e, clusters=np.zeros((4, 16), np.float32))), 1,
+      ("{store}", "/peer_clusters", "all zeros")),
+    C("init-from-peer-backbone-grid-mismatch", lambda e: peer_fit(e, peer_store(e, backbone=np.zeros((6, 4, 4, 24), np.float16))), 1,
+      ("{store}", "/features_backbone")),
+    C("init-from-peer-and-init-from", lambda e: peer_fit(e, peer_store(e), "--init-from", ckpt(e)), 1,
+      ("--init-from", "--init-from-peer")),
+    C("peer-recipe-without-init", lambda e: ["fit", "--recipe", recipe(e, PEER_RECIPE), "--store", peer_store(e),
+                                             "--checkpoint", e.path("ck.h5", "ck")], 1, ("primaps-em", "--init-from-peer")),
+]
+
 
 @pytest.mark.parametrize("c", FIT, ids=ids(FIT))
 def test_fit(env, c):

@@ -33,13 +33,17 @@ func smallRecipe(classes: Int = 4, warmup: Int = 1, epochs: Int = 3, batch: Int 
     @Test func everyRecipeFileLoadsAndRoundTrips() throws {
         let dir = recipesDirectory()
         let files = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasSuffix(".yaml") }.sorted()
-        // 3 datasets x 4 backbones + demo.
-        #expect(files.count == 13, "\(files)")
+        // 3 datasets x 4 backbones, the 4 +SotA+PriMaPs-EM rows (STEGO / HP), demo and demo-peer.
+        #expect(files.count == 18, "\(files)")
         for f in files {
             let r = try Recipe.load(path: dir + "/" + f)
             #expect(try Recipe.parse(r.yaml()) == r, "\(f) round trip")
-            if f != "demo.yaml" {
-                #expect(r.batchSize == 32 && r.learningRate == 5e-3 && r.gamma == 2 && r.epochs == 50 && r.warmupEpochs == 2, "\(f)")
+            let peer = f.contains("-stego_") || f.contains("-hp_") || f == "demo-peer.yaml"
+            if peer {
+                #expect(r.stages == [.primapsEM], "\(f): a peer recipe starts from the peer's cluster probe")
+            }
+            if !f.hasPrefix("demo") {
+                #expect(r.batchSize == 32 && r.learningRate == 5e-3 && r.gamma == 2 && r.epochs == 50 && (peer || r.warmupEpochs == 2), "\(f)")
                 #expect(r.momentumEvery == 10 && r.momentumDecayCap == 0.98 && r.selection == .last, "\(f)")
                 #expect(r.classes == (f.hasPrefix("potsdam3") ? 3 : 27), "\(f)")
                 let text = try String(contentsOfFile: dir + "/" + f, encoding: .utf8)
