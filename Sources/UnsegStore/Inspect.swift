@@ -37,6 +37,11 @@ public enum Inspect {
             out += ", images \(l.imageHeight)x\(l.imageWidth), patch \(s.metadata.patchSize)\n"
             out += "  images: \(l.hasImages ? "yes" : "no"), labels: \(l.hasLabels ? "yes (\(s.metadata.labelIDs.rawValue) ids)" : "no"), names: \(l.hasNames ? "yes" : "no")"
             out += ", flipped features: \(l.hasFlippedFeatures ? "yes" : "no"), augmented views: \(l.viewCount), boxes: \(l.boxCount)\n"
+            if l.backboneChannels > 0 {
+                let k = (try? s.peerClusters())??.rows
+                out += "  a peer's store: /features is the \(s.metadata.backbone) code; masks from /features_backbone (\(l.backboneChannels) channels)"
+                    + (k.map { "; /peer_clusters: \($0) centroids (unseg fit --init-from-peer)" } ?? "") + "\n"
+            }
             let n = min(sampleImages, l.imageCount)
             if n > 0 {
                 out += "\nfeature norms (per cell, L2) of the first \(n) image\(n == 1 ? "" : "s"):\n"
@@ -62,11 +67,13 @@ public enum Inspect {
 
     static func listDatasets(_ loc: HDF5Location, prefix: String) throws -> String {
         var out = ""
-        for name in try loc.memberNames() {
+        let names = try loc.memberNames()
+        let width = max(14, (names.map { prefix.count + 1 + $0.count }.max() ?? 0) + 1)
+        for name in names {
             let path = prefix + "/" + name
             if loc.isDataset(name) {
                 let d = try loc.dataset(name)
-                var line = "  \(path.padding(toLength: max(14, path.count + 1), withPad: " ", startingAt: 0)) \(d.elementType)  \(d.shape)"
+                var line = "  \(path.padding(toLength: max(width, path.count + 1), withPad: " ", startingAt: 0)) \(d.elementType)  \(d.shape)"
                 if let c = d.chunkShape { line += "  chunks \(c)" } else { line += "  contiguous" }
                 if !d.filters.isEmpty { line += "  " + d.filters.joined(separator: "+") }
                 line += "  \(formatBytes(d.storageSize))"

@@ -31,6 +31,15 @@ def tiny_recipe(path):
     return path
 
 
+def _runner(cwd):
+    """``unseg(*args)``: runs the binary in ``cwd`` and fails the test on a non-zero exit."""
+    def unseg(*args):
+        r = run_unseg(*args, cwd=cwd)
+        assert r.returncode == 0, f"unseg {args[0]} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}"
+        return r
+    return unseg
+
+
 def test_extract_propose_fit_predict_evaluate(tmp_path, vits8_ckpt):
     ids = list(range(7, 34)) + [0, 3]                                 # all 27 classes and some void
     make_cityscapes(tmp_path / "cs", "train", 12, ids=ids, block=16)
@@ -43,11 +52,7 @@ def test_extract_propose_fit_predict_evaluate(tmp_path, vits8_ckpt):
         assert r.returncode == 0, r.stderr
         stores[split] = out
 
-    def unseg(*args):
-        r = run_unseg(*args, cwd=tmp_path)
-        assert r.returncode == 0, f"unseg {args[0]} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}"
-        return r
-
+    unseg = _runner(tmp_path)
     unseg("propose", "--store", stores["train"], "--out", tmp_path / "train-proposals.h5", "--threads", 2)
     recipe = tiny_recipe(tmp_path / "tiny.yaml")
     unseg("fit", "--recipe", recipe, "--store", stores["train"], "--proposals", tmp_path / "train-proposals.h5",
@@ -64,3 +69,59 @@ def test_extract_propose_fit_predict_evaluate(tmp_path, vits8_ckpt):
     with h5py.File(stores["val"], "r") as f:
         valid = int((f["labels"][:] != 255).sum())
     assert m["pixels"] == valid and 0.0 <= m["miou"] <= 100.0, m     # unseg read our labels as class ids
+
+
+def test_peer_head_extract_propose_fit_from_the_peer_test(tmp_path, vits8_ckpt):
+    """--head stego: extract (code + backbone features + cluster probe) -> propose (masks from the
+    backbone) -> fit from the peer's cluster probe -> test (the peer's row beside PriMaPs-EM's).
+    With zero EM epochs, unseg predict equals STEGO's cluster probe applied by hand in torch
+    (bilinear upsampling of the code as STEGO's eval does, cosine to the centroids, argmax)."""
+    import h5py
+    import numpy as np
+    import torch
+    from test_heads import write_stego_ckpt
+
+    ids = list(range(7, 34)) + [0, 3]
+    make_cityscapes(tmp_path / "cs", "train", 12, ids=ids, block=16)
+    make_cityscapes(tmp_path / "cs", "val", 4, ids=ids, block=16)
+    head = tmp_path / "cityscapes_vit_small_1.ckpt"
+    write_stego_ckpt(head, d=384, dim=32, k=27, seed=11)
+    stores = {}
+    for split in ("train", "val"):
+        out = tmp_path / f"{split}.h5"
+        r = run_sub(["cityscapes", "--root", tmp_path / "cs", "--split", split, "--backbone", "dino_vits8",
+                     "--checkpoint", vits8_ckpt, "--head", f"stego:{head}", "--out", out, "--size", 64,
+                     "--batch-size", 4, "--quiet"])
+        assert r.returncode == 0, r.stderr
+        stores[split] = out
+
+    unseg = _runner(tmp_path)
+    r = unseg("propose", "--store", stores["train"], "--out", tmp_path / "props.h5", "--threads", 2)
+    assert "/features_backbone" in r.stdout, r.stdout
+    src = (REPO / "Recipes" / "cityscapes27-stego_dino_vitb8.yaml").read_text()
+    for key, value in {"batch_size": "4", "checkpoint_every": "4", "momentum_every": "1", "epochs": "2"}.items():
+        src = re.sub(rf"(?m)^(\s*){key}:.*$", rf"\g<1>{key}: {value}", src)
+    recipe = tmp_path / "peer.yaml"
+    recipe.write_text(src)
+    unseg("fit", "--recipe", recipe, "--store", stores["train"], "--proposals", tmp_path / "props.h5",
+          "--init-from-peer", stores["train"], "--checkpoint", tmp_path / "ck.h5", "--threads", 2)
+    r = unseg("test", "--checkpoint", tmp_path / "ck.h5", "--store", stores["val"], "--threads", 2,
+              "--json", tmp_path / "test.json")
+    assert "peer's cluster probe" in r.stdout and "momentum (theta_m)" in r.stdout, r.stdout
+    rows = json.loads((tmp_path / "test.json").read_text())["rows"]
+    assert [x["prototypes"] for x in rows][:1] == ["peer"], rows
+
+    # Zero EM epochs: the prototypes are the peer's probe; predictions equal it applied by hand.
+    recipe.write_text(re.sub(r"(?m)^(\s*)epochs:.*$", r"\g<1>epochs: 0", src))
+    unseg("fit", "--recipe", recipe, "--store", stores["train"], "--init-from-peer", stores["train"],
+          "--checkpoint", tmp_path / "ck0.h5", "--threads", 2)
+    unseg("predict", "--checkpoint", tmp_path / "ck0.h5", "--store", stores["val"], "--out", tmp_path / "p0.h5",
+          "--threads", 2)
+    with h5py.File(stores["val"], "r") as f, h5py.File(tmp_path / "p0.h5", "r") as p:
+        code = torch.from_numpy(f["features"][:].astype(np.float32)).permute(0, 3, 1, 2)
+        up = torch.nn.functional.interpolate(code, size=f["labels"].shape[1:], mode="bilinear", align_corners=False)
+        k = torch.nn.functional.normalize(torch.from_numpy(f["peer_clusters"][:]), dim=1)
+        probe = torch.einsum("bchw,nc->bnhw", torch.nn.functional.normalize(up, dim=1), k).argmax(1).numpy()
+        got = p["predictions"][:]
+    same = (got == probe).mean()
+    assert same >= 0.999, f"unseg predict agrees with STEGO's probe on {same:.4%} of the pixels"
