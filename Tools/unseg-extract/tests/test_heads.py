@@ -44,10 +44,11 @@ def _fake_omegaconf():
     return mod
 
 
-def write_stego_ckpt(path, d=384, dim=70, k=27, extra=0, seed=0, backbone="dino_vits8"):
+def write_stego_ckpt(path, d=384, dim=70, k=27, extra=0, seed=0, backbone="dino_vits8", backbone_seed=None):
     torch.manual_seed(seed)
     ref = RefStegoHead(d, dim)
-    state = {f"net.model.{kk}": v for kk, v in official_state_dict(backbone, seed).items()}
+    bb = official_state_dict(backbone, seed if backbone_seed is None else backbone_seed)
+    state = {f"net.model.{kk}": v for kk, v in bb.items()}
     for kk, v in ref.state_dict().items():
         state[f"net.{kk}"] = v
     state["cluster_probe.clusters"] = torch.randn(k + extra, dim)
@@ -165,10 +166,11 @@ class RefHPFeaturizerHead(torch.nn.Module):
         return code
 
 
-def write_hp_ckpt(path, d=384, dim=512, k=27, seed=0, backbone="dino_vits8"):
+def write_hp_ckpt(path, d=384, dim=512, k=27, seed=0, backbone="dino_vits8", backbone_seed=None):
     torch.manual_seed(seed)
     ref = RefHPFeaturizerHead(d, dim)
-    net = {f"model.{kk}": v for kk, v in official_state_dict(backbone, seed).items()}
+    bb = official_state_dict(backbone, seed if backbone_seed is None else backbone_seed)
+    net = {f"model.{kk}": v for kk, v in bb.items()}
     net.update(ref.state_dict())
     clusters = torch.randn(k, dim)
     torch.save({"epoch": 2, "iter": 800, "best_epoch": 2, "best_iter": 800, "net_model_state_dict": net,

@@ -35,10 +35,13 @@ def plain(tmp_path_factory, vits8_ckpt):
 def test_code_in_the_store_equals_the_peers_modules(plain, vits8_ckpt, method):
     tmp = plain
     ck = tmp / f"{method}.ckpt"
-    ref, _ = (write_stego_ckpt(ck, dim=40, seed=3) if method == "stego" else write_hp_ckpt(ck, dim=48, seed=4))
+    # The peer's own copy of the backbone is the official checkpoint's (conftest writes it with seed 8).
+    ref, _ = (write_stego_ckpt(ck, dim=40, seed=3, backbone_seed=8) if method == "stego"
+              else write_hp_ckpt(ck, dim=48, seed=4, backbone_seed=8))
     out = tmp / f"{method}.h5"
     r = _extract(tmp, vits8_ckpt, out, "--head", f"{method}:{ck}", "--flip")
     assert r.returncode == 0, r.stderr
+    assert "warning" not in r.stderr, r.stderr
     assert "features_backbone" in r.stdout and "peer_clusters" in r.stdout, r.stdout
     ref.eval()
     with h5py.File(tmp / "plain.h5", "r") as p, h5py.File(out, "r") as f:
@@ -57,7 +60,15 @@ def test_code_in_the_store_equals_the_peers_modules(plain, vits8_ckpt, method):
         np.testing.assert_array_equal(f["labels"][:], p["labels"][:])
 
 
-@pytest.mark.parametrize("case", ["missing", "other-method", "width", "truncated", "syntax"])
+def test_a_head_trained_on_other_backbone_weights_is_named(plain, vits8_ckpt):
+    ck = plain / "stego-other-weights.ckpt"
+    write_stego_ckpt(ck, dim=16, seed=5, backbone_seed=9)     # not the seed-8 weights of --checkpoint
+    r = _extract(plain, vits8_ckpt, plain / "other-weights.h5", "--head", f"stego:{ck}")
+    assert r.returncode == 0, r.stderr
+    assert "warning: the backbone weights saved in" in r.stderr and str(ck) in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("case", ["missing", "other-method", "width", "patch", "truncated", "syntax"])
 def test_bad_heads_write_nothing(plain, vits8_ckpt, case):
     tmp = plain / f"bad-{case}"
     tmp.mkdir()
@@ -71,6 +82,9 @@ def test_bad_heads_write_nothing(plain, vits8_ckpt, case):
     elif case == "width":
         write_stego_ckpt(ck, d=768, dim=16, backbone="dino_vitb8")
         expect = "768-wide features"
+    elif case == "patch":
+        write_stego_ckpt(ck, dim=16, backbone="dino_vits16")   # 384 wide like ViT-S/8, 16x16 patches
+        expect = "16x16 patches"
     elif case == "truncated":
         write_stego_ckpt(ck, dim=16)
         ck.write_bytes(ck.read_bytes()[:5000])

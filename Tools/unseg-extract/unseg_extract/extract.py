@@ -195,7 +195,9 @@ def run(dataset: Dataset, o: Options, log=None) -> Path:
         torch.set_num_threads(o.threads)
 
     model = models.load_backbone(o.backbone, o.checkpoint)
-    head = heads.load_head(o.head, spec.embed_dim) if o.head else None
+    head = heads.load_head(o.head, spec.embed_dim, model, o.backbone) if o.head else None
+    if head is not None and head.warning:
+        log(f"unseg-extract: warning: {head.warning}")
     n = len(dataset.samples)
     grid = (o.size // spec.patch_size, o.size // spec.patch_size)
     boxes = _boxes_rows(dataset, o.size) if dataset.boxes is not None else None

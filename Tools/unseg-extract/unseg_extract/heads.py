@@ -97,6 +97,8 @@ class PeerHead:
     b2b: torch.Tensor      # [dim]
     clusters: torch.Tensor  # [K + extra, dim] the cluster probe's centroids
     sha256: str
+    backbone_patch: torch.Tensor | None = None   # the peer's own copy of patch_embed.proj.weight, if it has one
+    warning: str | None = None                   # set by load_head: the peer's backbone copy differs from ours
 
     @property
     def dim(self) -> int:
@@ -171,7 +173,8 @@ def _read(path: str, expected: str):
     return path, ck
 
 
-def _head(method: str, path: str, t: dict, feature_dim: int, names: dict, expected: str) -> PeerHead:
+def _head(method: str, path: str, t: dict, feature_dim: int, names: dict, expected: str,
+          patch_weight=None) -> PeerHead:
     """Checks and flattens the tensors ``t`` (by attribute) read from ``path``; ``names``: attribute -> key."""
     for attr in ("w1", "w2a", "w2b"):
         if t[attr].dim() == 4:
@@ -197,7 +200,8 @@ def _head(method: str, path: str, t: dict, feature_dim: int, names: dict, expect
     if bad:
         raise ExtractError(f"{', '.join(bad)} hold NaN or infinite values: a damaged checkpoint", path)
     from .extract import _sha256   # here, not at the top: extract imports this module
-    return PeerHead(method=method, **t, sha256=_sha256(path))
+    pw = patch_weight.detach().float() if isinstance(patch_weight, torch.Tensor) else None
+    return PeerHead(method=method, **t, sha256=_sha256(path), backbone_patch=pw)
 
 
 def _top_keys(ck) -> str:
@@ -227,7 +231,8 @@ def load_stego(path, feature_dim: int) -> PeerHead:
                 "before the head was added)")
         raise ExtractError(f"misses {', '.join(missing)}{hint}; expected {_EXPECTED}", path)
     t = {attr: state[k].detach().float() for k, attr in _STEGO_HEAD.items()}
-    return _head("stego", path, t, feature_dim, {a: k for k, a in _STEGO_HEAD.items()}, _EXPECTED)
+    return _head("stego", path, t, feature_dim, {a: k for k, a in _STEGO_HEAD.items()}, _EXPECTED,
+                 state.get("net.model.patch_embed.proj.weight"))
 
 
 def load_hp(path, feature_dim: int) -> PeerHead:
@@ -259,10 +264,28 @@ def load_hp(path, feature_dim: int) -> PeerHead:
     t["clusters"] = clusters["clusters"].detach().float()
     names = {a: f"net_model_state_dict['{k}']" for k, a in _HP_NET.items()}
     names["clusters"] = "cluster_model_state_dict['clusters']"
-    return _head("hp", path, t, feature_dim, names, _EXPECTED_HP)
+    return _head("hp", path, t, feature_dim, names, _EXPECTED_HP, net.get("model.patch_embed.proj.weight"))
 
 
-def load_head(spec: str, feature_dim: int) -> PeerHead:
-    """``--head METHOD:PATH`` -> the peer's head for features of width ``feature_dim``."""
+def load_head(spec: str, feature_dim: int, backbone=None, backbone_name: str = "") -> PeerHead:
+    """``--head METHOD:PATH`` -> the peer's head for features of width ``feature_dim``.
+
+    With ``backbone`` (the loaded model), the peer's own copy of the backbone (STEGO and HP save
+    it beside the head) is compared with it: another patch size is an error (a head trained on,
+    say, ViT-S/16 features read ViT-S/8 ones); other weights of the same shape return a warning
+    in ``head.warning`` (the head was trained on another checkpoint of the backbone).
+    """
     method, path = parse_spec(spec)
-    return (load_stego if method == "stego" else load_hp)(path, feature_dim)
+    head = (load_stego if method == "stego" else load_hp)(path, feature_dim)
+    mine = getattr(getattr(getattr(backbone, "patch_embed", None), "proj", None), "weight", None)
+    if head.backbone_patch is not None and mine is not None:
+        theirs = head.backbone_patch
+        if tuple(theirs.shape) != tuple(mine.shape):
+            raise ExtractError(f"the head was trained on a backbone with {theirs.shape[-1]}x{theirs.shape[-1]} patches "
+                               f"(its patch_embed.proj.weight {list(theirs.shape)}) but --backbone {backbone_name} has "
+                               f"{mine.shape[-1]}x{mine.shape[-1]}: pass the backbone the head was trained with", path)
+        if not torch.equal(theirs, mine.detach().float().cpu()):
+            head.warning = (f"the backbone weights saved in {path} differ from --checkpoint's (patch_embed.proj.weight): "
+                            f"the head was trained on another checkpoint of {backbone_name}; its code may not mean what it "
+                            f"did in training")
+    return head
