@@ -13,7 +13,7 @@ extension Unseg {
 
         @Option(help: "Output store (.h5); written to a temporary name and renamed when complete.")
         var out: String
-        @Option(help: "street (the default corpus: street scenes, 27 classes) or object (object-centric scenes: one or a few salient objects, binary labels, /boxes; for saliency and CorLoc).")
+        @Option(help: "street (the default corpus: street scenes, 27 classes), object (object-centric scenes: one or a few salient objects, binary labels, /boxes; for saliency and CorLoc) or mosaic (the held-out corpus: other class frequencies and sizes, rare classes only as small objects, texture drift within a class; Docs/maskcontrast.md).")
         var scene: SyntheticScene = .street
         @Option(help: "Number of images.")
         var images: Int = 200
@@ -74,6 +74,12 @@ extension Unseg {
                 let config = SyntheticConfig(imageCount: images, imageSize: size, patchSize: patch, channels: channels,
                                              classes: classes, seed: seed, split: split)
                 let opts = StoreWriteOptions(featureType: float32 ? .float32 : .float16, deflate: deflate)
+                if scene == .mosaic {
+                    try Synthesize.writeMosaicStore(config: config, path: out, options: opts, threads: parallel.threads,
+                                                    progress: TerminalProgress(label: "synth"))
+                    say("wrote \(out): \(images) held-out mosaic images, \(size)x\(size), \(classes) classes (rare: \(try MosaicCorpus(config: config).rareClasses.map(String.init).joined(separator: " "))), seed \(seed)")
+                    return
+                }
                 if let d = standInHead {
                     try Synthesize.writePeerStandInStore(config: config, dim: d, path: out, options: opts, threads: parallel.threads,
                                                          progress: TerminalProgress(label: "synth"))
@@ -90,5 +96,5 @@ extension Unseg {
 
 /// Which synthetic corpus `unseg synth` writes.
 enum SyntheticScene: String, CaseIterable, ExpressibleByArgument {
-    case street, object
+    case street, object, mosaic
 }

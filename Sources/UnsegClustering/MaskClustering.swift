@@ -95,6 +95,26 @@ public struct MaskClusterModel: Sendable, Equatable {
         maskMeans(head.embed(features), masks: masks)
     }
 
+    /// Cell-level vectors of one image for the clustering (`segment-kmeans.vectors: cells`): the
+    /// head embeddings (unit rows) of up to `perMask` cells of every mask (id > 0), drawn without
+    /// replacement by a generator seeded with (`seed`, `image`); all cells of a smaller mask.
+    /// Masks in ascending id order, cells in grid order within a mask, so the rows are a function
+    /// of (head, features, masks, seed, image) only.
+    public static func cellSamples(head: ProjectionHead, features: Matrix, masks: [UInt8], perMask: Int,
+                                   seed: UInt64, image: Int) -> Matrix {
+        let e = head.embed(features)
+        let s = MaskSlots(masks)
+        var members = [[Int]](repeating: [], count: s.ids.count)
+        for c in s.cells { members[s.slot[Int(masks[c])]].append(c) }
+        var rng = SeededRandom.stream(seed: seed, index: UInt64(image))
+        var picked: [Int] = []
+        for m in members {
+            if m.count <= perMask { picked += m; continue }
+            picked += rng.sample(perMask, from: m.count).sorted().map { m[$0] }
+        }
+        return e.gatherRows(picked)
+    }
+
     /// Per-cell vectors in the cluster space `[n, P]`; with `masks`, the cells of every mask
     /// (id > 0) take the mask's vector (so they take its cluster), the others keep their own.
     /// O(n (C H + H D + D P)).

@@ -34,6 +34,7 @@ extension Recipe {
         r.maskContrast.learningRate = 1.0
         r.segmentKMeans.pcaDims = 0
         r.masks.source = .file
+        r.masks.primapsThreshold = 0.5
         return r
     }
 
@@ -153,6 +154,19 @@ public enum DemoJob {
         files += [("train proposals", props), ("proposal overlays (PNG)", path("proposal-overlays"))]
         log(String(format: "propose: %.1f masks per image, %.0f images/s -> %@ (%d overlays)", ps.meanMasks, ps.imagesPerSecond, props, overlays.count))
 
+        // The mask stages' masks: PriMaPs at their own threshold (masks.primaps_threshold, finer than
+        // EM's; chosen on the held-out mosaic corpus, Docs/maskcontrast.md), feature resolution.
+        var maskProps = props
+        if abs(recipe.masks.primapsThreshold - recipe.primapsThreshold) > 1e-9 {
+            maskProps = path("train-masks.h5")
+            var mopt = ProposeOptions()
+            mopt.primaps.threshold = Float(recipe.masks.primapsThreshold)
+            mopt.threads = o.threads
+            let ms = try ProposeJob.run(storePath: path("train.h5"), outputPath: maskProps, options: mopt, progress: progress("propose masks"))
+            files.append(("mask-stage proposals", maskProps))
+            log(String(format: "propose (mask stages, threshold %.2f): %.1f masks per image -> %@", recipe.masks.primapsThreshold, ms.meanMasks, maskProps))
+        }
+
         // 3. Baseline (cosine k-means), Segment k-means, MaskContrast-style, and PriMaPs-EM on top of
         // the Baseline, each: fit -> predict val -> evaluate.
         var rows: [DemoRow] = []
@@ -160,7 +174,8 @@ public enum DemoJob {
                                 ("MaskContrast-style", recipe.maskContrastOnly, "maskcontrast"), ("+PriMaPs-EM", recipe, "primaps-em")] {
             let ckpt = path("\(tag).h5")
             if fm.fileExists(atPath: ckpt) { try fm.removeItem(atPath: ckpt) }
-            var fo = FitOptions(recipe: r, storePath: path("train.h5"), proposalsPath: props, checkpointPath: ckpt)
+            let masksOnly = r.stages.allSatisfy(\.isMaskStage)
+            var fo = FitOptions(recipe: r, storePath: path("train.h5"), proposalsPath: masksOnly ? maskProps : props, checkpointPath: ckpt)
             fo.threads = o.threads
             // EM starts from the Baseline's prototypes: the same as fitting warm-up + EM in one run
             // (bit-identical, tested), without redoing PCA and the warm-up.

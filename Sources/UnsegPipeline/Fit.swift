@@ -172,6 +172,9 @@ public enum FitJob {
         }
         if ck.stage != nil, recipe.runs(.segmentKMeans) {
             o.log?("masks: " + (o.proposalsPath.map { "\($0):/masks (feature resolution)" } ?? proposals.featureSummary))
+            if let t = proposals.fileThreshold, abs(t - recipe.masks.primapsThreshold) > 1e-6 {
+                o.log?(String(format: "masks: %@ holds PriMaPs masks of threshold %.2f; the mask stages were measured with masks.primaps_threshold %.2f (finer, purer masks; Docs/maskcontrast.md): for those, `unseg propose --threshold %.2f`", o.proposalsPath ?? "", t, recipe.masks.primapsThreshold, recipe.masks.primapsThreshold))
+            }
         }
         if ck.stage != nil, recipe.runs(.primapsEM), recipe.epochs > 0 {
             if recipe.proposals == .primapsCRF && proposals.onTheFly && !proposals.refined {
@@ -592,6 +595,9 @@ final class ProposalProvider {
         featureOptions = ProposeOptions(method: .primaps, primaps: PriMaPsConfig(threshold: Float(o.recipe.masks.primapsThreshold)),
                                         refine: .none, threads: o.threads)
     }
+
+    /// The PriMaPs threshold of the proposals file's masks, when it records one.
+    var fileThreshold: Double? { file?.primapsThreshold }
 
     /// How the mask stages' masks are made, for the log.
     var featureSummary: String {

@@ -91,8 +91,12 @@ struct SegmentKMeansRunner: StageRunner {
             let here = try stream.nextBatch(own.count)
             let items = (0..<len).map { j in own.contains(j) ? here[j - own.lowerBound] : StoreItem.elsewhere(b + j) }
             let masks = try c.proposals.featureMasks(for: items)
+            let sk = c.recipe.segmentKMeans, sampleSeed = FitSeeds.segmentKMeans(c.recipe.seed) ^ 0xCE11
             let parts = try c.executor.map(items.count) { i in
-                MaskClusterModel.maskVectors(head: head, features: items[i].features, masks: masks[i]).vectors
+                sk.vectors == .cells
+                    ? MaskClusterModel.cellSamples(head: head, features: items[i].features, masks: masks[i], perMask: sk.cellsPerMask,
+                                                   seed: sampleSeed, image: items[i].index)
+                    : MaskClusterModel.maskVectors(head: head, features: items[i].features, masks: masks[i]).vectors
             }
             for v in parts { rows += v.data; maskCount += v.rows }
             done += items.count
@@ -103,8 +107,8 @@ struct SegmentKMeansRunner: StageRunner {
         do { (model, km) = try MaskClusterModel.fit(vectors: vectors, head: head, config: config) } catch let e as ClusteringError {
             throw StoreError(file: c.store.path, "segment k-means over \(done) images: \(e.message)")
         }
-        c.options.log?(String(format: "segment k-means: %d masks of %d images through the %@ head (%d dims)%@, %d clusters, %d restarts, inertia %.4g (restart %d), %.1f s",
-                              maskCount, done, head.kind.rawValue, head.outputDim,
+        c.options.log?(String(format: "segment k-means: %d %@ of %d images through the %@ head (%d dims)%@, %d clusters, %d restarts, inertia %.4g (restart %d), %.1f s",
+                              maskCount, c.recipe.segmentKMeans.vectors == .cells ? "cells sampled per mask" : "masks", done, head.kind.rawValue, head.outputDim,
                               model.whitening.map { ", whitened to \($0.components.rows) dims" } ?? "", config.classes,
                               config.restarts, km.inertia, km.restart, Date().timeIntervalSince(started)))
         var r = saved

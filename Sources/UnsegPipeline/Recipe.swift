@@ -59,6 +59,16 @@ public enum FitStageKind: String, Sendable, CaseIterable, Equatable, Codable {
     public var isMaskStage: Bool { self == .maskContrast || self == .segmentKMeans }
 }
 
+/// What `segment-kmeans` clusters.
+public enum ClusterVectors: String, Sendable, Equatable, Codable, CaseIterable {
+    /// One vector per mask: the normalised mean of its cells' head embeddings (MaskContrast's
+    /// evaluation, Deep Spectral Methods' semantic step).
+    case masks
+    /// Cell embeddings sampled per mask (`cells_per_mask` each): K centroids over cells, as the
+    /// prediction classifies cells.
+    case cells
+}
+
 /// Where the mask stages (`maskcontrast`, `segment-kmeans`) take their masks from, at feature resolution.
 public enum MaskSource: String, Sendable, CaseIterable, Equatable, Codable {
     /// A proposals file written by `unseg propose` (`--proposals P.h5`, its `/masks`).
@@ -170,14 +180,23 @@ public struct Recipe: Equatable, Sendable, Codable {
         public var pcaDims: Int = 32
         /// Seeded k-means++ restarts (lowest inertia wins).
         public var restarts: Int = 10
-        enum CodingKeys: String, CodingKey, CaseIterable { case pcaDims = "pca_dims", restarts }
+        /// What is clustered: one vector per mask (`masks`, the mean of its cells' embeddings) or
+        /// up to `cells_per_mask` cell embeddings sampled from every mask (`cells`).
+        public var vectors: ClusterVectors = .masks
+        /// With `vectors: cells`: cells drawn from each mask (all of a smaller one).
+        public var cellsPerMask: Int = 16
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case pcaDims = "pca_dims", restarts, vectors, cellsPerMask = "cells_per_mask"
+        }
     }
     /// `masks` settings: where the mask stages' masks come from.
     public struct Masks: Equatable, Sendable, Codable {
         public init() {}
         public var source: MaskSource = .primaps
-        /// PriMaPs similarity threshold psi for on-the-fly masks.
-        public var primapsThreshold: Double = 0.4
+        /// PriMaPs similarity threshold psi for the mask stages' masks (on the fly; the fit's log
+        /// names a proposals file of another threshold). 0.5, finer than EM's 0.4: chosen on the
+        /// held-out mosaic corpus (Docs/maskcontrast.md).
+        public var primapsThreshold: Double = 0.5
         enum CodingKeys: String, CodingKey, CaseIterable { case source, primapsThreshold = "primaps_threshold" }
     }
     /// `predict` settings (what `unseg predict` does by default with the result).
@@ -308,6 +327,7 @@ public struct Recipe: Equatable, Sendable, Codable {
         "maskcontrast.optimizer": .choice(HeadOptimizer.allCases.map(\.rawValue)), "maskcontrast.learning_rate": .number,
         "maskcontrast.sgd_momentum": .number, "maskcontrast.weight_decay": .number, "maskcontrast.poly_power": .number,
         "segment-kmeans.pca_dims": .int, "segment-kmeans.restarts": .int,
+        "segment-kmeans.vectors": .choice(ClusterVectors.allCases.map(\.rawValue)), "segment-kmeans.cells_per_mask": .int,
         "masks.source": .choice(MaskSource.allCases.map(\.rawValue)), "masks.primaps_threshold": .number,
         "predict.copy": .choice(["momentum", "running"]), "predict.refine": .choice(PredictRefinement.allCases.map(\.rawValue)),
     ]
@@ -432,6 +452,7 @@ public struct Recipe: Equatable, Sendable, Codable {
         }
         try int("segment-kmeans.pca_dims", segmentKMeans.pcaDims, 0...4096)
         try int("segment-kmeans.restarts", segmentKMeans.restarts, 1...1000)
+        try int("segment-kmeans.cells_per_mask", segmentKMeans.cellsPerMask, 1...65536)
         try num("masks.primaps_threshold", masks.primapsThreshold, 0, 1, loOpen: false, hiOpen: false)
     }
 
@@ -488,6 +509,8 @@ public struct Recipe: Equatable, Sendable, Codable {
         out += "segment-kmeans:\n"
         out += "  pca_dims: \(segmentKMeans.pcaDims)            # PCA whitening of the mask vectors, 0 = none\n"
         out += "  restarts: \(segmentKMeans.restarts)\n"
+        out += "  vectors: \(segmentKMeans.vectors.rawValue)            # masks: one mean per mask; cells: cells sampled per mask\n"
+        out += "  cells_per_mask: \(segmentKMeans.cellsPerMask)\n"
         out += "masks:\n"
         out += "  source: \(masks.source.rawValue)          # file (unseg propose) | primaps (on the fly)\n"
         out += "  primaps_threshold: \(num(masks.primapsThreshold))\n"
@@ -605,6 +628,8 @@ extension Recipe.SegmentKMeans {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         pcaDims = try c.decodeIfPresent(Int.self, forKey: .pcaDims) ?? pcaDims
         restarts = try c.decodeIfPresent(Int.self, forKey: .restarts) ?? restarts
+        vectors = try c.decodeIfPresent(ClusterVectors.self, forKey: .vectors) ?? vectors
+        cellsPerMask = try c.decodeIfPresent(Int.self, forKey: .cellsPerMask) ?? cellsPerMask
     }
 }
 extension Recipe.Masks {

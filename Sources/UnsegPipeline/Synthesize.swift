@@ -15,16 +15,36 @@ public enum Synthesize {
                                   threads: Int = Parallel.coreCount, progress: ProgressSink? = nil) throws {
         try OutputGuard.check(outputs: [("--out", path)], inputs: [])
         let corpus = try SyntheticCorpus(config: config)
-        let grid = config.gridSize
         // 27 classes carry the cityscapes27 names and protocol; other counts use identity ids ("genericN").
         let meta = StoreMetadata(backbone: "synthetic", patchSize: config.patchSize, dataset: "synthetic", split: config.split,
                                  labelProtocol: config.classes == 27 ? "cityscapes27" : "generic\(config.classes)",
                                  classNames: corpus.classNames)
+        try writeImages(config: config, meta: meta, path: path, options: options, threads: threads, progress: progress) { corpus.image($0) }
+    }
+
+    /// Writes the held-out mosaic corpus (`synth --scene mosaic`, Docs/maskcontrast.md): other
+    /// statistics than the street corpus, for checking a method on data it was not tuned on.
+    /// Same determinism as `writeStore`.
+    public static func writeMosaicStore(config: SyntheticConfig, path: String, options: StoreWriteOptions = StoreWriteOptions(),
+                                        threads: Int = Parallel.coreCount, progress: ProgressSink? = nil) throws {
+        try OutputGuard.check(outputs: [("--out", path)], inputs: [])
+        let corpus = try MosaicCorpus(config: config)
+        let meta = StoreMetadata(backbone: "synthetic-mosaic", patchSize: config.patchSize, dataset: "synthetic-mosaic", split: config.split,
+                                 labelProtocol: "generic\(config.classes)", classNames: corpus.classNames)
+        try writeImages(config: config, meta: meta, path: path, options: options, threads: threads, progress: progress,
+                        attributes: [("rare_classes", corpus.rareClasses.map(String.init).joined(separator: ","))]) { corpus.image($0) }
+    }
+
+    /// A store of `config.imageCount` generated images (features, RGB, labels, names), via `fill`.
+    static func writeImages(config: SyntheticConfig, meta: StoreMetadata, path: String, options: StoreWriteOptions, threads: Int,
+                            progress: ProgressSink?, attributes: [(String, String)] = [],
+                            image: @escaping @Sendable (Int) -> SyntheticImage) throws {
+        let grid = config.gridSize
         let writer = try FeatureStoreWriter(path: path, metadata: meta, count: config.imageCount, gridHeight: grid,
-                                            gridWidth: grid, channels: config.channels, options: options)
+                                            gridWidth: grid, channels: config.channels, options: options, attributes: attributes)
         defer { progress?.finish() }
         try fill(writer, count: config.imageCount, threads: threads, progress: progress) { i in
-            let img = corpus.image(i)
+            let img = image(i)
             return (img.features, img.image, img.labels, img.name, [], nil)
         }
     }

@@ -68,6 +68,13 @@ public final class ProposalsFile: Sendable {
     /// Root attributes (method, parameters, statistics).
     public var attributes: Attributes { file.attributes }
 
+    /// The PriMaPs similarity threshold psi the masks were made with (nil for other methods or
+    /// files that do not say).
+    public var primapsThreshold: Double? {
+        guard method == "primaps", attributes.has("threshold") else { return nil }
+        return try? attributes.double("threshold")
+    }
+
     private func check(_ i: Int) throws {
         guard i >= 0 && i < count else {
             throw StoreError(file: path, dataset: "/masks", "image index \(i) is out of range 0..<\(count)")

@@ -213,3 +213,25 @@ private func smallBatch(images: Int, cells: Int, c: Int, seed: UInt64) -> [MaskC
         #expect(trained > identity, "purity: trained head \(trained), identity head \(identity)")
     }
 }
+
+/// `segment-kmeans.vectors: cells`: the cells sampled per mask.
+@Suite struct CellSampleTests {
+    @Test func upToPerMaskCellsOfEveryMaskSeededByImage() throws {
+        let n = 36, c = 6
+        var rng = SeededRandom(seed: 1)
+        let f = Matrix(rows: n, cols: c, data: (0..<(n * c)).map { _ in rng.gaussian() })
+        // mask 1: 20 cells, mask 3: 4 cells, background: the rest.
+        let masks = (0..<n).map { i -> UInt8 in i < 20 ? 1 : (i < 24 ? 3 : 0) }
+        let head = ProjectionHead(kind: .mlp, inputChannels: c, hidden: 5, outputDim: 4, seed: 2)
+        let e = head.embed(f)
+        let a = MaskClusterModel.cellSamples(head: head, features: f, masks: masks, perMask: 8, seed: 9, image: 3)
+        #expect(a.rows == 8 + 4 && a.cols == 4)
+        let rowsOfE = (0..<n).map { e.row($0) }
+        let picked = (0..<a.rows).map { r in rowsOfE.firstIndex(of: a.row(r))! }
+        #expect(picked.prefix(8).allSatisfy { $0 < 20 } && Set(picked.prefix(8)).count == 8, "8 distinct cells of mask 1: \(picked)")
+        #expect(Array(picked.suffix(4)) == [20, 21, 22, 23], "all of the small mask, in grid order")
+        #expect(MaskClusterModel.cellSamples(head: head, features: f, masks: masks, perMask: 8, seed: 9, image: 3) == a, "deterministic")
+        let other = MaskClusterModel.cellSamples(head: head, features: f, masks: masks, perMask: 8, seed: 9, image: 4)
+        #expect(other != a, "another image draws other cells")
+    }
+}

@@ -64,6 +64,8 @@ func smallRecipe(classes: Int = 4, warmup: Int = 1, epochs: Int = 3, batch: Int 
             ("selection: best\n", ["selection", "last, best-val"]),
             ("primaps-em:\n  proposals: spectral\n", ["primaps-em.proposals", "file, primaps"]),
             ("predict:\n  copy: both\n", ["predict.copy", "momentum, running"]),
+            ("segment-kmeans:\n  vectors: pixels\n", ["segment-kmeans.vectors", "masks, cells"]),
+            ("segment-kmeans:\n  cells_per_mask: 0\n", ["segment-kmeans.cells_per_mask", "1...65536"]),
             ("primaps-em:\n  epochs: many\n", ["primaps-em.epochs", "integer"]),
             ("classes: 4\nclasses: 5\n", ["duplicate key 'classes'"]),
             ("primaps-em:\n  gamma: 1\n  gamma: 2\n", ["duplicate key 'primaps-em.gamma'"]),

@@ -52,6 +52,7 @@ import UnsegSynthetic
         var r = smallRecipe(classes: 4, epochs: 1)
         r.stages = [.primapsEM]
         r.proposals = .primapsUnrefined
+        r.masks.primapsThreshold = 0.4   // propose's default, as the file above
         let provider = try ProposalProvider(options: FitOptions(recipe: r, storePath: peer, checkpointPath: scratch("peer-unused.h5"), threads: 2), store: store)
         let items = try StoreStream(store: store, prefetch: 0).nextBatch(Self.config.imageCount)
         #expect(items[0].features.cols == Self.dim, "the fit streams the code")
