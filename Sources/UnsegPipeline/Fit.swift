@@ -173,7 +173,7 @@ public enum FitJob {
         if ck.stage != nil, recipe.runs(.segmentKMeans) {
             o.log?("masks: " + (o.proposalsPath.map { "\($0):/masks (feature resolution)" } ?? proposals.featureSummary))
             if let t = proposals.fileThreshold, abs(t - recipe.masks.primapsThreshold) > 1e-6 {
-                o.log?(String(format: "masks: %@ holds PriMaPs masks of threshold %.2f; the mask stages were measured with masks.primaps_threshold %.2f (finer, purer masks; Docs/maskcontrast.md): for those, `unseg propose --threshold %.2f`", o.proposalsPath ?? "", t, recipe.masks.primapsThreshold, recipe.masks.primapsThreshold))
+                o.log?(String(format: "masks: %@ holds PriMaPs masks of threshold %.2f, but the recipe's mask stages were measured with masks.primaps_threshold %.2f (Docs/maskcontrast.md); to match, `unseg propose --store %@ --out masks.h5 --threshold %.2f` and pass that file", o.proposalsPath ?? "", t, recipe.masks.primapsThreshold, o.storePath, recipe.masks.primapsThreshold))
             }
         }
         if ck.stage != nil, recipe.runs(.primapsEM), recipe.epochs > 0 {

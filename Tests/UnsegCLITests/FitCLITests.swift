@@ -44,6 +44,21 @@ import UnsegStore
 
     /// A fit killed with SIGKILL twice (in the warm-up and in the EM stage, between checkpoint
     /// writes or during one) and resumed ends with bit-identical prototypes, Adam state and losses.
+    /// The mask stages were measured on masks of masks.primaps_threshold (0.5, Docs/maskcontrast.md):
+    /// a proposals file of another threshold is used, and the log says what to run to match.
+    @Test func maskStagesNameAProposalsFileOfAnotherThreshold() throws {
+        let dir = scratchDir("fit-mask-threshold")
+        let store = dir + "/s.h5", props = dir + "/p.h5", ck = dir + "/ck.h5", recipe = dir + "/r.yaml"
+        for p in [props, ck] { try? FileManager.default.removeItem(atPath: p) }
+        try writePlantedStore(store, n: 8, seed: 4)
+        try "name: t\nclasses: 4\nbatch_size: 4\nstages: [segment-kmeans]\nsegment-kmeans:\n  pca_dims: 0\n  restarts: 2\n"
+            .write(toFile: recipe, atomically: true, encoding: .utf8)
+        #expect(try runUnseg(["propose", "--store", store, "--out", props]).status == 0)
+        let r = try runUnseg(["fit", "--recipe", recipe, "--store", store, "--proposals", props, "--checkpoint", ck])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stderr.contains("threshold 0.40") && r.stderr.contains("--threshold 0.50"), "\(r.stderr)")
+    }
+
     @Test func killedAndResumedFitIsBitIdentical() throws {
         let dir = scratchDir("kill")
         let store = dir + "/train.h5", recipe = dir + "/r.yaml"

@@ -75,6 +75,31 @@ func fileBytes(_ p: String) -> Data { FileManager.default.contents(atPath: p) ??
         #expect(leftovers.isEmpty, "\(leftovers)")
     }
 
+    @Test("a peer's store (stand-in head): propose from /features_backbone and fit --init-from-peer under mpirun -np 2 write the bytes of one process")
+    func peerStoreSameBytes() throws {
+        let dir = scratchDir("mpi-peer")
+        let train = dir + "/train.h5"
+        try? FileManager.default.removeItem(atPath: train)
+        let s = try runUnseg(["synth", "--out", train, "--images", "12", "--size", "96", "--classes", "4", "--channels", "32", "--stand-in-head", "8"])
+        #expect(s.status == 0, "\(s.stderr)")
+        let recipe = dir + "/r.yaml"
+        try "name: p\nclasses: 4\nbatch_size: 4\nseed: 1\nstages: [primaps-em]\nprimaps-em:\n  epochs: 2\n  momentum_every: 1\n  proposals: primaps-crf\n"
+            .write(toFile: recipe, atomically: true, encoding: .utf8)
+        for n in [1, 2] {
+            for f in ["props", "ck"] { try? FileManager.default.removeItem(atPath: dir + "/\(f)-np\(n).h5") }
+            let p = ["propose", "--store", train, "--out", dir + "/props-np\(n).h5", "--threads", "1"]
+            let f = ["fit", "--recipe", recipe, "--store", train, "--init-from-peer", train, "--checkpoint", dir + "/ck-np\(n).h5", "--threads", "1"]
+            for args in [p, f] {
+                let r = n == 1 ? try runUnseg(args) : try runMPI(n, args)
+                #expect(r.status == 0, "np \(n) \(args[0]): \(r.stderr)")
+            }
+        }
+        for name in ["props", "ck"] {
+            let a = fileBytes(dir + "/\(name)-np1.h5"), b = fileBytes(dir + "/\(name)-np2.h5")
+            #expect(!a.isEmpty && a == b, "\(name): -np 2 differs from one process")
+        }
+    }
+
     /// Processes whose command line mentions `text` (ranks of a job still running), mpirun excluded.
     static func pids(mentioning text: String) -> [Int32] {
         let pids = (try? FileManager.default.contentsOfDirectory(atPath: "/proc"))?.compactMap { Int32($0) } ?? []
