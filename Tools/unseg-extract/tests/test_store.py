@@ -115,7 +115,7 @@ def _wait_for_progress(partial, proc, at_least, timeout=60.0):
 
 def test_resume_after_kill_gives_the_same_bytes(tmp_path, vits8_ckpt):
     make_cityscapes(tmp_path / "cs", "train", 10)
-    base = ["cityscapes", "--root", tmp_path / "cs", "--flip", "--views", 2]
+    base = ["cityscapes", "--root", tmp_path / "cs", "--flip", "--views", 2, "--crops", 2, "--crop-scale", "0.4,0.7"]
     ref = run_sub([*base, *_args(vits8_ckpt, tmp_path / "ref.h5")])
     assert ref.returncode == 0, ref.stderr
     out = tmp_path / "out.h5"
@@ -143,6 +143,8 @@ def test_resume_after_kill_gives_the_same_bytes(tmp_path, vits8_ckpt):
     # With other options it is refused too (it would mix two extractions).
     r = run_sub([*base, *_args(vits8_ckpt, out), "--resume", "--seed", "5"])
     assert r.returncode == 1 and "differs in: seed" in r.stderr and part.exists()
+    r = run_sub([*base[:-2], "--crop-scale", "0.5", *_args(vits8_ckpt, out), "--resume"])
+    assert r.returncode == 1 and "differs in: crop_scale" in r.stderr and part.exists()
     r = run_sub([*base, *_args(vits8_ckpt, out), "--resume"])
     assert r.returncode == 0, r.stderr
     assert f"resuming {part} at image {done} of 10" in r.stderr

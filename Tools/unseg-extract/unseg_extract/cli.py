@@ -119,7 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "reference's student augmentation (blur, colour jitter, grayscale)")
     v.add_argument("--views-space", choices=("rgb", "normalized"), default="rgb",
                    help="augment the RGB crop (default) or, as the reference code does, the normalised tensor")
-    v.add_argument("--seed", type=int, default=0, help="seed of the views (per seed, image index, view)")
+    v.add_argument("--crops", type=int, default=0,
+                   help="also store C zoomed-in square crops per image, resized to the full size (/features_crops "
+                        "[C, N, h, w, C], boxes in /crop_boxes [C, N, 4]): the Two Tricks paper's multi-scale views")
+    v.add_argument("--crop-scale", default="0.5,0.5", metavar="MIN,MAX",
+                   help="crop side as a fraction of the image side, drawn uniformly in [MIN, MAX] (default 0.5,0.5: "
+                        "the reference's half-side crop)")
+    v.add_argument("--seed", type=int, default=0, help="seed of the views and crops (per seed, image index, view / crop)")
 
     o = p.add_argument_group("output")
     o.add_argument("--out", required=True, type=Path, metavar="FILE", help="the store to write (.h5)")
@@ -173,7 +179,7 @@ def _summary(path: Path, seconds: float) -> str:
         feats = f["features"]
         parts = [f"features {list(feats.shape)} {feats.dtype}"]
         for k in ("images", "labels", "features_flipped", "features_views", "boxes", "features_backbone",
-                  "peer_clusters"):
+                  "peer_clusters", "features_crops"):
             if k in f:
                 parts.append(f"{k} {list(f[k].shape)}")
         n = feats.shape[0]
@@ -190,7 +196,7 @@ def main(argv=None) -> int:
                            batch_size=a.batch_size, device=a.device, half=a.half, dtype=a.dtype, flip=a.flip,
                            views=a.views, views_space=a.views_space, seed=a.seed, resume=a.resume,
                            overwrite=a.overwrite, workers=a.workers, threads=a.threads, progress=not a.quiet,
-                           debug_batch_delay=a.debug_batch_delay, head=a.head)
+                           debug_batch_delay=a.debug_batch_delay, head=a.head, crops=a.crops, crop_scale=a.crop_scale)
     t0 = time.time()
     try:
         extract.check_options(opts)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__, augment, heads, models, preprocess
+from . import __version__, augment, crops as cropviews, heads, models, preprocess
 from .datasets import Dataset
 from .errors import ExtractError
 from .store import Layout, StoreWriter, partial_path
@@ -51,6 +51,8 @@ class Options:
     progress: bool = True
     debug_batch_delay: float = 0.0   # seconds of sleep after each batch (tests kill a run mid-way)
     head: str | None = None          # "stego:PATH" / "hp:PATH": store the peer's code as /features
+    crops: int = 0                   # zoomed-in crop views per image (/features_crops, /crop_boxes)
+    crop_scale: str = "0.5,0.5"      # MIN,MAX crop side as a fraction of the stored crop's side
 
 
 class Interrupted(Exception):
@@ -83,6 +85,9 @@ def check_options(o: Options) -> models.BackboneSpec:
         raise ExtractError(f"--batch-size must be >= 1, got {o.batch_size}")
     if o.views < 0:
         raise ExtractError(f"--views must be >= 0, got {o.views}")
+    if not 0 <= o.crops <= 64:
+        raise ExtractError(f"--crops must be in 0...64, got {o.crops}")
+    cropviews.parse_scale(o.crop_scale)
     if o.workers < 1:
         raise ExtractError(f"--workers must be >= 1, got {o.workers}")
     if o.threads is not None and o.threads < 1:
@@ -202,7 +207,7 @@ def run(dataset: Dataset, o: Options, log=None) -> Path:
     grid = (o.size // spec.patch_size, o.size // spec.patch_size)
     boxes = _boxes_rows(dataset, o.size) if dataset.boxes is not None else None
     layout = Layout(n, o.size, grid, head.dim if head else spec.embed_dim, o.dtype, dataset.has_labels, o.flip,
-                    o.views, None if boxes is None else len(boxes), spec.embed_dim if head else 0)
+                    o.views, None if boxes is None else len(boxes), spec.embed_dim if head else 0, o.crops)
     names = [s.name for s in dataset.samples]
     ckpt_sha = _sha256(Path(o.checkpoint))
     config = {
@@ -214,6 +219,7 @@ def run(dataset: Dataset, o: Options, log=None) -> Path:
         "half": o.half, "flip": o.flip, "views": o.views, "views_space": o.views_space, "seed": o.seed,
         "batch_size": o.batch_size, "boxes": None if boxes is None else hashlib.sha256(boxes.tobytes()).hexdigest(),
         "head": None if head is None else head.method, "head_checkpoint_sha256": None if head is None else head.sha256,
+        "crops": o.crops, "crop_scale": list(cropviews.parse_scale(o.crop_scale)) if o.crops else None,
     }
     attrs = [("format", "unseg.feature-store"), ("version", 1),
              ("backbone", f"{head.method}+{o.backbone}" if head else o.backbone),
@@ -224,6 +230,8 @@ def run(dataset: Dataset, o: Options, log=None) -> Path:
     attrs += [("crop_size", o.size), ("extractor", f"unseg-extract {__version__}"), ("checkpoint_sha256", ckpt_sha)]
     if o.views:
         attrs += [("views_seed", o.seed), ("views_space", o.views_space)]
+    if o.crops:
+        attrs += [("crops_seed", o.seed), ("crop_scale", o.crop_scale)]
     peer_attrs = ()
     if head:
         attrs += [("head", head.method), ("head_checkpoint_sha256", head.sha256), ("head_backbone", o.backbone),
@@ -282,7 +290,15 @@ def run(dataset: Dataset, o: Options, log=None) -> Path:
             views = None
             if o.views:
                 views = np.stack([code(backbone(_view_batch(unit, start, v, o))) for v in range(o.views)])
-            writer.write_batch(start, feats, crops, labels, flipped, views, plain if head else None)
+            zoomed = boxes_c = None
+            if o.crops:
+                scale = cropviews.parse_scale(o.crop_scale)
+                grid_boxes = [[cropviews.draw(o.seed, start + j, c, o.size, spec.patch_size, scale)
+                               for j in range(len(items))] for c in range(o.crops)]
+                zoomed = np.stack([code(backbone(preprocess.normalize(torch.stack(
+                    [cropviews.zoom(unit[j], b, o.size) for j, b in enumerate(bs)])))) for bs in grid_boxes])
+                boxes_c = np.array([[[b.x0, b.y0, b.x1, b.y1] for b in bs] for bs in grid_boxes], dtype=np.float32)
+            writer.write_batch(start, feats, crops, labels, flipped, views, plain if head else None, zoomed, boxes_c)
             bar.update(len(items))
             if o.debug_batch_delay:
                 time.sleep(o.debug_batch_delay)

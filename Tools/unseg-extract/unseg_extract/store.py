@@ -7,7 +7,8 @@ Schema (shared/specs/feature-store.md, version 1): root attributes ``format``, `
 ``/features_views`` [V, N, h, w, C], ``/boxes`` [M, 5] float32; one image per chunk. With a peer's
 head (``--head``): ``/features`` (and the flipped and view features) hold the head's code,
 ``/features_backbone`` [N, h, w, D] the backbone's features it read (PriMaPs' masks are computed
-from these), ``/peer_clusters`` [K, dim] float32 the peer's cluster-probe centroids.
+from these), ``/peer_clusters`` [K, dim] float32 the peer's cluster-probe centroids. With
+``--crops C``: ``/features_crops`` [C, N, h, w, C] and ``/crop_boxes`` [C, N, 4] (``crops.py``).
 
 Resumable and byte-deterministic by construction:
 
@@ -66,13 +67,14 @@ class Layout:
     views: int
     boxes: int | None         # number of box rows, None when the store has no /boxes
     backbone_channels: int = 0   # with a peer's head (--head): /features_backbone [N, h, w, D]
+    crops: int = 0               # --crops C: /features_crops [C, N, h, w, C'] and /crop_boxes [C, N, 4]
 
 
     def bytes_estimate(self) -> int:
         """Bytes of the finished file, data only (HDF5 metadata adds well under 1%)."""
         n, s = self.count, self.size
         feat = self.grid[0] * self.grid[1] * self.channels * (2 if self.feature_dtype == "float16" else 4)
-        per = feat * (1 + int(self.flip) + self.views) + s * s * 3 + (s * s if self.labels else 0)
+        per = feat * (1 + int(self.flip) + self.views + self.crops) + s * s * 3 + (s * s if self.labels else 0)
         per += self.grid[0] * self.grid[1] * self.backbone_channels * (2 if self.feature_dtype == "float16" else 4)
         return n * per + (self.boxes or 0) * 20
 
@@ -171,6 +173,9 @@ class StoreWriter:
                 make("features_flipped", (n, h, w, c), ft, (1, h, w, c))
             if layout.views:
                 make("features_views", (layout.views, n, h, w, c), ft, (1, 1, h, w, c))
+            if layout.crops:
+                make("features_crops", (layout.crops, n, h, w, c), ft, (1, 1, h, w, c))
+                make("crop_boxes", (layout.crops, n, 4), np.float32, (layout.crops, 1, 4))
             if layout.backbone_channels:
                 d = layout.backbone_channels
                 make("features_backbone", (n, h, w, d), ft, (1, h, w, d))
@@ -233,7 +238,8 @@ class StoreWriter:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def write_batch(self, start: int, features, images, labels=None, flipped=None, views=None, backbone=None) -> None:
+    def write_batch(self, start: int, features, images, labels=None, flipped=None, views=None, backbone=None,
+                    crops=None, crop_boxes=None) -> None:
         """Writes images ``start .. start+B-1`` and marks them complete.
 
         ``features``/``flipped``: ``[B, h, w, C]`` float; ``images``: ``[B, S, S, 3]`` uint8;
@@ -257,6 +263,9 @@ class StoreWriter:
             f["features_views"][:, start:end] = np.asarray(views, dtype=dt)
         if self.layout.backbone_channels:
             f["features_backbone"][start:end] = np.asarray(backbone, dtype=dt)
+        if self.layout.crops:
+            f["features_crops"][:, start:end] = np.asarray(crops, dtype=dt)
+            f["crop_boxes"][:, start:end] = np.asarray(crop_boxes, dtype=np.float32)
         f.flush()
         f.attrs.modify("images_complete", np.int64(end))
         f.flush()
