@@ -315,8 +315,6 @@ public enum FitJob {
         return CosineKMeansTrainer.pcaInitialisation(pca)
     }
 
-    /// The prototypes a finished checkpoint gives `unseg predict` (momentum copy, its recipe's
-    /// selection), checked against `store` and `recipe`. Errors name the file and what to do.
     /// How a peer start is recorded in the checkpoint's `init_from`.
     static func peerSource(_ path: String) -> String { path + ":/peer_clusters" }
 
@@ -341,6 +339,8 @@ public enum FitJob {
         return PrototypeModel(directions: clusters, gains: [Float](repeating: 1, count: clusters.rows))
     }
 
+    /// The prototypes a finished checkpoint gives `unseg predict` (momentum copy, its recipe's
+    /// selection), checked against `store` and `recipe`. Errors name the file and what to do.
     static func initialPrototypes(from path: String, store: FeatureStore, recipe: Recipe) throws -> PrototypeModel {
         let src = try FitCheckpoint.load(path: path)
         try src.checkCompatible(with: store, checkpointPath: path)
@@ -609,7 +609,8 @@ final class ProposalProvider {
     /// The items with the features the masks are computed from (the backbone's, for a peer's store).
     private func maskItems(_ items: [StoreItem]) throws -> [StoreItem] {
         guard let m = maskStore else { return items }
-        return try items.map { var it = $0; it.features = try m.features($0.index); return it }
+        let backbone = try Parallel.tryMap(items.count, threads: threads) { try m.features(items[$0].index) }
+        return zip(items, backbone).map { var it = $0; it.features = $1; return it }
     }
 
     /// `[h*w]` mask maps at feature resolution (0 = background) for the items, in order: the

@@ -215,6 +215,15 @@ SYNTH = [
     C("out-in-missing-directory", lambda e: ["synth", "--out", e.path("nope/x.h5", "out")] + SMALL_SYNTH, 1,
       ("--out", "{d}/nope")),
     C("stale-temporary-of-dead-process-removed", b_synth_stale, 0, (), exists("out")),
+    # The stand-in peer's code needs at least one channel per class; it exists for the street corpus only.
+    C("stand-in-head-narrower-than-classes", lambda e: ["synth", "--out", out(e), "--stand-in-head", "2"] + SMALL_SYNTH, 64,
+      ("--stand-in-head",)),
+    C("stand-in-head-object-scene", lambda e: ["synth", "--out", out(e), "--scene", "object", "--stand-in-head", "8"]
+      + SMALL_SYNTH, 64, ("--stand-in-head", "street")),
+    C("stand-in-head-mosaic-scene", lambda e: ["synth", "--out", out(e), "--scene", "mosaic", "--stand-in-head", "8"]
+      + SMALL_SYNTH, 64, ("--stand-in-head", "street")),
+    C("mosaic-out-under-regular-file", lambda e: ["synth", "--scene", "mosaic", "--out", under_file(e, "x.h5")] + SMALL_SYNTH, 1,
+      ("--out", "{out}")),
 ]
 
 

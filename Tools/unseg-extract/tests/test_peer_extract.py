@@ -99,3 +99,12 @@ def test_bad_heads_write_nothing(plain, vits8_ckpt, case):
     if case != "syntax":
         assert str(ck) in r.stderr, r.stderr
     assert listing(tmp) == before, "nothing written, the input untouched"
+
+
+def test_the_head_file_is_never_the_output(plain, vits8_ckpt):
+    ck = plain / "head-as-out.h5"              # a head checkpoint named like a store
+    write_stego_ckpt(ck, dim=16)
+    before = ck.read_bytes()
+    r = _extract(plain, vits8_ckpt, ck, "--head", f"stego:{ck}", "--overwrite")
+    assert r.returncode == 1 and "is an input of this extraction" in r.stderr and str(ck) in r.stderr, r.stderr
+    assert ck.read_bytes() == before

@@ -208,6 +208,19 @@ def _top_keys(ck) -> str:
     return ", ".join(map(str, list(ck)[:5])) if isinstance(ck, dict) else type(ck).__name__
 
 
+def _what_else(ck, wanted: str) -> str:
+    """What a checkpoint without the ``wanted`` top-level key is instead: the other peer's file, a
+    plain backbone, or its top-level keys."""
+    if isinstance(ck, dict):
+        if wanted != "net_model_state_dict" and "net_model_state_dict" in ck:
+            return "an HP checkpoint (net_model_state_dict): pass it as --head hp:PATH"
+        if wanted != "state_dict" and "state_dict" in ck:
+            return "a Lightning checkpoint (state_dict), as STEGO publishes: pass it as --head stego:PATH"
+        if "cls_token" in ck:
+            return "a plain backbone state dict, not a segmentation head"
+    return f"no {wanted} (top level: {_top_keys(ck)})"
+
+
 def load_stego(path, feature_dim: int) -> PeerHead:
     """Reads STEGO's head from ``path`` for a backbone of width ``feature_dim``.
 
@@ -218,13 +231,7 @@ def load_stego(path, feature_dim: int) -> PeerHead:
     path, ck = _read(os.fspath(path), _EXPECTED)
     state = ck.get("state_dict") if isinstance(ck, dict) else None
     if not isinstance(state, dict):
-        if isinstance(ck, dict) and "net_model_state_dict" in ck:
-            what = "an HP checkpoint (net_model_state_dict): pass it as --head hp:PATH"
-        elif isinstance(ck, dict) and "cls_token" in ck:
-            what = "a plain backbone state dict, not a segmentation head"
-        else:
-            what = f"no state_dict (top level: {_top_keys(ck)})"
-        raise ExtractError(f"is {what}; expected {_EXPECTED}", path)
+        raise ExtractError(f"is {_what_else(ck, 'state_dict')}; expected {_EXPECTED}", path)
     missing = [k for k in _STEGO_HEAD if k not in state]
     if missing:
         hint = (" (it has a state_dict but not STEGO's head: a checkpoint of another method, or one saved "
@@ -245,13 +252,7 @@ def load_hp(path, feature_dim: int) -> PeerHead:
     """
     path, ck = _read(os.fspath(path), _EXPECTED_HP)
     if not isinstance(ck, dict) or "net_model_state_dict" not in ck:
-        if isinstance(ck, dict) and "state_dict" in ck:
-            what = "a Lightning checkpoint (state_dict), as STEGO publishes: pass it as --head stego:PATH"
-        elif isinstance(ck, dict) and "cls_token" in ck:
-            what = "a plain backbone state dict, not a segmentation head"
-        else:
-            what = f"no net_model_state_dict (top level: {_top_keys(ck)})"
-        raise ExtractError(f"is {what}; expected {_EXPECTED_HP}", path)
+        raise ExtractError(f"is {_what_else(ck, 'net_model_state_dict')}; expected {_EXPECTED_HP}", path)
     net = ck["net_model_state_dict"]
     clusters = ck.get("cluster_model_state_dict")
     missing = [k for k in _HP_NET if not isinstance(net, dict) or k not in net]
