@@ -45,10 +45,13 @@ extension Unseg {
         var resize: MapResize = .none
         @Option(help: "A file-name suffix to drop when matching PNGs to /names (repeatable; _leftImg8bit, _pred, _mask, ... are built in).")
         var suffix: [String] = []
+        @Flag(help: "Also report IoU by object size: each ground-truth segment (a connected region of one class) binned by its share of the image, its IoU counted within its bounding box (always on with --report; --task classes).")
+        var bySize = false
         @OptionGroup var outputs: EvaluationOutputOptions
         @OptionGroup var parallel: ThreadsOption
 
         func validate() throws {
+            if bySize && task != .classes { throw ValidationError("--by-size scores class segments; it applies to --task classes") }
             if let k = clusters, !(1...254).contains(k) { throw ValidationError("--clusters must be in 1...254 (255 means no prediction), got \(k)") }
             if resize == .bilinear && task == .classes {
                 throw ValidationError("--resize bilinear would mix the ids of neighbouring pixels; resize label maps with --resize nearest (bilinear is for --task saliency / corloc)")
@@ -79,10 +82,11 @@ extension Unseg {
                     return
                 }
                 let rep = try EvaluateJob.run(storePath: store, predictionsPath: predictions, matching: matching,
-                                              classCount: outputs.classes, foreign: foreign, threads: parallel.threads,
-                                              progress: TerminalProgress(label: "evaluate"))
+                                              classCount: outputs.classes, foreign: foreign, bySize: bySize || outputs.report != nil,
+                                              threads: parallel.threads, progress: TerminalProgress(label: "evaluate"))
                 if rep.source.isForeign { say("predictions: " + rep.source.detail) }
                 say(rep.result.table())
+                if let b = rep.bySize { say("IoU by object size (ground-truth segments, mean IoU %):\n" + b.table()) }
                 let files = try rep.write(json: outputs.json, report: outputs.report)
                 if !files.isEmpty { say("wrote " + files.joined(separator: ", ")) }
             }

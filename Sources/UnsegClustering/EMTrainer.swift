@@ -15,6 +15,9 @@ public struct EMSample: Sendable {
     /// photometrically augmented view of the image, as the reference's student augmentation.
     /// nil: the M-step uses `features`.
     public var mStepFeatures: Matrix? = nil
+    /// A zoomed-in crop of the image for the multi-scale consistency (`EMConfig.consistencyWeight`);
+    /// nil: the image adds nothing to that term.
+    public var crop: EMCrop? = nil
 
     public init(features: Matrix, height: Int, width: Int, labelHeight: Int, labelWidth: Int, masks: [UInt8]) {
         self.features = features; self.height = height; self.width = width
@@ -34,6 +37,14 @@ public struct EMSample: Sendable {
         }
         if let m = mStepFeatures, m.rows != features.rows || m.cols != features.cols {
             throw ClusteringError("image \(index): the M-step view is [\(m.rows), \(m.cols)] but the features are [\(features.rows), \(features.cols)]")
+        }
+        if let c = crop {
+            if c.features.rows != features.rows || c.features.cols != features.cols {
+                throw ClusteringError("image \(index): the crop's features are [\(c.features.rows), \(c.features.cols)] but the image's are [\(features.rows), \(features.cols)]; crops are resized to the full input size")
+            }
+            if let why = c.box.problem(width: labelWidth, height: labelHeight, patch: max(1, labelWidth / width)) {
+                throw ClusteringError("image \(index): crop box (\(c.box.x0), \(c.box.y0), \(c.box.x1), \(c.box.y1)) is \(why)")
+            }
         }
         if masks.count != labelHeight * labelWidth {
             throw ClusteringError("image \(index): mask map has \(masks.count) values but the label grid is \(labelHeight)x\(labelWidth) = \(labelHeight * labelWidth); upsample feature-resolution masks with NearestResampler.resample")
@@ -59,6 +70,13 @@ public struct EMConfig: Sendable, Equatable, Codable {
     public var threads: Int = 1
     /// Seed of the trainer's generator (flips, epoch orders).
     public var seed: UInt64 = 0
+    /// Weight of the multi-scale consistency term (`MultiScaleConsistency`) on images with a crop; 0: off.
+    public var consistencyWeight: Double = 0
+    /// The teacher on the crop: the running prototypes before the step (the current model,
+    /// stop-gradient, as the reference) or the momentum (EMA) copy.
+    public var consistencyTeacher: PrototypeCopy = .running
+    /// Cross-entropy to the teacher's soft or hard assignment.
+    public var consistencyTarget: ConsistencyTarget = .soft
 
     public init(batchSize: Int = 32, adam: AdamConfig = AdamConfig(), gamma: Double = 2, momentumEvery: Int = 10,
                 decayCap: Double = 0.98, flipProbability: Double = 0.5, threads: Int = 1, seed: UInt64 = 0) {
@@ -73,6 +91,7 @@ public struct EMConfig: Sendable, Equatable, Codable {
         if !(flipProbability >= 0 && flipProbability <= 1) { throw ClusteringError("flip_probability=\(flipProbability) should be in [0, 1]") }
         if !(gamma >= 0) { throw ClusteringError("gamma=\(gamma) should be >= 0") }
         if !(adam.learningRate > 0) { throw ClusteringError("learning_rate=\(adam.learningRate) should be > 0") }
+        if !(consistencyWeight >= 0 && consistencyWeight.isFinite) { throw ClusteringError("consistency_weight=\(consistencyWeight) should be finite and >= 0") }
     }
 }
 
@@ -110,6 +129,8 @@ public struct EMStepStats: Sendable {
     public var flipped: Int
     /// EMA decay applied after this step, nil when no momentum update happened (0 = copy).
     public var momentumDecay: Double?
+    /// The weighted multi-scale consistency term inside `loss` (0 when off or no image had a crop).
+    public var consistencyLoss: Double = 0
 }
 
 /// PriMaPs-EM building blocks (spec section 2): E-step pseudo-labels and the M-step loss.
@@ -413,11 +434,21 @@ public struct EMTrainer: Sendable {
         }
         let lg = try PriMaPsEM.finish(model: running, samples: batch, passes: passes, flipped: flips,
                                   gamma: config.gamma, classWeights: nil, executor: run)
+        var grads = lg.gradient
+        var consistency = 0.0
+        if config.consistencyWeight > 0 {
+            // On the unflipped image and crop (a flip of both changes nothing but the summation order).
+            let mc = try MultiScaleConsistency.lossAndGradient(
+                student: running, teacher: config.consistencyTeacher == .momentum ? momentum : running, samples: batch,
+                weight: config.consistencyWeight, target: config.consistencyTarget, executor: run)
+            consistency = mc.loss
+            for j in 0..<grads.count { grads[j] += mc.gradient[j] }
+        }
         var params = running.flatParameters
-        Adam.update(params: &params, grads: lg.gradient, state: &adam, config: config.adam)
+        Adam.update(params: &params, grads: grads, state: &adam, config: config.adam)
         running.flatParameters = params
         stepCount += 1
-        lossHistory.append(lg.loss)
+        lossHistory.append(lg.loss + consistency)
         var decay: Double? = nil
         if EMTrainer.updatesMomentum(afterStep: stepCount, every: config.momentumEvery) {
             momentumUpdates += 1
@@ -433,9 +464,9 @@ public struct EMTrainer: Sendable {
                 momentum.flatParameters = mp
             }
         }
-        return EMStepStats(step: stepCount, loss: lg.loss, classWeights: lg.classWeights, meanSoftmax: lg.meanSoftmax,
+        return EMStepStats(step: stepCount, loss: lg.loss + consistency, classWeights: lg.classWeights, meanSoftmax: lg.meanSoftmax,
                            labelledFraction: Double(lg.labelledPixels) / Double(lg.totalPixels),
-                           flipped: flips.filter { $0 }.count, momentumDecay: decay)
+                           flipped: flips.filter { $0 }.count, momentumDecay: decay, consistencyLoss: consistency)
     }
 
     /// Per-pixel class at label resolution `[H*W]` from the chosen copy (argmax, first on ties).

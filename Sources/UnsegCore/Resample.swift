@@ -85,6 +85,27 @@ public struct BilinearAxis: Sendable, Equatable {
         }
         i0 = a0; i1 = a1; w0 = b0; w1 = b1
     }
+
+    /// Weights sampling the `source` samples' linear interpolant at the centres of `target` samples
+    /// that tile `[start, start + span)` (in source samples): target `x` reads source coordinate
+    /// `start + (x + 0.5) span / target - 0.5`, clamped to `[0, source - 1]` (a crop of the source,
+    /// resized to `target`; `start 0, span source` is `init(source:target:)` up to rounding).
+    public init(source: Int, target: Int, start: Double, span: Double) {
+        precondition(source > 0 && target > 0 && span > 0, "bilinear axis needs positive sizes, got \(source) -> \(target), span \(span)")
+        sourceCount = source
+        targetCount = target
+        var a0 = [Int32](repeating: 0, count: target), a1 = a0
+        var b0 = [Float](repeating: 0, count: target), b1 = b0
+        for x in 0..<target {
+            let src = min(max(start + (Double(x) + 0.5) * span / Double(target) - 0.5, 0), Double(source - 1))
+            let x0 = min(Int(src), source - 1)
+            let x1 = x0 < source - 1 ? x0 + 1 : x0
+            let l1 = Float(src - Double(x0))
+            a0[x] = Int32(x0); a1[x] = Int32(x1)
+            b0[x] = 1 - l1; b1[x] = l1
+        }
+        i0 = a0; i1 = a1; w0 = b0; w1 = b1
+    }
 }
 
 /// Bilinear upsampling (or downsampling) of `[h*w, K]` channel-last maps to `[H*W, K]`.
@@ -99,6 +120,12 @@ public struct BilinearResampler: Sendable {
     public init(sourceHeight: Int, sourceWidth: Int, targetHeight: Int, targetWidth: Int) {
         rowsAxis = BilinearAxis(source: sourceHeight, target: targetHeight)
         colsAxis = BilinearAxis(source: sourceWidth, target: targetWidth)
+    }
+
+    /// A resampler of any two axes (e.g. `CropBox.resampler`: a crop resized).
+    public init(rows: BilinearAxis, cols: BilinearAxis) {
+        rowsAxis = rows
+        colsAxis = cols
     }
 
     /// Resamples `src` `[h*w, K]` into `dst` `[H*W, K]` (row-major, channel-last).

@@ -14,6 +14,8 @@ public struct EvaluationReport: Sendable {
     public var imageCount: Int
     /// What the predictions were: unseg's own file, a PNG folder, a plain HDF5 dataset.
     public var source: PredictionSource
+    /// IoU by object size (`--by-size`, and always with `--report`), nil when not computed.
+    public var bySize: SegmentSizeIoU? = nil
 }
 
 extension EvaluationReport {
@@ -40,6 +42,12 @@ extension EvaluationReport {
             return try result.jsonData(pretty: true)
         }
         o["predictions"] = source.json
+        if let b = bySize, let j = try JSONSerialization.jsonObject(with: JSONEncoder().encode(b)) as? [String: Any] {
+            var bins = j
+            bins["bins"] = SegmentSizeIoU.binNames
+            bins["bin_edges"] = SegmentSizeIoU.edges
+            o["iou_by_size"] = bins
+        }
         return try JSONSerialization.data(withJSONObject: o, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
     }
 }
@@ -73,8 +81,8 @@ public enum EvaluateJob {
     /// or (see `PredictionInputs`) a folder of label PNGs or a plain HDF5 dataset (`foreign.dataset`).
     /// - classCount: needed when the store names no known protocol.
     public static func run(storePath: String, predictionsPath: String, matching: MatchingMode = .hungarian,
-                           classCount: Int? = nil, foreign: ForeignMapsOptions = .init(), threads: Int = Parallel.coreCount,
-                           progress: ProgressSink? = nil) throws -> EvaluationReport {
+                           classCount: Int? = nil, foreign: ForeignMapsOptions = .init(), bySize: Bool = false,
+                           threads: Int = Parallel.coreCount, progress: ProgressSink? = nil) throws -> EvaluationReport {
         BLASPolicy.imagesInParallel.apply()
         let store = try FeatureStore(path: storePath)
         guard store.layout.hasLabels else {
@@ -102,7 +110,26 @@ public enum EvaluateJob {
         let confusion = try local.summed(by: Distributed.allreduceSum)
         progress?.finish()
         let result = try Evaluation.evaluate(confusion, mode: matching, classNames: proto.classNames)
-        return EvaluationReport(result: result, confusion: confusion, labelProtocol: proto, storePath: storePath,
-                                predictionsPath: predictionsPath, imageCount: l.imageCount, source: preds.source)
+        var report = EvaluationReport(result: result, confusion: confusion, labelProtocol: proto, storePath: storePath,
+                                      predictionsPath: predictionsPath, imageCount: l.imageCount, source: preds.source)
+        if bySize {
+            // A second pass, after the matching: each ground-truth segment's IoU by its area.
+            let lut: [UInt8] = (0..<256).map { id in id < result.matching.count && result.matching[id] >= 0 ? UInt8(result.matching[id]) : 255 }
+            let parts: [[Int64]] = try Distributed.agree {
+                try Parallel.map(own.count, threads: threads) { j -> Result<[Int64], Error> in
+                    Result {
+                        let i = own.lowerBound + j
+                        let classes = try preds.ids(i).map { lut[Int($0)] }
+                        var a = SegmentSizeIoU.Accumulator()
+                        a.add(classes: classes, labels: try store.labels(i), height: l.imageHeight, width: l.imageWidth)
+                        return a.values
+                    }
+                }.map { try $0.get() }
+            }
+            var local = SegmentSizeIoU.Accumulator().values
+            for p in parts { for j in 0..<local.count { local[j] += p[j] } }
+            report.bySize = SegmentSizeIoU(.init(values: try Distributed.allreduceSum(local)))
+        }
+        return report
     }
 }

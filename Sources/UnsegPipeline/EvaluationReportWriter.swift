@@ -65,10 +65,26 @@ public enum EvaluationReportWriter {
         if !r.skippedClasses.isEmpty {
             md += "\nSkipped (absent from ground truth and prediction): " + r.skippedClasses.map { r.classNames[$0] }.joined(separator: ", ") + "\n"
         }
+        var pictures = ["report.md", "confusion.png", "per_class_iou.png"]
+        if let b = report.bySize {
+            let bins = SegmentSizeIoU.binNames.indices.filter { b.meanIoU[$0] != nil }
+            let chart = Charts.barChart(values: bins.map { b.meanIoU[$0]! }, names: bins.map { "\(SegmentSizeIoU.binNames[$0]) (\(b.segments[$0]))" },
+                                        title: "IoU by object size (segments), small \(b.smallIoU.map { String(format: "%.1f%%", $0) } ?? "-")",
+                                        axisLabel: "mean segment IoU (%)", maxValue: 100, showMean: false)
+            try PNG.write(chart, to: tmp + "/iou_by_size.png")
+            pictures.append("iou_by_size.png")
+            md += "\n## IoU by object size\n\nEach ground-truth segment (a 4-connected region of one class) is binned by its area as a share of the image; its IoU is |S ∩ P| / |S ∪ (P ∩ box(S))|, P the pixels predicted as its class after the matching, box(S) its bounding box. A bin's score is the mean over its segments.\n\n"
+            md += "| object size (of image) | segments | mean IoU |\n|---|---|---|\n"
+            for (i, name) in SegmentSizeIoU.binNames.enumerated() {
+                md += "| \(name) | \(b.segments[i]) | \(b.meanIoU[i].map { String(format: "%.2f", $0) } ?? "-") |\n"
+            }
+            md += "| small (< 0.5%) | \(b.segments[0] + b.segments[1]) | \(b.smallIoU.map { String(format: "%.2f", $0) } ?? "-") |\n"
+        }
         md += "\nCluster -> class: " + r.matching.enumerated().map { k, c in "\(k)->\(c >= 0 ? r.classNames[c] : "none")" }.joined(separator: ", ") + "\n"
         md += "\n![confusion](confusion.png)\n\n![per-class IoU](per_class_iou.png)\n"
+        if report.bySize != nil { md += "\n![IoU by object size](iou_by_size.png)\n" }
         try Data(md.utf8).write(to: URL(fileURLWithPath: tmp + "/report.md"))
         try folder.commit()
-        return ["report.md", "confusion.png", "per_class_iou.png"].map { directory + "/" + $0 }
+        return pictures.map { directory + "/" + $0 }
     }
 }

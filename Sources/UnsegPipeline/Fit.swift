@@ -527,6 +527,13 @@ struct PriMaPsEMRunner: StageRunner {
         if l.viewCount > 0 {
             c.options.log?("M-step views: one of the \(l.viewCount) augmented views in \(c.store.path):/features_views per image and epoch (seeded)")
         }
+        let consistency = c.recipe.primapsEM.consistencyWeight > 0
+        if consistency {
+            guard l.cropCount > 0 else {
+                throw StoreError(file: c.store.path, dataset: "/features_crops", "missing; primaps-em.consistency_weight \(c.recipe.primapsEM.consistencyWeight) needs crop views of the training images: extract them with `unseg-extract --crops 2` (or `unseg synth --crops 2`), or set consistency_weight: 0")
+            }
+            c.options.log?("M-step consistency: weight \(c.recipe.primapsEM.consistencyWeight), teacher \(c.recipe.primapsEM.consistencyTeacher.rawValue), \(c.recipe.primapsEM.consistencyTarget.rawValue) targets, one of the \(l.cropCount) crops in \(c.store.path):/features_crops per image and epoch (seeded)")
+        }
         try c.runEpochs(&ck, kind: .primapsEM, orderStage: 1, epochs: c.recipe.epochs, state: { t.state.record }) { items, epoch in
             let masks = try c.proposals.masks(for: items)
             let batch = try zip(items, masks).map { item, m in
@@ -537,6 +544,12 @@ struct PriMaPsEMRunner: StageRunner {
                     // view is a function of (seed, epoch, image), so resuming and threads change nothing.
                     var r = SeededRandom.stream(seed: FitSeeds.mStepView(c.recipe.seed), index: UInt64(epoch) << 32 | UInt64(item.index))
                     sample.mStepFeatures = try c.store.features(item.index, source: .view(r.int(below: l.viewCount)))
+                }
+                if consistency && item.isHere {
+                    // Which crop is a function of (seed, epoch, image), as the views.
+                    var r = SeededRandom.stream(seed: FitSeeds.consistencyCrop(c.recipe.seed), index: UInt64(epoch) << 32 | UInt64(item.index))
+                    let k = r.int(below: l.cropCount)
+                    sample.crop = EMCrop(features: try c.store.features(item.index, source: .crop(k)), box: c.store.cropBoxes[k][item.index])
                 }
                 return sample
             }

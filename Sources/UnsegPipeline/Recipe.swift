@@ -136,10 +136,18 @@ public struct Recipe: Equatable, Sendable, Codable {
         public var proposals: ProposalsSource = .primapsCRF
         /// PriMaPs similarity threshold psi for on-the-fly proposals.
         public var primapsThreshold: Double = 0.4
+        /// Weight of the Two Tricks paper's multi-scale consistency in the M-step (needs the store's
+        /// crop views, `/features_crops`); 0: off (Docs/fitting.md).
+        public var consistencyWeight: Double = 0
+        /// The teacher on the crop: running (the current prototypes, stop-gradient, as the reference) | momentum (the EMA copy).
+        public var consistencyTeacher: PrototypeCopy = .running
+        /// soft | hard: cross-entropy to the teacher's softmax or argmax.
+        public var consistencyTarget: ConsistencyTarget = .soft
         enum CodingKeys: String, CodingKey, CaseIterable {
             case epochs, learningRate = "learning_rate", gamma, momentumEvery = "momentum_every"
             case momentumDecayCap = "momentum_decay_cap", flipProbability = "flip_probability", proposals
-            case primapsThreshold = "primaps_threshold"
+            case primapsThreshold = "primaps_threshold", consistencyWeight = "consistency_weight"
+            case consistencyTeacher = "consistency_teacher", consistencyTarget = "consistency_target"
         }
     }
     /// `maskcontrast` settings: the contrastive projection head. Defaults: the MaskContrast
@@ -320,7 +328,9 @@ public struct Recipe: Equatable, Sendable, Codable {
         "primaps-em.epochs": .int, "primaps-em.learning_rate": .number, "primaps-em.gamma": .number,
         "primaps-em.momentum_every": .int, "primaps-em.momentum_decay_cap": .number,
         "primaps-em.flip_probability": .number, "primaps-em.proposals": .choice(ProposalsSource.allCases.map(\.rawValue)),
-        "primaps-em.primaps_threshold": .number,
+        "primaps-em.primaps_threshold": .number, "primaps-em.consistency_weight": .number,
+        "primaps-em.consistency_teacher": .choice(PrototypeCopy.allCases.map(\.rawValue)),
+        "primaps-em.consistency_target": .choice(ConsistencyTarget.allCases.map(\.rawValue)),
         "maskcontrast.epochs": .int, "maskcontrast.head": .choice([HeadKind.linear.rawValue, HeadKind.mlp.rawValue]),
         "maskcontrast.hidden": .int, "maskcontrast.dim": .int, "maskcontrast.temperature": .number, "maskcontrast.queue": .int,
         "maskcontrast.key_momentum": .number, "maskcontrast.class_balance": .bool,
@@ -429,6 +439,7 @@ public struct Recipe: Equatable, Sendable, Codable {
         try num("primaps-em.momentum_decay_cap", primapsEM.momentumDecayCap, 0, 1, loOpen: false, hiOpen: true)
         try num("primaps-em.flip_probability", primapsEM.flipProbability, 0, 1, loOpen: false, hiOpen: false)
         try num("primaps-em.primaps_threshold", primapsEM.primapsThreshold, 0, 1, loOpen: false, hiOpen: false)
+        try num("primaps-em.consistency_weight", primapsEM.consistencyWeight, 0, 100, loOpen: false, hiOpen: false)
         if stages.contains(where: \.isMaskStage) {
             guard stages.allSatisfy(\.isMaskStage) else {
                 throw RecipeError("stages: \(stages.map(\.rawValue).joined(separator: ", ")) mixes the prototype stages (pca-init, cosine-kmeans, primaps-em) with the mask stages (maskcontrast, segment-kmeans); fit them as two recipes")
@@ -492,6 +503,9 @@ public struct Recipe: Equatable, Sendable, Codable {
         out += "  flip_probability: \(num(primapsEM.flipProbability))\n"
         out += "  proposals: \(primapsEM.proposals.rawValue)          # file (unseg propose) | primaps-crf | primaps-unrefined (on the fly)\n"
         out += "  primaps_threshold: \(num(primapsEM.primapsThreshold))\n"
+        out += "  consistency_weight: \(num(primapsEM.consistencyWeight))     # multi-scale consistency on the store's crop views, 0 = off\n"
+        out += "  consistency_teacher: \(primapsEM.consistencyTeacher.rawValue) # running (current model, stop-gradient) | momentum (EMA)\n"
+        out += "  consistency_target: \(primapsEM.consistencyTarget.rawValue)     # soft | hard (cross-entropy to the teacher's softmax or argmax)\n"
         out += "maskcontrast:\n"
         out += "  epochs: \(maskContrast.epochs)\n"
         out += "  head: \(maskContrast.head.rawValue)              # linear | mlp\n"
@@ -522,9 +536,13 @@ public struct Recipe: Equatable, Sendable, Codable {
 
     /// The EM stage's settings.
     public func emConfig(threads: Int) -> EMConfig {
-        EMConfig(batchSize: batchSize, adam: AdamConfig(learningRate: Float(learningRate)), gamma: gamma,
-                 momentumEvery: momentumEvery, decayCap: momentumDecayCap, flipProbability: flipProbability,
-                 threads: threads, seed: FitSeeds.emTrainer(seed))
+        var c = EMConfig(batchSize: batchSize, adam: AdamConfig(learningRate: Float(learningRate)), gamma: gamma,
+                         momentumEvery: momentumEvery, decayCap: momentumDecayCap, flipProbability: flipProbability,
+                         threads: threads, seed: FitSeeds.emTrainer(seed))
+        c.consistencyWeight = primapsEM.consistencyWeight
+        c.consistencyTeacher = primapsEM.consistencyTeacher
+        c.consistencyTarget = primapsEM.consistencyTarget
+        return c
     }
 
     /// The contrastive head's settings (`batches`: steps per epoch, for nothing but the log).
@@ -570,6 +588,8 @@ public enum FitSeeds {
     public static func keyView(_ seed: UInt64) -> UInt64 { derive(seed, 6) }
     /// Seed of the segment k-means restarts.
     public static func segmentKMeans(_ seed: UInt64) -> UInt64 { derive(seed, 7) }
+    /// Seed of the choice of the consistency's crop per (epoch, image).
+    public static func consistencyCrop(_ seed: UInt64) -> UInt64 { derive(seed, 8) }
     /// Seed of the image order of `epoch` of a stage (0 = warm-up, 1 = EM): a function of
     /// (seed, stage, epoch) only, so a resumed run visits the same images in the same order.
     public static func epochOrder(_ seed: UInt64, stage: Int, epoch: Int) -> UInt64 {
@@ -603,6 +623,9 @@ extension Recipe.PriMaPsEM {
         flipProbability = try c.decodeIfPresent(Double.self, forKey: .flipProbability) ?? flipProbability
         proposals = try c.decodeIfPresent(ProposalsSource.self, forKey: .proposals) ?? proposals
         primapsThreshold = try c.decodeIfPresent(Double.self, forKey: .primapsThreshold) ?? primapsThreshold
+        consistencyWeight = try c.decodeIfPresent(Double.self, forKey: .consistencyWeight) ?? consistencyWeight
+        consistencyTeacher = try c.decodeIfPresent(PrototypeCopy.self, forKey: .consistencyTeacher) ?? consistencyTeacher
+        consistencyTarget = try c.decodeIfPresent(ConsistencyTarget.self, forKey: .consistencyTarget) ?? consistencyTarget
     }
 }
 extension Recipe.MaskContrast {

@@ -11,15 +11,23 @@ public enum Synthesize {
     /// Images are generated in parallel in blocks of `2 * threads` (each depends only
     /// on the seed and its index) and written in order, so the file's bytes do not
     /// depend on the thread count. Memory: one block of images.
+    /// With `crops`, also `/features_crops` and `/crop_boxes` as `unseg-extract --crops` writes them:
+    /// the scene rendered zoomed in to each box (Docs/synthetic-corpus.md).
     public static func writeStore(config: SyntheticConfig, path: String, options: StoreWriteOptions = StoreWriteOptions(),
-                                  threads: Int = Parallel.coreCount, progress: ProgressSink? = nil) throws {
+                                  crops: CropViews? = nil, threads: Int = Parallel.coreCount, progress: ProgressSink? = nil) throws {
         try OutputGuard.check(outputs: [("--out", path)], inputs: [])
+        try crops?.validate()
         let corpus = try SyntheticCorpus(config: config)
         // 27 classes carry the cityscapes27 names and protocol; other counts use identity ids ("genericN").
         let meta = StoreMetadata(backbone: "synthetic", patchSize: config.patchSize, dataset: "synthetic", split: config.split,
                                  labelProtocol: config.classes == 27 ? "cityscapes27" : "generic\(config.classes)",
                                  classNames: corpus.classNames)
-        try writeImages(config: config, meta: meta, path: path, options: options, threads: threads, progress: progress) { corpus.image($0) }
+        var attributes: [(String, String)] = []
+        if let c = crops {
+            attributes = [("crops_seed", String(config.seed)), ("crop_scale", "\(c.scale.lowerBound),\(c.scale.upperBound)")]
+        }
+        try writeImages(config: config, meta: meta, path: path, options: options, threads: threads, progress: progress,
+                        attributes: attributes, cropCount: crops?.count ?? 0) { corpus.image($0, crops: crops) }
     }
 
     /// Writes the held-out mosaic corpus (`synth --scene mosaic`, Docs/maskcontrast.md): other
@@ -37,15 +45,17 @@ public enum Synthesize {
 
     /// A store of `config.imageCount` generated images (features, RGB, labels, names), via `fill`.
     static func writeImages(config: SyntheticConfig, meta: StoreMetadata, path: String, options: StoreWriteOptions, threads: Int,
-                            progress: ProgressSink?, attributes: [(String, String)] = [],
+                            progress: ProgressSink?, attributes: [(String, String)] = [], cropCount: Int = 0,
                             image: @escaping @Sendable (Int) -> SyntheticImage) throws {
         let grid = config.gridSize
         let writer = try FeatureStoreWriter(path: path, metadata: meta, count: config.imageCount, gridHeight: grid,
-                                            gridWidth: grid, channels: config.channels, options: options, attributes: attributes)
+                                            gridWidth: grid, channels: config.channels, options: options, cropCount: cropCount,
+                                            attributes: attributes)
         defer { progress?.finish() }
         try fill(writer, count: config.imageCount, threads: threads, progress: progress) { i in
             let img = image(i)
-            return (img.features, img.image, img.labels, img.name, [], nil)
+            return Generated(features: img.features, image: img.image, labels: img.labels, name: img.name,
+                             crops: Array(zip(img.cropFeatures, img.cropBoxes)))
         }
     }
 
@@ -94,15 +104,25 @@ public enum Synthesize {
         defer { progress?.finish() }
         try fill(writer, count: config.imageCount, threads: threads, progress: progress) { i in
             let img = corpus.image(i)
-            return (code(img.features), img.image, img.labels, img.name, [], img.features)
+            return Generated(features: code(img.features), image: img.image, labels: img.labels, name: img.name, backbone: img.features)
         }
     }
 
     /// Generates images `0..<count` in parallel blocks of `2 * threads` (each a function of its
     /// index only) and writes them in order, boxes included; commits, or discards on error. The
     /// file's bytes do not depend on the thread count. Memory: one block of images.
+    /// One generated image as `fill` writes it.
+    struct Generated: Sendable {
+        var features: Matrix, image: [UInt8], labels: [UInt8], name: String
+        /// `/boxes` rows (image index, x0, y0, x1, y1).
+        var boxes: [[Float]] = []
+        /// A peer's store: the backbone features behind the code in `features`.
+        var backbone: Matrix? = nil
+        var crops: [(features: Matrix, box: CropBox)] = []
+    }
+
     static func fill(_ writer: FeatureStoreWriter, count: Int, threads: Int, progress: ProgressSink?,
-                     generate: @escaping @Sendable (Int) -> (Matrix, [UInt8], [UInt8], String, [[Float]], Matrix?)) throws {
+                     generate: @escaping @Sendable (Int) -> Generated) throws {
         let block = max(1, 2 * threads)
         var done = 0
         do {
@@ -110,8 +130,9 @@ public enum Synthesize {
                 let n = min(block, count - done), base = done
                 let images = Parallel.map(n, threads: threads) { generate(base + $0) }
                 for (k, img) in images.enumerated() {
-                    try writer.write(base + k, features: img.0, image: img.1, labels: img.2, name: img.3, backbone: img.5)
-                    writer.boxes += img.4
+                    try writer.write(base + k, features: img.features, image: img.image, labels: img.labels, name: img.name,
+                                     backbone: img.backbone, crops: img.crops)
+                    writer.boxes += img.boxes
                 }
                 done += n
                 progress?.update(done: done, total: count, note: nil)
@@ -137,7 +158,7 @@ public enum Synthesize {
         defer { progress?.finish() }
         try fill(writer, count: config.imageCount, threads: threads, progress: progress) { i in
             let img = scene.image(i)
-            return (img.features, img.image, img.labels, img.name, img.boxes, nil)
+            return Generated(features: img.features, image: img.image, labels: img.labels, name: img.name, boxes: img.boxes)
         }
     }
 }

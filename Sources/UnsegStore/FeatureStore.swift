@@ -61,6 +61,9 @@ public struct StoreLayout: Sendable, Equatable {
     public var viewCount: Int = 0
     /// `/boxes` `[M, 5]` rows (image index, x0, y0, x1, y1 in image pixels).
     public var boxCount: Int = 0
+    /// `/features_crops` `[C, N, h, w, C']`: features of C zoomed-in crops per image, each resized to
+    /// the full input size (the Two Tricks paper's multi-scale views), boxes in `/crop_boxes` (0 when absent).
+    public var cropCount: Int = 0
     /// `/features_backbone` `[N, h, w, D]` (a store written with a peer's head, `unseg-extract --head`:
     /// `/features` holds the head's code, these the backbone's features it read): D, or 0 when absent.
     public var backboneChannels: Int = 0
@@ -105,6 +108,9 @@ public final class FeatureStore: Sendable {
     let labels: HDF5Dataset?
     let flipped: HDF5Dataset?
     let views: HDF5Dataset?
+    let crops: HDF5Dataset?
+    /// `/crop_boxes`, `[crop][image]`, validated on open (inside the image, sides of at least one patch).
+    public let cropBoxes: [[CropBox]]
     let boxes: HDF5Dataset?
     /// Raw id -> class id table applied on read when `label_ids = raw`.
     let rawToClass: [UInt8]?
@@ -275,6 +281,10 @@ public final class FeatureStore: Sendable {
         let viewsDS = file.contains("features_views") ? try sameAsFeatures("features_views", leading: [file.dataset("features_views").shape.first ?? 0]) : nil
         flipped = codeViews ? nil : flippedDS
         views = codeViews ? nil : viewsDS
+        let cropsDS = file.contains("features_crops") ? try sameAsFeatures("features_crops", leading: [file.dataset("features_crops").shape.first ?? 0]) : nil
+        let boxesOfCrops = try Self.readCropBoxes(file, crops: cropsDS, images: n, width: imgW, height: imgH, patch: patch, fail: fail)
+        crops = codeViews ? nil : cropsDS
+        cropBoxes = codeViews ? [] : boxesOfCrops
         var boxesDS: HDF5Dataset?
         if file.contains("boxes") {
             let ds = try file.dataset("boxes")
@@ -293,8 +303,50 @@ public final class FeatureStore: Sendable {
                              featureType: served.elementType == .float16 ? .float16 : .float32,
                              imageHeight: imgH, imageWidth: imgW, hasImages: imagesDS != nil, hasLabels: labelsDS != nil,
                              hasNames: hasNames, hasFlippedFeatures: flipped != nil,
-                             viewCount: views?.shape[0] ?? 0, boxCount: boxesDS?.shape[0] ?? 0,
+                             viewCount: views?.shape[0] ?? 0, boxCount: boxesDS?.shape[0] ?? 0, cropCount: crops?.shape[0] ?? 0,
                              backboneChannels: backbone?.shape[3] ?? 0)
+    }
+
+    /// `/crop_boxes` `[C, N, 4]` (x0, y0, x1, y1 in pixels of the stored image, exclusive ends), read
+    /// and checked: present exactly when `/features_crops` is, as many crops and images, every box
+    /// finite, inside the `width x height` image, sides of at least one patch (`unseg-extract --crops`
+    /// draws them so). Errors name the crop, the image and the box.
+    static func readCropBoxes(_ file: HDF5File, crops: HDF5Dataset?, images n: Int, width: Int, height: Int, patch: Int,
+                              fail: (String?, String) -> StoreError) throws -> [[CropBox]] {
+        let has = file.contains("crop_boxes")
+        guard let crops else {
+            if has { throw fail("/crop_boxes", "present without /features_crops; write both with `unseg-extract --crops C`, or delete /crop_boxes") }
+            return []
+        }
+        guard has else {
+            throw fail("/crop_boxes", "missing; /features_crops needs the crops' boxes [\(crops.shape[0]), \(n), 4] (x0, y0, x1, y1 in pixels); extract again with `unseg-extract --crops C`")
+        }
+        let ds = try file.dataset("crop_boxes")
+        let c = crops.shape[0]
+        guard ds.shape == [c, n, 4] else {
+            throw fail("/crop_boxes", "has shape \(ds.shape); expected [\(c), \(n), 4] (one box x0, y0, x1, y1 per crop of /features_crops and image)")
+        }
+        guard ds.elementType == .float32 || ds.elementType == .float64 else {
+            throw fail("/crop_boxes", "has element type \(ds.elementType); expected float32")
+        }
+        var raw = [Float](repeating: 0, count: c * n * 4)
+        try raw.withUnsafeMutableBytes { try ds.read(into: $0.baseAddress!, memoryType: .float32) }
+        var out: [[CropBox]] = []
+        out.reserveCapacity(c)
+        for k in 0..<c {
+            var row: [CropBox] = []
+            row.reserveCapacity(n)
+            for i in 0..<n {
+                let o = (k * n + i) * 4
+                let b = CropBox(x0: raw[o], y0: raw[o + 1], x1: raw[o + 2], y1: raw[o + 3])
+                if let why = b.problem(width: width, height: height, patch: patch) {
+                    throw fail("/crop_boxes", "crop \(k) of image \(i) is (x0 \(b.x0), y0 \(b.y0), x1 \(b.x1), y1 \(b.y1)): \(why); the boxes do not belong to these crops: extract again with `unseg-extract --crops C`")
+                }
+                row.append(b)
+            }
+            out.append(row)
+        }
+        return out
     }
 
     /// Largest values a store may declare (checked before any arithmetic with them).
@@ -387,6 +439,8 @@ public final class FeatureStore: Sendable {
         case plain
         case flipped
         case view(Int)
+        /// Zoomed-in crop `c` (`/features_crops`); its box is `cropBoxes[c][i]`.
+        case crop(Int)
     }
 
     /// Image `i`'s features from `source` as a `[h*w, C]` matrix. Errors when the store lacks
@@ -404,9 +458,16 @@ public final class FeatureStore: Sendable {
             guard v >= 0 && v < layout.viewCount || views == nil else {
                 throw StoreError(file: path, dataset: name, "view \(v) is out of range 0..<\(layout.viewCount)")
             }
+        case .crop(let c):
+            (ds, view, name) = (crops, c, "/features_crops")
+            guard c >= 0 && c < layout.cropCount || crops == nil else {
+                throw StoreError(file: path, dataset: name, "crop \(c) is out of range 0..<\(layout.cropCount)")
+            }
         }
         guard let d = ds else {
-            throw StoreError(file: path, dataset: name, "missing; write it with `unseg-extract \(source == .flipped ? "--flip" : "--views V")`, or do without it")
+            let option: String
+            switch source { case .flipped: option = "--flip"; case .crop: option = "--crops C"; default: option = "--views V" }
+            throw StoreError(file: path, dataset: name, "missing; write it with `unseg-extract \(option)`, or do without it")
         }
         try m.data.withUnsafeMutableBufferPointer { try readFeatures(i, from: d, view: view, into: $0.baseAddress!, scratch: &scratch) }
         return m

@@ -1,6 +1,7 @@
 import Foundation
 import UnsegHDF5
 import UnsegLinAlg
+import UnsegCore
 
 /// Options for writing a feature store.
 public struct StoreWriteOptions: Sendable {
@@ -38,13 +39,20 @@ public final class FeatureStoreWriter {
     public let backboneChannels: Int
     public var peerClusters: Matrix?
     private var backbone: HDF5Dataset?
+    /// Zoomed-in crops per image (`/features_crops` `[C, N, h, w, C]`, `/crop_boxes` `[C, N, 4]`), filled by
+    /// `write(_:crops:)`; 0: none.
+    public let cropCount: Int
+    private var crops: HDF5Dataset?
+    private var cropBoxes: [Float]
     private var halfScratch: [UInt16] = []
 
     public init(path: String, metadata: StoreMetadata, count: Int, gridHeight: Int, gridWidth: Int, channels: Int,
-                options: StoreWriteOptions = StoreWriteOptions(), backboneChannels: Int = 0,
+                options: StoreWriteOptions = StoreWriteOptions(), backboneChannels: Int = 0, cropCount: Int = 0,
                 attributes: [(String, String)] = []) throws {
         self.path = path
         self.backboneChannels = backboneChannels
+        self.cropCount = cropCount
+        self.cropBoxes = [Float](repeating: 0, count: cropCount * count * 4)
         self.count = count
         self.gridHeight = gridHeight
         self.gridWidth = gridWidth
@@ -74,6 +82,11 @@ public final class FeatureStoreWriter {
                                                shape: [count, gridHeight, gridWidth, backboneChannels],
                                                chunk: [1, gridHeight, gridWidth, backboneChannels], deflate: options.deflate, shuffle: shuffle)
             }
+            if cropCount > 0 {
+                crops = try f.createDataset("features_crops", type: options.featureType.hdf5,
+                                            shape: [cropCount, count, gridHeight, gridWidth, channels],
+                                            chunk: [1, 1, gridHeight, gridWidth, channels], deflate: options.deflate, shuffle: shuffle)
+            }
             if options.writeImages {
                 images = try f.createDataset("images", type: .uint8, shape: [count, imageHeight, imageWidth, 3],
                                              chunk: [1, imageHeight, imageWidth, 3], deflate: options.deflate, shuffle: false)
@@ -89,8 +102,10 @@ public final class FeatureStoreWriter {
     }
 
     /// Writes image `i`: features `[h*w, C]`, optional RGB `[H*W*3]`, labels `[H*W]`, and its name;
-    /// for a peer's store also the backbone's features `[h*w, D]`.
-    public func write(_ i: Int, features f: Matrix, image: [UInt8]?, labels l: [UInt8]?, name: String?, backbone b: Matrix? = nil) throws {
+    /// for a peer's store also the backbone's features `[h*w, D]`; with `cropCount` crops, each crop's
+    /// features `[h*w, C]` and box.
+    public func write(_ i: Int, features f: Matrix, image: [UInt8]?, labels l: [UInt8]?, name: String?, backbone b: Matrix? = nil,
+                      crops c: [(features: Matrix, box: CropBox)] = []) throws {
         guard i >= 0 && i < count else { throw StoreError(file: path, "image index \(i) out of range 0..<\(count)") }
         guard f.rows == gridHeight * gridWidth && f.cols == channels else {
             throw StoreError(file: path, dataset: "/features",
@@ -99,9 +114,19 @@ public final class FeatureStoreWriter {
         guard (b == nil) == (backbone == nil), b.map({ $0.rows == gridHeight * gridWidth && $0.cols == backboneChannels }) ?? true else {
             throw StoreError(file: path, dataset: "/features_backbone", "backbone features \(b.map { "[\($0.rows), \($0.cols)]" } ?? "missing") for a store with \(backboneChannels) backbone channels")
         }
+        guard c.count == cropCount, c.allSatisfy({ $0.features.rows == f.rows && $0.features.cols == channels }) else {
+            throw StoreError(file: path, dataset: "/features_crops", "\(c.count) crops for a store with \(cropCount) crops per image of [\(f.rows), \(channels)]")
+        }
         do {
             try writeFeatures(f, to: features!, at: i)
             if let ds = backbone, let b { try writeFeatures(b, to: ds, at: i) }
+            if let ds = crops {
+                for (k, crop) in c.enumerated() {
+                    try writeFeatures(crop.features, to: ds, at: i, leading: [k])
+                    let o = (k * count + i) * 4
+                    cropBoxes.replaceSubrange(o..<(o + 4), with: [crop.box.x0, crop.box.y0, crop.box.x1, crop.box.y1])
+                }
+            }
             if let ds = images, let img = image {
                 try ds.write(img, start: [i, 0, 0, 0], count: [1, imageHeight, imageWidth, 3])
             }
@@ -114,8 +139,8 @@ public final class FeatureStoreWriter {
         if let n = name { names[i] = n }
     }
 
-    private func writeFeatures(_ f: Matrix, to ds: HDF5Dataset, at i: Int) throws {
-        let start = [i, 0, 0, 0], cnt = [1, gridHeight, gridWidth, f.cols]
+    private func writeFeatures(_ f: Matrix, to ds: HDF5Dataset, at i: Int, leading: [Int] = []) throws {
+        let start = leading + [i, 0, 0, 0], cnt = leading.map { _ in 1 } + [1, gridHeight, gridWidth, f.cols]
         if options.featureType == .float16 {
             let n = f.count
             if halfScratch.count != n { halfScratch = [UInt16](repeating: 0, count: n) }
@@ -137,11 +162,15 @@ public final class FeatureStoreWriter {
                 let d = try out.file!.createDataset("boxes", type: .float32, shape: [boxes.count, 5])
                 try d.write(boxes.flatMap { $0 })
             }
+            if cropCount > 0 {
+                let d = try out.file!.createDataset("crop_boxes", type: .float32, shape: [cropCount, count, 4])
+                try d.write(cropBoxes)
+            }
             if let m = peerClusters {
                 let d = try out.file!.createDataset("peer_clusters", type: .float32, shape: [m.rows, m.cols])
                 try d.write(m.data)
             }
-            features = nil; images = nil; labels = nil; backbone = nil
+            features = nil; images = nil; labels = nil; backbone = nil; crops = nil
             try out.commit()
             Temporaries.unregister(out.temporaryPath)
         } catch let e as HDF5Error {
@@ -152,7 +181,7 @@ public final class FeatureStoreWriter {
 
     /// Abandons the output (the temporary file is removed).
     public func discard() {
-        features = nil; images = nil; labels = nil; backbone = nil
+        features = nil; images = nil; labels = nil; backbone = nil; crops = nil
         output?.discard()
         output = nil
     }

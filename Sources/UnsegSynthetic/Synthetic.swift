@@ -52,6 +52,11 @@ public struct SyntheticConfig: Sendable, Codable, Equatable {
     /// per-class unit direction: `+ depthDrift * (2t - 1) * classNorm * u_k` at row fraction `t`
     /// (DINO tokens of one object change with its scale and depth; 0 = none).
     public var depthDrift: Float = 1
+    /// Extra small and thin objects per street image (`synth --small-objects N`): poles 1-3 pixels
+    /// wide and signs 3-9 pixels across, below a feature cell at patch 8, so that a head on the
+    /// cell grid loses them (the Two Tricks paper's multi-scale consistency is for these). 0: none,
+    /// and the corpus is byte-identical to one made before the option existed.
+    public var smallObjects: Int = 0
 
     /// The defaults: 100 images of 320x320, patch 8, 384 channels, 27 classes, seed 0, split "train".
     public init() {}
@@ -71,7 +76,7 @@ public struct SyntheticConfig: Sendable, Codable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case imageCount, imageSize, patchSize, channels, classes, modesPerClass, seed, split
-        case noise, modeSpread, instanceSpread, nuisance, normSpread, blurSigma, featureScale, depthDrift
+        case noise, modeSpread, instanceSpread, nuisance, normSpread, blurSigma, featureScale, depthDrift, smallObjects
     }
 
     public init(from decoder: Decoder) throws {
@@ -93,6 +98,7 @@ public struct SyntheticConfig: Sendable, Codable, Equatable {
         blurSigma = try c.decodeIfPresent(Float.self, forKey: .blurSigma) ?? d.blurSigma
         featureScale = try c.decodeIfPresent(Float.self, forKey: .featureScale) ?? d.featureScale
         depthDrift = try c.decodeIfPresent(Float.self, forKey: .depthDrift) ?? d.depthDrift
+        smallObjects = try c.decodeIfPresent(Int.self, forKey: .smallObjects) ?? d.smallObjects
     }
 
     /// Feature cells per image side, `imageSize / patchSize`.
@@ -131,6 +137,7 @@ public struct SyntheticConfig: Sendable, Codable, Equatable {
         try check("blurSigma", blurSigma, 0...10)
         try check("featureScale", featureScale, 1e-6...1e4)
         try check("depthDrift", depthDrift, 0...10)
+        guard (0...64).contains(smallObjects) else { throw fail("smallObjects", smallObjects, "should be in 0...64 (extra small objects per image)") }
     }
 }
 
@@ -155,6 +162,28 @@ public struct SyntheticImage: Sendable, Equatable {
     public var labels: [UInt8]
     /// Name such as "synthetic_train_000042".
     public var name: String
+    /// Features `[h*w, C]` of zoomed-in crops (`image(_:crops:)`), one per box of `cropBoxes`.
+    public var cropFeatures: [Matrix] = []
+    public var cropBoxes: [CropBox] = []
+}
+
+/// Zoomed-in crop views to render with each image (`synth --crops C --crop-scale MIN,MAX`).
+public struct CropViews: Sendable, Equatable {
+    /// Crops per image (1...1024).
+    public var count: Int
+    /// Side as a fraction of the image side (the reference's crop is half: 0.5...0.5).
+    public var scale: ClosedRange<Double>
+    public init(count: Int, scale: ClosedRange<Double> = 0.5...0.5) { self.count = count; self.scale = scale }
+
+    /// Throws a message naming the option unless 1 <= count <= 1024 and 0 < MIN <= MAX <= 1.
+    public func validate() throws {
+        guard (1...1024).contains(count) else {
+            throw SyntheticConfigError(field: "crops", message: "crops=\(count) should be in 1...1024 (crops per image)")
+        }
+        guard scale.lowerBound > 0, scale.upperBound <= 1 else {
+            throw SyntheticConfigError(field: "cropScale", message: "crop-scale=\(scale.lowerBound),\(scale.upperBound) should satisfy 0 < MIN <= MAX <= 1 (fractions of the image side; the reference's is 0.5,0.5)")
+        }
+    }
 }
 
 /// A deterministic synthetic street-scene corpus with ViT-like raw features.
@@ -202,16 +231,30 @@ public struct SyntheticCorpus: Sendable {
         "synthetic_\(config.split)_" + String(format: "%06d", index)
     }
 
-    /// Generates image `index` (0 ..< imageCount); a pure function of (config, index).
-    public func image(_ index: Int) -> SyntheticImage {
+    /// Generates image `index` (0 ..< imageCount); a pure function of (config, index), and with
+    /// `crops` its zoomed-in crop views (boxes `CropBox.draw` seeded by (seed, split, image, crop)),
+    /// rendered from the same scene, instance vectors and nuisance as the full view.
+    public func image(_ index: Int, crops: CropViews? = nil) -> SyntheticImage {
+        let boxes = (0..<(crops?.count ?? 0)).map {
+            CropBox.draw(seed: imageSeed, image: index, crop: $0, size: config.imageSize, patch: config.patchSize, scale: crops!.scale)
+        }
+        return image(index, boxes: boxes)
+    }
+
+    /// Image `index` with crop views of the given boxes (integer pixel boxes inside the image).
+    func image(_ index: Int, boxes: [CropBox]) -> SyntheticImage {
         precondition(index >= 0 && index < config.imageCount,
                      "synthetic image index \(index) out of range 0..<\(config.imageCount)")
         var rng = SeededRandom.stream(seed: imageSeed, index: UInt64(index))
-        let scene = SceneBuilder.build(size: config.imageSize, roles: roles,
-                                       modesPerClass: config.modesPerClass, rng: &rng)
+        let scene = SceneBuilder.build(size: config.imageSize, roles: roles, modesPerClass: config.modesPerClass,
+                                       smallObjects: config.smallObjects, rng: &rng)
         let render = Renderer(config: config, structure: structure)
-        let (features, rgb) = render.render(scene: scene, rng: &rng)
-        return SyntheticImage(index: index, features: features, image: rgb, labels: scene.labels, name: name(index))
+        let cropSeed = SyntheticCorpus.mix(imageSeed ^ 0x43_524F_5056_4945 ^ UInt64(index))
+        let (features, rgb, cropFeatures) = render.render(scene: scene, rng: &rng, crops: boxes, cropSeed: cropSeed)
+        var img = SyntheticImage(index: index, features: features, image: rgb, labels: scene.labels, name: name(index))
+        img.cropFeatures = cropFeatures
+        img.cropBoxes = boxes
+        return img
     }
 
     /// The 27 cityscapes27 class names in protocol order.

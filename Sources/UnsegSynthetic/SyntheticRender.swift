@@ -27,14 +27,62 @@ struct Renderer {
         return (Float(Int64(sum) - 131_070)) * (1.7320508 / 65536)
     }
 
-    func render(scene: Scene, rng: inout SeededRandom) -> (Matrix, [UInt8]) {
-        let c = config.channels, m = config.modesPerClass
-        let p = config.patchSize, h = config.gridSize, size = config.imageSize
-        let cells = h * h
+    /// Features and RGB of `scene`, and the features of each crop in `crops` (the scene rendered
+    /// zoomed in: the box resized to the full image by nearest pixels, then the same feature model
+    /// with the image's instance vectors, nuisance offset and norm scale, and each cell's depth drift
+    /// at its position in the full image; noise and norm factors from the crop's own stream of
+    /// `cropSeed`). Drawing no crops leaves the full view's bytes as they were.
+    func render(scene: Scene, rng: inout SeededRandom, crops: [CropBox] = [], cropSeed: UInt64 = 0) -> (Matrix, [UInt8], [Matrix]) {
+        let c = config.channels, h = config.gridSize, size = config.imageSize
         let instances = scene.instances
-        let r = instances.count
+        let v = instanceVectors(instances, &rng)
+        let fullT: [Float] = (0..<h).map { 2 * (Float($0) + 0.5) / Float(h) - 1 }
+        var feat = mixture(ids: scene.ids, rowT: fullT, v: v, instances: instances)
 
-        // Instance vectors V [R, C]: sub-mode direction plus jitter, unit, times the class norm.
+        // Per-image nuisance offset in a low-rank subspace shared by the corpus, norm scale, noise.
+        var offset = [Float](repeating: 0, count: c)
+        let nuis = structure.nuisance
+        for q in 0..<nuis.rows {
+            let a = rng.gaussian()
+            for j in 0..<c { offset[j] += a * nuis[q, j] }
+        }
+        let on = max(Reduce.dot(offset, offset).squareRoot(), 1e-12)
+        let offsetNorm = config.nuisance * rng.float(in: 0.5..<1.5)
+        for j in 0..<c { offset[j] *= offsetNorm / on }
+        let global = config.featureScale * Float(exp(0.15 * Double(rng.gaussian())))
+        addNoise(&feat, offset: offset, global: global, rng: &rng)
+        let rgb = colors(scene: scene, rng: &rng)
+
+        let cropFeatures: [Matrix] = crops.enumerated().map { k, box in
+            var r = SeededRandom.stream(seed: cropSeed, index: UInt64(k))
+            let rowT: [Float] = (0..<h).map { y in
+                2 * ((box.y0 + (Float(y) + 0.5) * box.height / Float(h)) / Float(size)) - 1
+            }
+            var f = mixture(ids: Renderer.zoom(scene.ids, size: size, box: box), rowT: rowT, v: v, instances: instances)
+            addNoise(&f, offset: offset, global: global, rng: &r)
+            return f
+        }
+        return (feat, rgb, cropFeatures)
+    }
+
+    /// The `size x size` id map of `box` resized to `size x size` by nearest pixels (pixel `X` of the
+    /// crop reads `x0 + floor((X + 0.5) w / size)`): for a half-side box each pixel becomes 2 x 2.
+    static func zoom(_ ids: [UInt8], size: Int, box: CropBox) -> [UInt8] {
+        let x0 = Int(box.x0), y0 = Int(box.y0), bw = Int(box.width), bh = Int(box.height)
+        let xs = (0..<size).map { min(size - 1, x0 + ((2 * $0 + 1) * bw) / (2 * size)) }
+        let ys = (0..<size).map { min(size - 1, y0 + ((2 * $0 + 1) * bh) / (2 * size)) }
+        var out = [UInt8](repeating: 0, count: size * size)
+        for y in 0..<size {
+            let row = ys[y] * size
+            for x in 0..<size { out[y * size + x] = ids[row + xs[x]] }
+        }
+        return out
+    }
+
+    /// Instance vectors V [R, C]: sub-mode direction plus jitter, unit, times the class norm.
+    func instanceVectors(_ instances: [SceneInstance], _ rng: inout SeededRandom) -> [Float] {
+        let c = config.channels, m = config.modesPerClass
+        let r = instances.count
         var v = [Float](repeating: 0, count: r * c)
         let jitter = config.instanceSpread / Float(c).squareRoot()
         structure.modes.data.withUnsafeBufferPointer { modes in
@@ -52,11 +100,18 @@ struct Renderer {
                 }
             }
         }
+        return v
+    }
 
+    /// The noiseless mixture `S = A' V` of an id map (plus each labelled instance's depth drift
+    /// `depthDrift (2t - 1) classNorm u_k`, `rowT[y]` = 2t - 1 of cell row y), `[cells, C]`.
+    func mixture(ids: [UInt8], rowT: [Float], v: [Float], instances: [SceneInstance]) -> Matrix {
+        let c = config.channels, p = config.patchSize, h = config.gridSize, size = config.imageSize
+        let cells = h * h, r = instances.count
         // Area fractions A [cells, R] (pixel counts / p^2).
         var frac = [Float](repeating: 0, count: cells * r)
         let inv = 1 / Float(p * p)
-        scene.ids.withUnsafeBufferPointer { ids in
+        ids.withUnsafeBufferPointer { ids in
             frac.withUnsafeMutableBufferPointer { f in
                 for y in 0..<size {
                     let rowBase = (y / p) * h
@@ -68,8 +123,7 @@ struct Renderer {
         }
         if config.blurSigma > 0 { frac = Renderer.blur3x3(frac, grid: h, width: r, sigma: config.blurSigma) }
 
-        // Mixture S = A' V, skipping the (many) zero fractions, plus each labelled
-        // instance's depth drift depthDrift * (2t - 1) * classNorm * u_k at row fraction t.
+        // Mixture S = A' V, skipping the (many) zero fractions, plus the depth drift.
         var feat = Matrix(rows: cells, cols: c)
         let driftScale: [Float] = instances.map { $0.cls < 0 ? 0 : config.depthDrift * structure.classNorm[$0.cls] }
         frac.withUnsafeBufferPointer { f in
@@ -78,7 +132,7 @@ struct Renderer {
                     feat.data.withUnsafeMutableBufferPointer { out in
                         for i in 0..<cells {
                             let o = out.baseAddress! + i * c
-                            let t = 2 * (Float(i / h) + 0.5) / Float(h) - 1
+                            let t = rowT[i / h]
                             for k in 0..<r {
                                 let w = f[i * r + k]
                                 if w == 0 { continue }
@@ -95,18 +149,12 @@ struct Renderer {
                 }
             }
         }
+        return feat
+    }
 
-        // Per-image nuisance offset in a low-rank subspace shared by the corpus, norm scale, noise.
-        var offset = [Float](repeating: 0, count: c)
-        let nuis = structure.nuisance
-        for q in 0..<nuis.rows {
-            let a = rng.gaussian()
-            for j in 0..<c { offset[j] += a * nuis[q, j] }
-        }
-        let on = max(Reduce.dot(offset, offset).squareRoot(), 1e-12)
-        let offsetNorm = config.nuisance * rng.float(in: 0.5..<1.5)
-        for j in 0..<c { offset[j] *= offsetNorm / on }
-        let global = config.featureScale * Float(exp(0.15 * Double(rng.gaussian())))
+    /// `f_i = g (r_i (S_i + noise_i) + o)` in place: per-cell log-normal norm factor and isotropic noise from `rng`.
+    func addNoise(_ feat: inout Matrix, offset: [Float], global: Float, rng: inout SeededRandom) {
+        let c = config.channels, cells = feat.rows
         let sigma = config.noise / Float(c).squareRoot()
         let spread = Double(config.normSpread)
         feat.data.withUnsafeMutableBufferPointer { out in
@@ -120,8 +168,11 @@ struct Renderer {
                 }
             }
         }
+    }
 
-        // RGB: instance colour (class + sub-mode + jitter), vertical shading, texture, image brightness.
+    /// RGB: instance colour (class + sub-mode + jitter), vertical shading, texture, image brightness.
+    func colors(scene: Scene, rng: inout SeededRandom) -> [UInt8] {
+        let size = config.imageSize, instances = scene.instances, m = config.modesPerClass
         let brightness = rng.float(in: 0.8..<1.15)
         var colors: [SIMD3<Float>] = []
         var texture: [Float] = []
@@ -160,7 +211,7 @@ struct Renderer {
                 }
             }
         }
-        return (feat, rgb)
+        return rgb
     }
 
     @inline(__always) static func byte(_ v: Float) -> UInt8 {

@@ -207,7 +207,7 @@ struct SceneBuilder {
     /// Depth-ordered foreground objects.
     enum Object { case pole(Float), vehicle(Float), person(Float) }
 
-    static func build(size: Int, roles: SceneRoles, modesPerClass: Int, rng: inout SeededRandom) -> Scene {
+    static func build(size: Int, roles: SceneRoles, modesPerClass: Int, smallObjects: Int = 0, rng: inout SeededRandom) -> Scene {
         var b = SceneBuilder(size: size, modes: modesPerClass)
         let s = b.s
         func u(_ lo: Float, _ hi: Float) -> Float { rng.float(in: lo..<hi) }
@@ -378,6 +378,20 @@ struct SceneBuilder {
                     b.rect(px - 0.1 * h, yb - 0.35 * h, px + 0.1 * h, yb, id)
                     b.ellipse(px, yb - 0.88 * h, 0.08 * h, 0.09 * h, id)
                 }
+            }
+        }
+
+        // Extra small and thin objects (synth --small-objects): poles 1-3 px wide, signs 3-9 px, near the horizon.
+        for _ in 0..<smallObjects {
+            let x = u(0.02, 0.98) * s
+            if roles.has(.pole) && (rng.bernoulli(0.5) || !roles.has(.trafficSign)) {
+                let width = u(1, 3), yb = horizon + u(0, 0.35) * (s - horizon)
+                let nid = new(.pole)
+                b.rect(x - width / 2, yb - s * u(0.08, 0.25), x + width / 2, yb, nid)
+            } else if roles.has(.trafficSign) {
+                let side = u(3, 9), cy = horizon - s * u(-0.1, 0.25)
+                let nid = new(.trafficSign)
+                if rng.bernoulli(0.5) { b.rect(x - side / 2, cy - side / 2, x + side / 2, cy + side / 2, nid) } else { b.ellipse(x, cy, side / 2, side / 2, nid) }
             }
         }
 
