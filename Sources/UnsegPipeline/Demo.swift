@@ -55,6 +55,19 @@ extension Recipe {
         return r
     }
 
+    /// Weight of the multi-scale consistency in the demo's "+multi-scale consistency" row (chosen on
+    /// the corpus with small objects, Docs/fitting.md).
+    public static let demoConsistencyWeight = 1.0
+
+    /// The "+multi-scale consistency" row: PriMaPs-EM with the Two Tricks paper's crop consistency
+    /// (needs the store's crop views).
+    public var withConsistency: Recipe {
+        var r = self
+        r.name = name + "-consistency"
+        r.primapsEM.consistencyWeight = Recipe.demoConsistencyWeight
+        return r
+    }
+
     /// The "MaskContrast-style" row: the contrastive head, then mask-level clustering through it.
     public var maskContrastOnly: Recipe {
         var r = self
@@ -69,6 +82,8 @@ public struct DemoRow: Sendable {
     public var method: String
     public var accuracy: Double
     public var miou: Double
+    /// Mean IoU of the ground-truth segments under 0.5% of the image (`SegmentSizeIoU.smallIoU`).
+    public var smallIoU: Double? = nil
 }
 
 /// What `unseg demo` did, for printing.
@@ -79,11 +94,13 @@ public struct DemoSummary: Sendable {
 
     /// The table in the paper's form (Acc / mIoU, %, Hungarian-matched).
     public func table() -> String {
-        var s = "method              Acc     mIoU\n"
-        s += "------------------  ------  ------\n"
+        var s = "method                      Acc     mIoU   small\n"
+        s += "--------------------------  ------  ------  ------\n"
         for r in rows {
-            s += r.method.padding(toLength: 18, withPad: " ", startingAt: 0) + String(format: "  %6.1f  %6.1f\n", r.accuracy, r.miou)
+            s += r.method.padding(toLength: 26, withPad: " ", startingAt: 0) + String(format: "  %6.1f  %6.1f", r.accuracy, r.miou)
+                + (r.smallIoU.map { String(format: "  %6.1f", $0) } ?? "       -") + "\n"
         }
+        s += "(small: mean IoU of ground-truth segments under 0.5% of the image)\n"
         return s
     }
 }
@@ -100,10 +117,11 @@ public enum DemoFiles {
 
 /// `unseg demo` as a library call: the whole pipeline on a synthetic corpus.
 ///
-/// synth train + val -> propose (PriMaPs) -> four fits, each followed by predict val -> evaluate
-/// (Hungarian) -> report: the k-means Baseline (PCA + cosine k-means warm-up), Segment k-means
-/// (mask-level clustering of the stored features), MaskContrast-style (contrastive head + mask
-/// clustering), PriMaPs-EM on top of the Baseline; then export. Every stage writes its file into
+/// synth train (with two crop views per image) + val -> propose (PriMaPs) -> five fits, each
+/// followed by predict val -> evaluate (Hungarian, IoU by object size) -> report: the k-means
+/// Baseline (PCA + cosine k-means warm-up), Segment k-means (mask-level clustering of the stored
+/// features), MaskContrast-style (contrastive head + mask clustering), PriMaPs-EM on top of the
+/// Baseline, and PriMaPs-EM with the multi-scale consistency; then export. Every stage writes its file into
 /// `workdir`, so any stage can be rerun alone with the matching subcommand.
 public enum DemoJob {
     public struct Options: Sendable {
@@ -136,7 +154,9 @@ public enum DemoJob {
         for (name, n, split) in [("train.h5", o.trainImages, "train"), ("val.h5", o.valImages, "val")] {
             let config = SyntheticConfig(imageCount: n, imageSize: 320, patchSize: 8, channels: 384,
                                          classes: recipe.classes, seed: o.seed, split: split)
-            try Synthesize.writeStore(config: config, path: path(name), threads: o.threads, progress: progress("synth \(split)"))
+            // The training images' crop views serve the consistency row only (/features is the same without them).
+            try Synthesize.writeStore(config: config, path: path(name), crops: split == "train" ? CropViews(count: 2) : nil,
+                                      threads: o.threads, progress: progress("synth \(split)"))
             files.append((split + " store", path(name)))
             log("synth: \(n) \(split) images -> \(path(name))")
         }
@@ -171,7 +191,8 @@ public enum DemoJob {
         // the Baseline, each: fit -> predict val -> evaluate.
         var rows: [DemoRow] = []
         for (label, r, tag) in [("Baseline (k-means)", recipe.baseline, "baseline"), ("Segment k-means", recipe.segmentKMeansOnly, "segment-kmeans"),
-                                ("MaskContrast-style", recipe.maskContrastOnly, "maskcontrast"), ("+PriMaPs-EM", recipe, "primaps-em")] {
+                                ("MaskContrast-style", recipe.maskContrastOnly, "maskcontrast"), ("+PriMaPs-EM", recipe, "primaps-em"),
+                                ("+multi-scale consistency", recipe.withConsistency, "consistency")] {
             let ckpt = path("\(tag).h5")
             if fm.fileExists(atPath: ckpt) { try fm.removeItem(atPath: ckpt) }
             let masksOnly = r.stages.allSatisfy(\.isMaskStage)
@@ -179,7 +200,7 @@ public enum DemoJob {
             fo.threads = o.threads
             // EM starts from the Baseline's prototypes: the same as fitting warm-up + EM in one run
             // (bit-identical, tested), without redoing PCA and the warm-up.
-            if tag == "primaps-em" { fo.initFromPath = path("baseline.h5") }
+            if tag == "primaps-em" || tag == "consistency" { fo.initFromPath = path("baseline.h5") }
             fo.progress = progress("fit \(tag)")
             let fit = try FitJob.run(fo)
             log(String(format: "fit %@: %d steps in %.1f s -> %@", tag, fit.stepsRun, fit.seconds, ckpt))
@@ -188,12 +209,12 @@ public enum DemoJob {
             po.threads = o.threads
             po.progress = progress("predict \(tag)")
             _ = try PredictJob.run(po)
-            let rep = try EvaluateJob.run(storePath: path("val.h5"), predictionsPath: preds, threads: o.threads)
+            let rep = try EvaluateJob.run(storePath: path("val.h5"), predictionsPath: preds, bySize: true, threads: o.threads)
             let reportDir = path("\(tag)-report")
             try EvaluationReportWriter.write(rep, to: reportDir)
             let json = path("\(tag)-metrics.json")
-            try rep.result.jsonData().write(to: URL(fileURLWithPath: json), options: .atomic)
-            rows.append(DemoRow(method: label, accuracy: rep.result.accuracy, miou: rep.result.miou))
+            try rep.jsonData().write(to: URL(fileURLWithPath: json), options: .atomic)
+            rows.append(DemoRow(method: label, accuracy: rep.result.accuracy, miou: rep.result.miou, smallIoU: rep.bySize?.smallIoU))
             files += [("\(label) checkpoint", ckpt), ("\(label) val predictions", preds), ("\(label) report", reportDir + "/report.md")]
             log(String(format: "evaluate %@: Acc %.1f, mIoU %.1f -> %@", tag, rep.result.accuracy, rep.result.miou, reportDir))
             if tag == "primaps-em" {

@@ -95,6 +95,7 @@ public enum FitJob {
         guard recipe.classes <= l.channels else {
             throw RecipeError("classes: \(recipe.classes) prototypes need at least as many feature channels, but \(o.storePath) has \(l.channels)")
         }
+        try PriMaPsEMRunner.checkCropViews(store: store, recipe: recipe)
         let proposals = try ProposalProvider(options: o, store: store)
         let validator = try o.valPath.map { try Validator(path: $0, classCount: o.valClassCount ?? recipe.classes, trainChannels: l.channels, threads: o.threads) }
         let runners: [any StageRunner] = recipe.stages.map { runner(for: $0) }
@@ -529,9 +530,7 @@ struct PriMaPsEMRunner: StageRunner {
         }
         let consistency = c.recipe.primapsEM.consistencyWeight > 0
         if consistency {
-            guard l.cropCount > 0 else {
-                throw StoreError(file: c.store.path, dataset: "/features_crops", "missing; primaps-em.consistency_weight \(c.recipe.primapsEM.consistencyWeight) needs crop views of the training images: extract them with `unseg-extract --crops 2` (or `unseg synth --crops 2`), or set consistency_weight: 0")
-            }
+            try Self.checkCropViews(store: c.store, recipe: c.recipe)
             c.options.log?("M-step consistency: weight \(c.recipe.primapsEM.consistencyWeight), teacher \(c.recipe.primapsEM.consistencyTeacher.rawValue), \(c.recipe.primapsEM.consistencyTarget.rawValue) targets, one of the \(l.cropCount) crops in \(c.store.path):/features_crops per image and epoch (seeded)")
         }
         try c.runEpochs(&ck, kind: .primapsEM, orderStage: 1, epochs: c.recipe.epochs, state: { t.state.record }) { items, epoch in
@@ -557,6 +556,15 @@ struct PriMaPsEMRunner: StageRunner {
             return (st.loss, t.momentum)
         }
         return StageOutput(prototypes: t.momentum)
+    }
+}
+
+extension PriMaPsEMRunner {
+    /// A recipe with the multi-scale consistency needs the store's crop views (checked before any stage runs).
+    static func checkCropViews(store: FeatureStore, recipe: Recipe) throws {
+        let w = recipe.primapsEM.consistencyWeight
+        guard w > 0, recipe.stages.contains(.primapsEM), store.layout.cropCount == 0 else { return }
+        throw StoreError(file: store.path, dataset: "/features_crops", "missing; primaps-em.consistency_weight \(w) needs crop views of the training images: extract them with `unseg-extract --crops 2` (or `unseg synth --crops 2`), or set consistency_weight: 0")
     }
 }
 

@@ -36,7 +36,7 @@ public enum Inspect {
             out += "\nlayout: \(l.imageCount) images, \(l.gridHeight)x\(l.gridWidth) cells x \(l.channels) channels (\(l.featureType))"
             out += ", images \(l.imageHeight)x\(l.imageWidth), patch \(s.metadata.patchSize)\n"
             out += "  images: \(l.hasImages ? "yes" : "no"), labels: \(l.hasLabels ? "yes (\(s.metadata.labelIDs.rawValue) ids)" : "no"), names: \(l.hasNames ? "yes" : "no")"
-            out += ", flipped features: \(l.hasFlippedFeatures ? "yes" : "no"), augmented views: \(l.viewCount), boxes: \(l.boxCount)\n"
+            out += ", flipped features: \(l.hasFlippedFeatures ? "yes" : "no"), augmented views: \(l.viewCount), crop views: \(l.cropCount), boxes: \(l.boxCount)\n"
             if l.backboneChannels > 0 {
                 let k = (try? s.peerClusters())??.rows
                 out += "  a peer's store: /features is the \(s.metadata.backbone) code; masks from /features_backbone (\(l.backboneChannels) channels)"
