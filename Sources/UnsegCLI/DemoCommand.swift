@@ -8,16 +8,18 @@ import UnsegStore
 extension Unseg {
     struct Demo: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Run the whole pipeline on a built-in synthetic corpus and print Baseline vs +PriMaPs-EM.",
+            abstract: "Run the whole pipeline on a built-in synthetic corpus and print the methods' Acc / mIoU side by side.",
             discussion: """
-            Generates train and val stores, fits the k-means baseline and PriMaPs-EM on train, predicts and evaluates \
-            val (Hungarian matching), writes reports with pictures and exports pseudo-labels. All files go to --workdir; \
-            each stage can be rerun alone with its subcommand.
+            Generates train (with two zoomed-in crop views per image) and val stores, fits the k-means Baseline, \
+            Segment k-means, the MaskContrast-style head, PriMaPs-EM, and PriMaPs-EM with the Two Tricks paper's \
+            multi-scale consistency on train, predicts and evaluates val (Hungarian matching; "small" is the mean IoU \
+            of ground-truth segments under 0.5% of the image), writes reports with pictures and exports \
+            pseudo-labels. All files go to --workdir; each stage can be rerun alone with its subcommand.
             """)
 
         @Option(help: "Working directory for the stores and outputs.")
         var workdir: String = "unseg-demo"
-        @Option(help: "classes (the default: Baseline vs +PriMaPs-EM on street scenes) or saliency (the Fiedler foreground with and without the guided filter, and CorLoc, on object-centric scenes).")
+        @Option(help: "classes (the default: the five methods on street scenes) or saliency (the Fiedler foreground with and without the guided filter, and CorLoc, on object-centric scenes).")
         var task: DemoTask = .classes
         @Option(help: "Training images.")
         var trainImages: Int = 300

@@ -11,12 +11,15 @@ public struct EMCrop: Sendable {
     public init(features: Matrix, box: CropBox) { self.features = features; self.box = box }
 }
 
-/// What the student is matched to on the crop.
+/// What the student is matched to on the crop, and how.
 public enum ConsistencyTarget: String, Sendable, Codable, CaseIterable {
-    /// The teacher's softmax (cross-entropy to a soft assignment).
+    /// Cross-entropy to the teacher's softmax (a soft assignment).
     case soft
-    /// The teacher's argmax (cross-entropy to a hard assignment; ties: the lowest class).
+    /// Cross-entropy to the teacher's argmax (a hard assignment; ties: the lowest class).
     case hard
+    /// Squared error between the student's and the teacher's softmax, summed over classes: the
+    /// reference's loss (`(mask_s - target).pow(2)`, there on guided-filtered soft masks).
+    case mse
 }
 
 /// The multi-scale consistency criterion of the Two Tricks paper (Sari, Favaro, Locatello), in
@@ -29,6 +32,8 @@ public enum ConsistencyTarget: String, Sendable, Codable, CaseIterable {
 /// distribution to the teacher's (soft or hard) assignment, averaged over the crop cells of the
 /// batch and weighted: `weight (1/N) sum_j -sum_k t_jk log softmax(A l)_jk`. Its gradient with
 /// respect to the student's logits is `weight/N A^T (softmax(A l) - t)`, through the student only.
+/// `.mse` is the reference's squared error `weight (1/N) sum_j |softmax(A l)_j - t_j|^2` instead
+/// (gradient `weight/N A^T (p * (g - <p, g>))`, `g = 2 (p - t)`).
 ///
 /// Why the M-step: the idea is a dense prediction matched across scales, and PriMaPs-EM's
 /// prototypes are the dense predictor of the pipeline (a class per cell, upsampled); the
@@ -91,14 +96,26 @@ public enum MultiScaleConsistency {
                         for q in 1..<k { m = max(m, row[q]) }
                         var sum: Float = 0
                         for q in 0..<k { let e = LibM.expf(row[q] - m); d[j * k + q] = e; sum += e }
-                        let logSum = LibM.logf(sum) + m
-                        var rowCE = 0.0
-                        for q in 0..<k {
-                            let tq = tp[j * k + q]
-                            d[j * k + q] = d[j * k + q] / sum - tq
-                            if tq != 0 { rowCE -= Double(tq) * Double(row[q] - logSum) }
+                        let o = j * k
+                        var rowLoss = 0.0
+                        if target == .mse {
+                            var dot: Float = 0
+                            for q in 0..<k {
+                                let p = d[o + q] / sum, diff = p - tp[o + q]
+                                rowLoss += Double(diff) * Double(diff)
+                                d[o + q] = p
+                                dot += p * 2 * diff
+                            }
+                            for q in 0..<k { let p = d[o + q]; d[o + q] = p * (2 * (p - tp[o + q]) - dot) }
+                        } else {
+                            let logSum = LibM.logf(sum) + m
+                            for q in 0..<k {
+                                let tq = tp[o + q]
+                                d[o + q] = d[o + q] / sum - tq
+                                if tq != 0 { rowLoss -= Double(tq) * Double(row[q] - logSum) }
+                            }
                         }
-                        ce += rowCE
+                        ce += rowLoss
                     }
                 }
             }
@@ -114,7 +131,7 @@ public enum MultiScaleConsistency {
                       cropHeight: s.height, cropWidth: s.width)
     }
 
-    /// The teacher's assignment per crop cell from its logits `[cells, K]`: softmax, or one-hot argmax.
+    /// The teacher's assignment per crop cell from its logits `[cells, K]`: softmax (`.soft`, `.mse`), or one-hot argmax.
     public static func teacherTargets(_ logits: Matrix, target: ConsistencyTarget) -> Matrix {
         let k = logits.cols
         var t = Matrix(rows: logits.rows, cols: k)
@@ -125,7 +142,7 @@ public enum MultiScaleConsistency {
             switch target {
             case .hard:
                 t.data[o + arg] = 1
-            case .soft:
+            case .soft, .mse:
                 var sum: Float = 0
                 for q in 0..<k { let e = LibM.expf(logits.data[o + q] - m); t.data[o + q] = e; sum += e }
                 for q in 0..<k { t.data[o + q] /= sum }

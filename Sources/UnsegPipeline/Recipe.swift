@@ -141,7 +141,7 @@ public struct Recipe: Equatable, Sendable, Codable {
         public var consistencyWeight: Double = 0
         /// The teacher on the crop: running (the current prototypes, stop-gradient, as the reference) | momentum (the EMA copy).
         public var consistencyTeacher: PrototypeCopy = .running
-        /// soft | hard: cross-entropy to the teacher's softmax or argmax.
+        /// soft | hard: cross-entropy to the teacher's softmax or argmax; mse: the reference's squared error between the softmaxes.
         public var consistencyTarget: ConsistencyTarget = .soft
         enum CodingKeys: String, CodingKey, CaseIterable {
             case epochs, learningRate = "learning_rate", gamma, momentumEvery = "momentum_every"
@@ -505,7 +505,7 @@ public struct Recipe: Equatable, Sendable, Codable {
         out += "  primaps_threshold: \(num(primapsEM.primapsThreshold))\n"
         out += "  consistency_weight: \(num(primapsEM.consistencyWeight))     # multi-scale consistency on the store's crop views, 0 = off\n"
         out += "  consistency_teacher: \(primapsEM.consistencyTeacher.rawValue) # running (current model, stop-gradient) | momentum (EMA)\n"
-        out += "  consistency_target: \(primapsEM.consistencyTarget.rawValue)     # soft | hard (cross-entropy to the teacher's softmax or argmax)\n"
+        out += "  consistency_target: \(primapsEM.consistencyTarget.rawValue)     # soft | hard (cross-entropy to the teacher's softmax or argmax) | mse (the reference's squared error)\n"
         out += "maskcontrast:\n"
         out += "  epochs: \(maskContrast.epochs)\n"
         out += "  head: \(maskContrast.head.rawValue)              # linear | mlp\n"

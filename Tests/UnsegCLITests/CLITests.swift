@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import UnsegTestSupport
+import UnsegImaging
 
 /// End-to-end tests of the built `unseg` binary: output, files and exit codes.
 @Suite struct CLITests {
@@ -145,9 +146,20 @@ import UnsegTestSupport
         #expect((json["class_names"] as? [String])?.count == 21)
         // 5 classes occur in the photo; the other 16 are skipped and reported.
         #expect((json["skipped_classes"] as? [Int])?.count == 16)
-        for f in ["report.md", "confusion.png", "per_class_iou.png"] {
+        for f in ["report.md", "confusion.png", "per_class_iou.png", "iou_by_size.png"] {
             #expect(FileManager.default.fileExists(atPath: dir + "/report/" + f), "\(f)")
         }
+        // With --report the IoU by object size is computed: a perfect prediction scores 100 on every segment.
+        #expect(r.stdout.contains("IoU by object size"), "\(r.stdout)")
+        let sizes = try #require(json["iou_by_size"] as? [String: Any])
+        let means = try #require(sizes["mean_iou"] as? [Any])
+        let counts = try #require(sizes["segments"] as? [Int])
+        #expect(counts.reduce(0, +) > 0 && means.count == 5)
+        for (m, n) in zip(means, counts) where n > 0 { #expect((m as? Double) == 100, "\(sizes)") }
+        let md = try String(contentsOfFile: dir + "/report/report.md", encoding: .utf8)
+        #expect(md.contains("## IoU by object size") && md.contains("iou_by_size.png"))
+        let chart = try PNG.readRGB(dir + "/report/iou_by_size.png")
+        #expect(chart.width > 200 && chart.height > 100)
     }
 
     @Test func evaluateErrorsAreOneParagraph() throws {

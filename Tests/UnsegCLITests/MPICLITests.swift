@@ -100,6 +100,32 @@ func fileBytes(_ p: String) -> Data { FileManager.default.contents(atPath: p) ??
         }
     }
 
+    @Test("a fit with the multi-scale consistency (crop views) and evaluate --by-size under mpirun -np 2 write the bytes of one process")
+    func consistencySameBytes() throws {
+        let dir = scratchDir("mpi-consistency")
+        let train = dir + "/train.h5", recipe = dir + "/r.yaml"
+        try? FileManager.default.removeItem(atPath: train)
+        let s = try runUnseg(["synth", "--out", train, "--images", "11", "--size", "64", "--classes", "4", "--channels", "16",
+                              "--crops", "2", "--crop-scale", "0.4,0.6", "--small-objects", "4"])
+        #expect(s.status == 0, "\(s.stderr)")
+        try "name: c\nclasses: 4\nbatch_size: 4\nseed: 1\npca-init:\n  sample_images: 8\ncosine-kmeans:\n  epochs: 1\nprimaps-em:\n  epochs: 2\n  momentum_every: 1\n  proposals: primaps-unrefined\n  consistency_weight: 1\n  consistency_teacher: momentum\n"
+            .write(toFile: recipe, atomically: true, encoding: .utf8)
+        for n in [1, 2] {
+            for f in ["ck", "pred"] { try? FileManager.default.removeItem(atPath: dir + "/\(f)-np\(n).h5") }
+            let f = ["fit", "--recipe", recipe, "--store", train, "--checkpoint", dir + "/ck-np\(n).h5", "--threads", "1"]
+            let p = ["predict", "--checkpoint", dir + "/ck-np1.h5", "--store", train, "--out", dir + "/pred-np\(n).h5"]
+            let e = ["evaluate", "--store", train, "--predictions", dir + "/pred-np1.h5", "--by-size", "--json", dir + "/m-np\(n).json"]
+            for args in [f, p, e] {
+                let r = n == 1 ? try runUnseg(args) : try runMPI(n, args)
+                #expect(r.status == 0, "np \(n) \(args[0]): \(r.stderr)")
+            }
+        }
+        let a = fileBytes(dir + "/ck-np1.h5"), b = fileBytes(dir + "/ck-np2.h5")
+        #expect(!a.isEmpty && a == b, "checkpoint: -np 2 differs from one process")
+        let j1 = String(decoding: fileBytes(dir + "/m-np1.json"), as: UTF8.self), j2 = String(decoding: fileBytes(dir + "/m-np2.json"), as: UTF8.self)
+        #expect(j1.contains("small_iou") && j1 == j2, "evaluate --by-size: -np 2 differs")
+    }
+
     /// Processes whose command line mentions `text` (ranks of a job still running), mpirun excluded.
     static func pids(mentioning text: String) -> [Int32] {
         let pids = (try? FileManager.default.contentsOfDirectory(atPath: "/proc"))?.compactMap { Int32($0) } ?? []

@@ -27,7 +27,8 @@ import UnsegCore
 
     /// The criterion written out directly in Double: each crop cell's centre in image pixels,
     /// the bilinear interpolant of the student's logits there (align_corners=False, clamped),
-    /// softmax, cross-entropy to the teacher's target; mean over all crop cells, times the weight.
+    /// softmax, cross-entropy to the teacher's target (or the squared error for `.mse`); mean over
+    /// all crop cells, times the weight.
     func reference(params: [Double], teacher: PrototypeModel, samples: [EMSample], weight: Double, target: ConsistencyTarget) -> Double {
         let k = Self.K, c = Self.C
         var weff = [Double](repeating: 0, count: k * c)
@@ -65,7 +66,11 @@ import UnsegCore
                     let ts = t.reduce(0, +)
                     t = t.map { $0 / ts }
                     if target == .hard { let a = tl.firstIndex(of: tm)!; t = (0..<k).map { $0 == a ? 1 : 0 } }
-                    for q in 0..<k where t[q] > 0 { total -= t[q] * (z[q] - lse) }
+                    if target == .mse {
+                        for q in 0..<k { let d = Foundation.exp(z[q] - lse) - t[q]; total += d * d }
+                    } else {
+                        for q in 0..<k where t[q] > 0 { total -= t[q] * (z[q] - lse) }
+                    }
                     cells += 1
                 }
             }
@@ -73,7 +78,7 @@ import UnsegCore
         return weight * total / Double(cells)
     }
 
-    @Test(arguments: [ConsistencyTarget.soft, .hard])
+    @Test(arguments: [ConsistencyTarget.soft, .hard, .mse])
     func gradientMatchesFiniteDifferences(target: ConsistencyTarget) throws {
         let batch = samples(seed: 7, boxes: Self.boxes)
         let student = PrototypeModel(directions: randomMatrix(Self.K, Self.C, seed: 11), gains: [1.3, 0.7, 1.1])

@@ -69,3 +69,35 @@ def test_bad_crop_options_write_nothing(tmp_path, vits8_ckpt):
                      "--out", tmp_path / "o.h5", "--size", 64, "--quiet", *extra])
         assert r.returncode == 1 and expect in r.stderr, r.stderr
     assert listing(tmp_path) == before
+
+
+def test_unseg_reads_the_crops_fits_with_them_and_refuses_bad_boxes(tmp_path, vits8_ckpt):
+    """The extractor's crops through the unseg binary: inspect counts them, a fit with the
+    consistency term reads them; a box moved outside the image, or shrunk under a patch, is
+    refused naming /crop_boxes, the crop and the image, and the damaged store is left as it was."""
+    from test_end_to_end import tiny_recipe
+    from conftest import run_unseg
+    make_cityscapes(tmp_path / "cs", "train", 8, ids=list(range(7, 34)), block=16)
+    out = tmp_path / "c.h5"
+    r = run_sub(["cityscapes", "--root", tmp_path / "cs", "--backbone", "dino_vits8", "--checkpoint", vits8_ckpt,
+                 "--out", out, "--size", 64, "--batch-size", 4, "--quiet", "--crops", 2])
+    assert r.returncode == 0, r.stderr
+    r = run_unseg("inspect", out)
+    assert r.returncode == 0 and "crop views: 2" in r.stdout, r.stdout + r.stderr
+    recipe = tiny_recipe(tmp_path / "tiny.yaml")
+    recipe.write_text(recipe.read_text().replace("primaps-em:\n", "primaps-em:\n  consistency_weight: 1\n", 1))
+    r = run_unseg("fit", "--recipe", recipe, "--store", out, "--checkpoint", tmp_path / "ck.h5", "--threads", 2)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "M-step consistency: weight 1.0" in r.stdout + r.stderr, r.stdout + r.stderr
+    for name, box, needle in (("outside", [40, 8, 72, 40], "outside the 64x64 image"),
+                              ("small", [8, 8, 12, 40], "a side under one patch")):
+        bad = tmp_path / f"bad-{name}.h5"
+        bad.write_bytes(out.read_bytes())
+        with h5py.File(bad, "r+") as f:
+            f["crop_boxes"][1, 5] = np.array(box, np.float32)
+        before = bad.read_bytes()
+        for args in (("inspect", bad), ("fit", "--recipe", recipe, "--store", bad, "--checkpoint", tmp_path / f"ck-{name}.h5")):
+            r = run_unseg(*args)
+            assert r.returncode == 1, (args, r.stdout, r.stderr)
+            assert "/crop_boxes" in r.stderr and "crop 1 of image 5" in r.stderr and needle in r.stderr, r.stderr
+        assert bad.read_bytes() == before and not (tmp_path / f"ck-{name}.h5").exists()
