@@ -1,5 +1,6 @@
 import Foundation
 import UnsegEvaluation
+import UnsegImaging
 import UnsegLinAlg
 import UnsegProposals
 import UnsegStore
@@ -138,6 +139,19 @@ public enum DemoJob {
         public init() {}
     }
 
+    /// Mean segment IoU per size bin of +PriMaPs-EM and +multi-scale consistency, bars side by side.
+    static func sizeChart(without a: SegmentSizeIoU, with b: SegmentSizeIoU) -> RGBImage {
+        var values: [Double] = [], names: [String] = [], colors: [RGB] = []
+        for (i, bin) in SegmentSizeIoU.binNames.enumerated() where a.meanIoU[i] != nil && b.meanIoU[i] != nil {
+            values += [a.meanIoU[i]!, b.meanIoU[i]!]
+            names += ["\(bin) +PriMaPs-EM", "\(bin) +consistency"]
+            colors += [RGB(150, 150, 160), RGB(31, 119, 180)]
+        }
+        return Charts.barChart(values: values, names: names,
+                               title: String(format: "IoU by object size (val): small %.1f -> %.1f", a.smallIoU ?? 0, b.smallIoU ?? 0),
+                               axisLabel: "mean segment IoU (%)", maxValue: 100, showMean: false, colors: colors)
+    }
+
     public static func run(_ o: Options, log: @escaping (String) -> Void,
                            progress: @escaping (String) -> ProgressSink?) throws -> DemoSummary {
         let start = Date()
@@ -190,6 +204,7 @@ public enum DemoJob {
         // 3. Baseline (cosine k-means), Segment k-means, MaskContrast-style, and PriMaPs-EM on top of
         // the Baseline, each: fit -> predict val -> evaluate.
         var rows: [DemoRow] = []
+        var sizes: [String: SegmentSizeIoU] = [:]
         for (label, r, tag) in [("Baseline (k-means)", recipe.baseline, "baseline"), ("Segment k-means", recipe.segmentKMeansOnly, "segment-kmeans"),
                                 ("MaskContrast-style", recipe.maskContrastOnly, "maskcontrast"), ("+PriMaPs-EM", recipe, "primaps-em"),
                                 ("+multi-scale consistency", recipe.withConsistency, "consistency")] {
@@ -215,6 +230,7 @@ public enum DemoJob {
             let json = path("\(tag)-metrics.json")
             try rep.jsonData().write(to: URL(fileURLWithPath: json), options: .atomic)
             rows.append(DemoRow(method: label, accuracy: rep.result.accuracy, miou: rep.result.miou, smallIoU: rep.bySize?.smallIoU))
+            sizes[tag] = rep.bySize
             files += [("\(label) checkpoint", ckpt), ("\(label) val predictions", preds), ("\(label) report", reportDir + "/report.md")]
             log(String(format: "evaluate %@: Acc %.1f, mIoU %.1f -> %@", tag, rep.result.accuracy, rep.result.miou, reportDir))
             if tag == "primaps-em" {
@@ -226,6 +242,11 @@ public enum DemoJob {
                 files.append(("pseudo-labels (PNG) + manifest", ex.manifestPath))
                 log("export: \(ex.labelFiles.count) label PNGs, \(ex.sampleFiles.count) side-by-side samples -> \(ex.outDir)")
             }
+        }
+        if let a = sizes["primaps-em"], let b = sizes["consistency"] {
+            let chart = path("iou-by-size.png")
+            try PNG.write(DemoJob.sizeChart(without: a, with: b), to: chart)
+            files.append(("IoU by object size, with and without the consistency (PNG)", chart))
         }
         return DemoSummary(rows: rows, files: files, seconds: Date().timeIntervalSince(start))
     }
