@@ -127,7 +127,8 @@ public enum FitJob {
             if ck.storeImages != l.imageCount || ck.featureHeight != l.gridHeight || ck.featureWidth != l.gridWidth {
                 throw StoreError(file: o.storePath, "has \(l.imageCount) images of \(l.gridHeight)x\(l.gridWidth) cells but the checkpoint \(o.checkpointPath) was fitted on \(ck.storeImages) of \(ck.featureHeight)x\(ck.featureWidth) (\(ck.storePath)); resume with the same store")
             }
-            if ck.recipeYAML != recipe.yaml() {
+            // Compared as recipes, not text: a checkpoint written before a key existed holds its default.
+            if ck.recipeYAML != recipe.yaml(), (try? Recipe.parse(ck.recipeYAML)) != recipe {
                 throw RecipeError("the recipe differs from the one in \(o.checkpointPath): \(recipeDifferences(ck.recipeYAML, recipe.yaml())); resume with the same recipe and --seed, or start a new checkpoint")
             }
             resumedFrom = ck.step

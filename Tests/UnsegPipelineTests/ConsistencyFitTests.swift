@@ -49,6 +49,34 @@ import UnsegSynthetic
         #expect(zip(plain.emLoss, results[0].emLoss).allSatisfy { $0 <= $1 }, "the consistency term adds a non-negative loss")
     }
 
+    /// A checkpoint written before the consistency keys existed (its recipe text lacks them) resumes:
+    /// recipes are compared as recipes, missing keys being their defaults.
+    @Test func aCheckpointFromBeforeTheKeysResumes() throws {
+        let train = try store("cons-old.h5", crops: false)
+        let ck = scratch("cons-old-ck.h5")
+        try? FileManager.default.removeItem(atPath: ck)
+        var o = FitOptions(recipe: recipe(weight: 0), storePath: train, checkpointPath: ck, threads: 2)
+        o.stopAfterStep = 3
+        _ = try FitJob.run(o)
+        var saved = try FitCheckpoint.load(path: ck)
+        saved.recipeYAML = saved.recipeYAML.split(separator: "\n", omittingEmptySubsequences: false)
+            .filter { !$0.contains("consistency_") }.joined(separator: "\n")
+        #expect(!saved.recipeYAML.contains("consistency"))
+        try saved.write(to: ck)
+        o.stopAfterStep = nil
+        o.resume = true
+        #expect(try FitJob.run(o).checkpoint.isDone)
+        // A real difference is still refused.
+        try? FileManager.default.removeItem(atPath: ck)
+        o.resume = false
+        o.stopAfterStep = 3
+        _ = try FitJob.run(o)
+        o.stopAfterStep = nil
+        o.resume = true
+        o.recipe.primapsEM.consistencyTarget = .hard
+        #expect(throws: RecipeError.self) { _ = try FitJob.run(o) }
+    }
+
     @Test func withoutCropViewsTheFitSaysWhatToDo() throws {
         let train = try store("cons-nocrops.h5", crops: false)
         let ck = scratch("cons-nocrops-ck.h5")
