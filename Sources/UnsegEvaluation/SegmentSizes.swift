@@ -3,10 +3,12 @@ import UnsegCore
 
 /// IoU by object size (the Two Tricks paper's analysis of small objects): every ground-truth
 /// segment (a 4-connected region of one class) falls in a bin of its area as a fraction of the
-/// image; its IoU is `|S ∩ P| / |S ∪ (P ∩ box(S))|`, with `P` the pixels predicted as its class
-/// after the matching and `box(S)` its bounding box (false positives are counted near the segment,
-/// so a class predicted elsewhere in the image does not lower a small object's score); pixels
-/// labelled ignore count for neither. A bin's score is the mean over its segments.
+/// image; its IoU is `|S ∩ P| / (|S| + |(P ∩ box(S)) ∖ L|)`, with `P` the pixels predicted as its
+/// class after the matching, `box(S)` its bounding box and `L` the pixels labelled that class (in
+/// any segment) or ignored: false positives are counted near the segment, so a class predicted
+/// elsewhere in the image does not lower a small object's score, and a neighbouring segment of
+/// the same class is not one. Labels at or above the class count are ignored, as the confusion
+/// matrix does. A bin's score is the mean over its segments.
 public struct SegmentSizeIoU: Codable, Equatable, Sendable {
     /// Upper edges of the bins as fractions of the image area; the last bin is open.
     public static let edges: [Double] = [0.001, 0.005, 0.02, 0.1]
@@ -34,13 +36,17 @@ public struct SegmentSizeIoU: Codable, Equatable, Sendable {
         public init(values: [Int64]) { self.values = values }
 
         /// Adds one image: `classes` `[H*W]` = predicted class per pixel after matching (255: none),
-        /// `labels` `[H*W]` class ids (255 = ignore). O(H W + K H W) for the classes present.
-        public mutating func add(classes: [UInt8], labels: [UInt8], height: Int, width: Int) {
-            precondition(classes.count == height * width && labels.count == height * width, "segment sizes: map sizes differ")
+        /// `labels` `[H*W]` class ids (255 and ids >= `classCount` = ignore). O(H W) per class
+        /// present (one summed-area table of its false positives; each segment's box is 4 lookups).
+        public mutating func add(classes: [UInt8], labels raw: [UInt8], height: Int, width: Int, classCount: Int) {
+            precondition(classes.count == height * width && raw.count == height * width, "segment sizes: map sizes differ")
             let n = height * width
+            let labels = raw.map { Int($0) < classCount ? $0 : 255 }
+            var tables: [UInt8: [Int32]] = [:]
             for s in SegmentSizeIoU.segments(labels: labels, height: height, width: width) {
                 let c = s.cls
-                let fp = s.falsePositives(classes: classes, labels: labels, width: width)
+                if tables[c] == nil { tables[c] = SegmentSizeIoU.falsePositiveTable(cls: c, classes: classes, labels: labels, height: height, width: width) }
+                let fp = s.falsePositives(table: tables[c]!, width: width)
                 var inter = 0
                 for p in s.pixels where classes[p] == c { inter += 1 }
                 let union = s.pixels.count + fp
@@ -80,15 +86,28 @@ public struct SegmentSizeIoU: Codable, Equatable, Sendable {
         var pixels: [Int]
         var x0: Int, y0: Int, x1: Int, y1: Int   // inclusive
 
-        /// Pixels of the bounding box predicted as the class whose label is another class (not ignore).
-        func falsePositives(classes: [UInt8], labels: [UInt8], width: Int) -> Int {
-            var fp = 0
-            for y in y0...y1 {
-                let row = y * width
-                for x in x0...x1 where classes[row + x] == cls && labels[row + x] != cls && labels[row + x] != 255 { fp += 1 }
-            }
-            return fp
+        /// Pixels of the bounding box predicted as the class whose label is another class (not
+        /// ignore), from the class's summed-area table (`falsePositiveTable`).
+        func falsePositives(table t: [Int32], width: Int) -> Int {
+            let s = width + 1
+            return Int(t[(y1 + 1) * s + x1 + 1] - t[y0 * s + x1 + 1] - t[(y1 + 1) * s + x0] + t[y0 * s + x0])
         }
+    }
+
+    /// Summed-area table `[(H+1) * (W+1)]` of the pixels predicted `cls` whose label is another
+    /// class (not ignore).
+    static func falsePositiveTable(cls: UInt8, classes: [UInt8], labels: [UInt8], height: Int, width: Int) -> [Int32] {
+        let s = width + 1
+        var t = [Int32](repeating: 0, count: (height + 1) * s)
+        for y in 0..<height {
+            var run: Int32 = 0
+            for x in 0..<width {
+                let i = y * width + x
+                if classes[i] == cls && labels[i] != cls && labels[i] != 255 { run += 1 }
+                t[(y + 1) * s + x + 1] = t[y * s + x + 1] + run
+            }
+        }
+        return t
     }
 
     /// The 4-connected same-class regions of `labels` (ignore excluded), in raster order of their first pixel.

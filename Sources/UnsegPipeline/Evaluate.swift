@@ -121,7 +121,7 @@ public enum EvaluateJob {
                         let i = own.lowerBound + j
                         let classes = try preds.ids(i).map { lut[Int($0)] }
                         var a = SegmentSizeIoU.Accumulator()
-                        a.add(classes: classes, labels: try store.labels(i), height: l.imageHeight, width: l.imageWidth)
+                        a.add(classes: classes, labels: try store.labels(i), height: l.imageHeight, width: l.imageWidth, classCount: proto.classCount)
                         return a.values
                     }
                 }.map { try $0.get() }

@@ -73,7 +73,7 @@ public enum EvaluationReportWriter {
                                         axisLabel: "mean segment IoU (%)", maxValue: 100, showMean: false)
             try PNG.write(chart, to: tmp + "/iou_by_size.png")
             pictures.append("iou_by_size.png")
-            md += "\n## IoU by object size\n\nEach ground-truth segment (a 4-connected region of one class) is binned by its area as a share of the image; its IoU is |S ∩ P| / |S ∪ (P ∩ box(S))|, P the pixels predicted as its class after the matching, box(S) its bounding box. A bin's score is the mean over its segments.\n\n"
+            md += "\n## IoU by object size\n\nEach ground-truth segment (a 4-connected region of one class) is binned by its area as a share of the image; its IoU is |S ∩ P| / (|S| + |(P ∩ box(S)) ∖ L|), P the pixels predicted as its class after the matching, box(S) its bounding box, L the pixels labelled that class or ignored. A bin's score is the mean over its segments.\n\n"
             md += "| object size (of image) | segments | mean IoU |\n|---|---|---|\n"
             for (i, name) in SegmentSizeIoU.binNames.enumerated() {
                 md += "| \(name) | \(b.segments[i]) | \(b.meanIoU[i].map { String(format: "%.2f", $0) } ?? "-") |\n"

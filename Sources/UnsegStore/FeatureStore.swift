@@ -327,7 +327,7 @@ public final class FeatureStore: Sendable {
             throw fail("/crop_boxes", "has shape \(ds.shape); expected [\(c), \(n), 4] (one box x0, y0, x1, y1 per crop of /features_crops and image)")
         }
         guard ds.elementType == .float32 || ds.elementType == .float64 else {
-            throw fail("/crop_boxes", "has element type \(ds.elementType); expected float32")
+            throw fail("/crop_boxes", "has element type \(ds.elementType); expected float32 (or float64)")
         }
         var raw = [Float](repeating: 0, count: c * n * 4)
         try raw.withUnsafeMutableBytes { try ds.read(into: $0.baseAddress!, memoryType: .float32) }

@@ -117,6 +117,11 @@ public final class FeatureStoreWriter {
         guard c.count == cropCount, c.allSatisfy({ $0.features.rows == f.rows && $0.features.cols == channels }) else {
             throw StoreError(file: path, dataset: "/features_crops", "\(c.count) crops for a store with \(cropCount) crops per image of [\(f.rows), \(channels)]")
         }
+        for (k, crop) in c.enumerated() {
+            if let why = crop.box.problem(width: imageWidth, height: imageHeight, patch: imageWidth / gridWidth) {
+                throw StoreError(file: path, dataset: "/crop_boxes", "crop \(k) of image \(i) is (x0 \(crop.box.x0), y0 \(crop.box.y0), x1 \(crop.box.x1), y1 \(crop.box.y1)): \(why); a reader would refuse it")
+            }
+        }
         do {
             try writeFeatures(f, to: features!, at: i)
             if let ds = backbone, let b { try writeFeatures(b, to: ds, at: i) }

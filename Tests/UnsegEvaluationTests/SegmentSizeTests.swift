@@ -17,7 +17,7 @@ import Testing
         // (5, 5) far from it; B predicted background; the ignored pixel background.
         for p in [at(0, 0), at(0, 1), at(1, 1), at(5, 5)] { classes[p] = 1 }
         var a = SegmentSizeIoU.Accumulator()
-        a.add(classes: classes, labels: labels, height: 6, width: 6)
+        a.add(classes: classes, labels: labels, height: 6, width: 6, classCount: 3)
         let r = SegmentSizeIoU(a)
         // A: I 2, U 3 + 1 (the box's false positive) -> 0.5, area 3/36 = 8.3%; B: 0, area 2.8%: both 2-10%.
         // Background: 31 pixels, I 29, false positives (1, 0) and (3, 3) (not the ignored one): 29 / 33.
@@ -26,6 +26,35 @@ import Testing
         #expect(abs(r.meanIoU[4]! - 100 * 29.0 / 33) < 1e-6)
         #expect(r.meanIoU[0] == nil && r.smallIoU == nil)
         #expect(r.table().contains("2-10%"))
+        // Ids at or above the class count are ignored (as the confusion matrix does): no segment of
+        // their own, no false positive of anyone's.
+        var stray = labels
+        stray[at(5, 0)] = 9
+        var b = SegmentSizeIoU.Accumulator()
+        b.add(classes: classes, labels: stray, height: 6, width: 6, classCount: 3)
+        let rs = SegmentSizeIoU(b)
+        #expect(rs.segments == [0, 0, 0, 2, 1])
+        #expect(abs(rs.meanIoU[4]! - 100 * 28.0 / 32) < 1e-6)
+        // A neighbouring segment of the same class inside a box is not a false positive, and the
+        // summed-area lookups agree with counting the box pixel by pixel on a random image.
+        var r2 = SegmentSizeIoU.Accumulator(), rng = UInt64(7)
+        var lab = [UInt8](repeating: 0, count: 30 * 20), cls = lab
+        for i in 0..<lab.count {
+            rng = rng &* 6364136223846793005 &+ 1442695040888963407
+            lab[i] = UInt8((rng >> 33) % 4); cls[i] = UInt8((rng >> 45) % 5)
+        }
+        r2.add(classes: cls, labels: lab, height: 30, width: 20, classCount: 4)
+        var sum = 0.0, count = 0
+        for seg in SegmentSizeIoU.segments(labels: lab, height: 30, width: 20) {
+            var fp = 0
+            for y in seg.y0...seg.y1 { for x in seg.x0...seg.x1 where cls[y * 20 + x] == seg.cls && lab[y * 20 + x] != seg.cls { fp += 1 } }
+            let inter = seg.pixels.filter { cls[$0] == seg.cls }.count
+            sum += Double(inter) / Double(seg.pixels.count + fp); count += 1
+        }
+        let r2s = SegmentSizeIoU(r2)
+        let total = zip(r2s.meanIoU, r2s.segments).reduce(0.0) { $0 + ($1.0 ?? 0) * Double($1.1) }
+        #expect(Int(r2s.segments.reduce(0, +)) == count)
+        #expect(abs(total / Double(count) - 100 * sum / Double(count)) < 1e-6)
     }
 
     @Test func smallSegmentsAndExactSums() {
@@ -35,8 +64,8 @@ import Testing
         for y in 10..<12 { for x in 10..<13 { labels[y * 40 + x] = 4; classes[y * 40 + x] = 4 } }
         classes[41] = 3
         var one = SegmentSizeIoU.Accumulator(), other = SegmentSizeIoU.Accumulator()
-        one.add(classes: classes, labels: labels, height: 40, width: 40)
-        other.add(classes: classes, labels: labels, height: 40, width: 40)
+        one.add(classes: classes, labels: labels, height: 40, width: 40, classCount: 5)
+        other.add(classes: classes, labels: labels, height: 40, width: 40, classCount: 5)
         let r = SegmentSizeIoU(one)
         #expect(r.segments[0] == 1 && r.segments[1] == 1 && r.smallIoU! == 100)
         // Integer sums: adding images in either order gives the same values.

@@ -85,6 +85,13 @@ import UnsegCore
             try writer.write(i, features: img.features, image: img.image, labels: img.labels, name: img.name,
                              crops: Array(zip(img.cropFeatures, img.cropBoxes)))
         }
+        // The writer refuses a box the reader would refuse.
+        let img0 = corpus.image(0, crops: views)
+        let outside = CropBox(x0: 40, y0: 0, x1: 72, y1: 32)
+        #expect(throws: StoreError.self) {
+            try writer.write(0, features: img0.features, image: img0.image, labels: img0.labels, name: img0.name,
+                             crops: [(img0.cropFeatures[0], outside), (img0.cropFeatures[1], img0.cropBoxes[1]), (img0.cropFeatures[2], img0.cropBoxes[2])])
+        }
         try writer.commit()
         let store = try FeatureStore(path: path)
         #expect(store.layout.cropCount == 3 && store.cropBoxes.count == 3 && store.cropBoxes[0].count == 5)
