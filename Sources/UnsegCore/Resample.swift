@@ -69,21 +69,8 @@ public struct BilinearAxis: Sendable, Equatable {
     /// Weights mapping `sourceCount` samples to `targetCount` samples.
     public init(source: Int, target: Int) {
         precondition(source > 0 && target > 0, "bilinear axis needs positive sizes, got \(source) -> \(target)")
-        sourceCount = source
-        targetCount = target
-        var a0 = [Int32](repeating: 0, count: target), a1 = a0
-        var b0 = [Float](repeating: 0, count: target), b1 = b0
         let scale = Double(source) / Double(target)
-        for x in 0..<target {
-            var src = (Double(x) + 0.5) * scale - 0.5
-            if src < 0 { src = 0 }
-            let x0 = min(Int(src), source - 1)
-            let x1 = x0 < source - 1 ? x0 + 1 : x0
-            let l1 = Float(src - Double(x0))
-            a0[x] = Int32(x0); a1[x] = Int32(x1)
-            b0[x] = 1 - l1; b1[x] = l1
-        }
-        i0 = a0; i1 = a1; w0 = b0; w1 = b1
+        self.init(source: source, target: target) { x in max((Double(x) + 0.5) * scale - 0.5, 0) }
     }
 
     /// Weights sampling the `source` samples' linear interpolant at the centres of `target` samples
@@ -92,12 +79,19 @@ public struct BilinearAxis: Sendable, Equatable {
     /// resized to `target`; `start 0, span source` is `init(source:target:)` up to rounding).
     public init(source: Int, target: Int, start: Double, span: Double) {
         precondition(source > 0 && target > 0 && span > 0, "bilinear axis needs positive sizes, got \(source) -> \(target), span \(span)")
+        self.init(source: source, target: target) { x in
+            min(max(start + (Double(x) + 0.5) * span / Double(target) - 0.5, 0), Double(source - 1))
+        }
+    }
+
+    /// The two neighbours and weights of each target sample from its source coordinate (>= 0).
+    private init(source: Int, target: Int, coordinate: (Int) -> Double) {
         sourceCount = source
         targetCount = target
         var a0 = [Int32](repeating: 0, count: target), a1 = a0
         var b0 = [Float](repeating: 0, count: target), b1 = b0
         for x in 0..<target {
-            let src = min(max(start + (Double(x) + 0.5) * span / Double(target) - 0.5, 0), Double(source - 1))
+            let src = coordinate(x)
             let x0 = min(Int(src), source - 1)
             let x1 = x0 < source - 1 ? x0 + 1 : x0
             let l1 = Float(src - Double(x0))
